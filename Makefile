@@ -1,0 +1,43 @@
+# Two commands for a fresh machine:
+#   make demo   -> .venv + install + the whole workflow on the embedded demo
+#   make test   -> .venv + install + the test suite
+#
+# TORCH selects the PyTorch build. The default is the CPU wheel (fast to install,
+# what CI uses). On a GPU cluster pick the CUDA build that matches the driver, e.g.
+#   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+CORES  ?= 2
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint report clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --report results/report/report.html
+	@echo
+	@echo "Summary table: results/report/tables/summary.md (also .csv, .tex)"
+	@echo "HTML report:   results/report/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs benchmarks .snakemake

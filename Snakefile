@@ -1,0 +1,32 @@
+# srseg: which super-resolution model, trained how, turns low-resolution EM into
+# images that segment neurons as well as real high-resolution EM?
+#
+#   snakemake --cores 2                        # the embedded demo (config.yaml)
+#   snakemake --profile profiles/slurm         # on a SLURM GPU cluster
+#
+# The DAG and the results/ layout are described in README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/ingest.smk"
+include: "rules/align.smk"
+include: "rules/sr.smk"
+include: "rules/segment.smk"
+include: "rules/metrics.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

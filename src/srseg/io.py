@@ -1,0 +1,200 @@
+"""Volume and file I/O shared by every stage.
+
+Volumes are (z, y, x). Images are float32 in [0, 1] inside the library and
+uint8/uint16/float32 on disk; labels are integer instance IDs. Every TIFF we
+write carries its voxel size in nm: as ImageJ resolution + spacing (so Fiji and
+napari-tifffile show true scale) and, for label volumes ImageJ cannot hold
+(uint32/uint64), as tifffile "shaped" JSON metadata plus resolution tags.
+
+Every writer is atomic: it writes a temporary file in the target folder and
+renames it, so a failed job never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import tifffile
+
+
+class InputError(ValueError):
+    """Bad user input: the message is one sentence naming the file/key and the fix."""
+
+
+IMAGE_DTYPES = ("uint8", "uint16", "float32")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` on success.
+
+    The temporary name keeps the suffix so libraries that dispatch on the
+    extension (matplotlib, tifffile, torch) behave as for the final file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_csv(path: str | os.PathLike, frame) -> None:
+    """Write a pandas DataFrame atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def to_float(vol: np.ndarray) -> np.ndarray:
+    """Map an on-disk image to float32 in [0, 1] (integer types by their full range)."""
+    if vol.dtype == np.uint8:
+        return vol.astype(np.float32) / 255.0
+    if vol.dtype == np.uint16:
+        return vol.astype(np.float32) / 65535.0
+    if np.issubdtype(vol.dtype, np.floating):
+        return vol.astype(np.float32, copy=False)
+    raise InputError(f"image dtype {vol.dtype} is not supported; convert it to uint8, uint16 or float32")
+
+
+def from_float(vol: np.ndarray, dtype: str) -> np.ndarray:
+    """Quantise a float image in [0, 1] to `dtype` (values outside are clipped)."""
+    vol = np.clip(np.asarray(vol, dtype=np.float32), 0.0, 1.0)
+    if dtype == "uint8":
+        return np.rint(vol * 255.0).astype(np.uint8)
+    if dtype == "uint16":
+        return np.rint(vol * 65535.0).astype(np.uint16)
+    if dtype == "float32":
+        return vol
+    raise ValueError(f"unknown image dtype {dtype!r}; use one of {IMAGE_DTYPES}")
+
+
+def write_tiff(path: str | os.PathLike, vol: np.ndarray, voxel_nm: Sequence[float]) -> None:
+    """Write a (z, y, x) array with its voxel size (nm, z/y/x) atomically."""
+    vol = np.ascontiguousarray(vol)
+    if vol.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
+    vz, vy, vx = (float(v) for v in voxel_nm)
+    resolution = (1e3 / vx, 1e3 / vy)  # pixels per micrometre
+    with atomic_path(path) as tmp:
+        if vol.dtype in (np.uint8, np.uint16, np.float32):
+            tifffile.imwrite(
+                tmp, vol, imagej=True, resolution=resolution,
+                metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"},
+                compression="zlib",
+            )
+        else:
+            tifffile.imwrite(
+                tmp, vol, resolution=(1e7 / vx, 1e7 / vy), resolutionunit="CENTIMETER",
+                metadata={"axes": "ZYX", "voxel_size_nm": [vz, vy, vx]},
+                compression="zlib",
+            )
+
+
+def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None]:
+    """Read a TIFF written by `write_tiff` (or by Fiji): (array, voxel_nm or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found; check the path in config.yaml")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            vol = tif.asarray()
+            voxel = _voxel_from_tiff(tif)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(f"{path}: not a readable TIFF ({exc}); re-export the stack as TIFF") from exc
+    if vol.ndim == 2:
+        vol = vol[None]
+    return vol, voxel
+
+
+def _voxel_from_tiff(tif: tifffile.TiffFile) -> list[float] | None:
+    shaped = tif.shaped_metadata
+    if shaped and "voxel_size_nm" in shaped[0]:
+        return [float(v) for v in shaped[0]["voxel_size_nm"]]
+    ij = tif.imagej_metadata
+    page = tif.pages[0]
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    xr = tags["XResolution"].value
+    yr = tags["YResolution"].value
+    xres = xr[0] / xr[1]
+    yres = yr[0] / yr[1]
+    if xres <= 0 or yres <= 0 or (xres == 1 and yres == 1 and not ij):
+        return None  # the TIFF default of 1 px/inch means "not set"
+    unit = (ij or {}).get("unit", "")
+    if ij is not None:
+        scale = {"um": 1e3, "micron": 1e3, "\\u00B5m": 1e3, "µm": 1e3, "nm": 1.0, "mm": 1e6}.get(unit)
+        if scale is None:
+            return None
+        z = float(ij.get("spacing", 0.0)) * scale
+        return [z if z > 0 else None, scale / yres, scale / xres]
+    runit = tags.get("ResolutionUnit")
+    per = {2: 25.4e6, 3: 1e7}.get(int(runit.value) if runit else 2)
+    return [None, per / yres, per / xres]
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None, str]:
+    """Read a grey image volume: (float32 in [0, 1], voxel_nm or None, on-disk dtype)."""
+    vol, voxel = read_tiff(path)
+    dtype = str(vol.dtype)
+    return to_float(vol), voxel, dtype
+
+
+def write_image(path, vol: np.ndarray, voxel_nm, dtype: str = "uint8") -> None:
+    write_tiff(path, from_float(vol, dtype), voxel_nm)
+
+
+def write_labels(path, labels: np.ndarray, voxel_nm) -> None:
+    """Labels are stored as uint16 when they fit (ImageJ-readable), else uint32/uint64."""
+    labels = np.asarray(labels)
+    top = int(labels.max()) if labels.size else 0
+    if top < 2**16:
+        labels = labels.astype(np.uint16)
+    elif top < 2**32:
+        labels = labels.astype(np.uint32)
+    else:
+        labels = labels.astype(np.uint64)
+    write_tiff(path, labels, voxel_nm)
+
+
+def read_labels(path) -> tuple[np.ndarray, list[float] | None]:
+    vol, voxel = read_tiff(path)
+    if not np.issubdtype(vol.dtype, np.integer):
+        if not np.all(np.mod(vol, 1) == 0):
+            raise InputError(f"{path}: labels must be integer instance IDs, found fractional values")
+    return vol.astype(np.uint64), voxel

@@ -1,0 +1,89 @@
+"""Device, precision, seeding and checkpoint helpers shared by every training loop.
+
+One code path for CPU and GPU: `resolve_device` picks CUDA when present (or as
+configured), `autocast` turns on bfloat16/float16 mixed precision on CUDA only,
+and checkpoints are written atomically so a killed job can always resume from
+the last complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import InputError, atomic_path
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("config key 'device' asks for cuda but no GPU is visible; set device: auto or cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bf16 when supported), a no-op on CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler is only needed for float16 autocast; bf16 and CPU get a disabled one."""
+    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=fp16)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return a numpy Generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def set_threads(n: int | None = None) -> None:
+    """Respect the core count Snakemake gave the job (threads) instead of all cores."""
+    if n:
+        torch.set_num_threads(int(n))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: checkpoint not found; check the path")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({exc}); delete it or point to a valid file") from exc
+
+
+def get_logger(name: str, log_file: str | os.PathLike | None = None) -> logging.Logger:
+    """A logger that writes to the rule's log file (or stderr) with timestamps."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    handler = logging.FileHandler(log_file, mode="a") if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
