@@ -1,0 +1,236 @@
+"""Image quality of a super-resolved section against the paired real HR section.
+
+All scores are computed in float64 on single 2D grey sections (y, x):
+
+- PSNR = 10 log10(R^2 / MSE), R = max - min of the HR reference section
+  (the reference's own data range, as in CARE/PSSR, not the dtype range).
+- SSIM (Wang et al. 2004) with a Gaussian window, sigma 1.5, population
+  covariances, the same R as PSNR (scikit-image implementation).
+- FRC (Fourier ring correlation, Banterle et al. 2013, Eq. 19 of the EMSR
+  paper): per ring r, Re(sum F_pred conj F_ref) / sqrt(sum |F_pred|^2 sum |F_ref|^2).
+  The scalar `frc_mean` is the ring average up to Nyquist (EMSR's FRC-bar);
+  `frc_cutoff` is the frequency where the curve first drops below 1/7.
+- "_norm" variants: the prediction is first rescaled by least squares
+  (a * pred + b closest to HR, PSSR/CSBDeep's normalisation), so a global
+  brightness/contrast offset of a model does not count as an error.
+
+FRC conventions (documented because FRC implementations differ):
+- No apodisation window: the paper's Eq. 19 uses the plain DFT, and both
+  images share the same field, so edge leakage affects both alike.
+- Rings are 1 / min(ny, nx) cycles/pixel wide (one Fourier pixel for square
+  sections); a frequency belongs to the ring nearest its radius.
+- The DC ring (frequency 0, a single coefficient, correlation trivially +-1)
+  is left out of the curve and of the mean; corner frequencies beyond
+  Nyquist (0.5 cycles/pixel) are left out as well.
+- A ring where either image has no energy has correlation 0.
+- The 1/7 crossing is interpolated linearly between the last ring at or above
+  1/7 and the first below; a curve that never drops below 1/7 reports the
+  Nyquist frequency (the resolution is pixel-limited: 2 pixels).
+- FRC is insensitive to a pure ring-wise real gain (e.g. a noise-free blur),
+  so it rewards restored detail only relative to the noise in each ring.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tqdm import tqdm
+
+from ..io import InputError, read_image, read_json, write_csv
+from ._log import stderr_logger
+
+FRC_THRESHOLD = 1.0 / 7.0
+SSIM_SIGMA = 1.5
+# skimage's Gaussian window spans 2 * int(3.5 * sigma + 0.5) + 1 pixels.
+MIN_SIDE = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1
+
+
+def _as_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if pred.shape != ref.shape:
+        raise InputError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}; "
+                         "score images of the same size")
+    return pred, ref
+
+
+def _data_range(ref: np.ndarray, data_range: float | None) -> float:
+    return float(ref.max() - ref.min()) if data_range is None else float(data_range)
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
+    """PSNR in dB; R defaults to the reference's max - min. inf if identical, nan if R == 0."""
+    pred, ref = _as_pair(pred, ref)
+    r = _data_range(ref, data_range)
+    if r <= 0:
+        return float("nan")  # a flat reference has no signal to compare against
+    with np.errstate(divide="ignore"):  # MSE 0 -> +inf, which is the right answer
+        return float(peak_signal_noise_ratio(ref, pred, data_range=r))
+
+
+def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
+    """Mean SSIM of a 2D section (Gaussian window sigma 1.5, Wang et al. 2004)."""
+    pred, ref = _as_pair(pred, ref)
+    if pred.ndim != 2:
+        raise InputError(f"SSIM is computed per section; got an array of shape {pred.shape}, pass 2D sections")
+    if min(pred.shape) < MIN_SIDE:
+        raise InputError(f"section of shape {pred.shape} is smaller than the {MIN_SIDE}-pixel SSIM window; "
+                         "lower metrics.border_crop or use larger sections")
+    r = _data_range(ref, data_range)
+    if r <= 0:
+        return float("nan")
+    return float(structural_similarity(
+        ref, pred, data_range=r, gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False))
+
+
+def frc_curve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fourier ring correlation of two 2D images: (frequencies in cycles/pixel, FRC per ring).
+
+    Rings 1 .. min(ny, nx) // 2 (DC left out, up to Nyquist); see the module docstring.
+    """
+    a, b = _as_pair(a, b)
+    if a.ndim != 2:
+        raise InputError(f"FRC is computed per section; got an array of shape {a.shape}, pass 2D sections")
+    ny, nx = a.shape
+    fa = np.fft.fft2(a)
+    fb = np.fft.fft2(b)
+    step = 1.0 / min(ny, nx)
+    radius = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
+    ring = np.rint(radius / step).astype(np.int64).ravel()
+    n_rings = min(ny, nx) // 2
+    # Per-ring sums by bincount; rings beyond n_rings (corners past Nyquist) are dropped below.
+    cross = np.bincount(ring, weights=(fa * np.conj(fb)).real.ravel(), minlength=n_rings + 1)
+    pow_a = np.bincount(ring, weights=(np.abs(fa) ** 2).ravel(), minlength=n_rings + 1)
+    pow_b = np.bincount(ring, weights=(np.abs(fb) ** 2).ravel(), minlength=n_rings + 1)
+    keep = slice(1, n_rings + 1)
+    denom = np.sqrt(pow_a[keep] * pow_b[keep])
+    frc = np.divide(cross[keep], denom, out=np.zeros(n_rings), where=denom > 0)
+    freqs = np.arange(1, n_rings + 1) * step
+    return freqs, frc
+
+
+def _crossing(freqs: np.ndarray, frc: np.ndarray, threshold: float = FRC_THRESHOLD) -> float:
+    """Frequency where `frc` first drops below `threshold` (linear interpolation; hand-written)."""
+    below = np.flatnonzero(frc < threshold)
+    if below.size == 0:
+        return float(freqs[-1])  # never drops: resolution limited by the pixel size (Nyquist)
+    i = int(below[0])
+    if i == 0:
+        return float(freqs[0])
+    f0, f1, c0, c1 = freqs[i - 1], freqs[i], frc[i - 1], frc[i]
+    return float(f0 + (c0 - threshold) / (c0 - c1) * (f1 - f0))
+
+
+def _summary_from_curve(freqs: np.ndarray, frc: np.ndarray, pixel_nm: float) -> dict:
+    cutoff_per_nm = _crossing(freqs, frc) / float(pixel_nm)
+    return {
+        "frc_mean": float(frc.mean()),
+        "frc_cutoff_per_nm": cutoff_per_nm,
+        "frc_cutoff_nm": 1.0 / cutoff_per_nm,
+    }
+
+
+def frc_summary(a: np.ndarray, b: np.ndarray, pixel_nm: float) -> dict:
+    """Mean FRC up to Nyquist and the 1/7 cutoff, as a frequency (1/nm) and a resolution (nm)."""
+    freqs, frc = frc_curve(a, b)
+    return _summary_from_curve(freqs, frc, pixel_nm)
+
+
+def normalize_to_reference(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """a * pred + b with (a, b) minimising the squared error to `ref` (PSSR's normalisation).
+
+    Closed-form simple linear regression; a flat prediction gets a = 0, b = mean(ref).
+    """
+    pred, ref = _as_pair(pred, ref)
+    dp = pred - pred.mean()
+    var = float(np.mean(dp * dp))
+    a = float(np.mean(dp * (ref - ref.mean()))) / var if var > 0 else 0.0
+    b = float(ref.mean()) - a * float(pred.mean())
+    return a * pred + b
+
+
+def _crop(section: np.ndarray, border: int) -> np.ndarray:
+    return section[border:section.shape[0] - border, border:section.shape[1] - border] if border else section
+
+
+def _check_crop(shape: tuple[int, ...], border: int) -> None:
+    if border < 0:
+        raise InputError(f"metrics.border_crop is {border}; set it to 0 or a positive number of HR pixels")
+    side = min(shape[-2:]) - 2 * border
+    if side < MIN_SIDE:
+        raise InputError(f"metrics.border_crop {border} leaves {side} pixels of a {shape[-2:]} section, fewer "
+                         f"than the {MIN_SIDE} SSIM needs; lower metrics.border_crop")
+
+
+def _score_section(pred2d, ref2d, pixel_nm: float, border_crop: int):
+    """Scores plus the FRC curve (frequency in 1/nm) of one section."""
+    pred, ref = _as_pair(pred2d, ref2d)
+    _check_crop(pred.shape, border_crop)
+    pred, ref = _crop(pred, border_crop), _crop(ref, border_crop)
+    r = _data_range(ref, None)
+    freqs, frc = frc_curve(pred, ref)
+    scores = {"psnr": psnr(pred, ref, r), "ssim": ssim(pred, ref, r)}
+    scores.update(_summary_from_curve(freqs, frc, pixel_nm))
+    norm = normalize_to_reference(pred, ref)
+    scores["psnr_norm"] = psnr(norm, ref, r)
+    scores["ssim_norm"] = ssim(norm, ref, r)
+    scores["frc_mean_norm"] = float(frc_curve(norm, ref)[1].mean())
+    return scores, freqs / float(pixel_nm), frc
+
+
+def image_scores(pred2d: np.ndarray, ref2d: np.ndarray, pixel_nm: float, border_crop: int = 0) -> dict:
+    """All image scores of one section: psnr, ssim, frc_mean, frc_cutoff_per_nm, frc_cutoff_nm,
+    psnr_norm, ssim_norm, frc_mean_norm (after cropping `border_crop` pixels at every edge)."""
+    return _score_section(pred2d, ref2d, pixel_nm, border_crop)[0]
+
+
+def _pixel_nm(pairs_json: str | Path, hr_voxel: list | None, hr_path) -> float:
+    """In-plane HR pixel size: pairs.json's hr_voxel_nm, else the HR TIFF's metadata."""
+    meta = read_json(pairs_json) if pairs_json is not None else {}
+    voxel = meta.get("hr_voxel_nm", hr_voxel)
+    if voxel is None or len(voxel) != 3 or voxel[1] is None or voxel[2] is None:
+        raise InputError(f"{pairs_json}: no 'hr_voxel_nm' [z, y, x] and {hr_path} has no voxel size; "
+                         "rerun the pairs stage so it records the HR voxel size")
+    vy, vx = float(voxel[1]), float(voxel[2])
+    if not np.isclose(vy, vx, rtol=0.01):
+        raise InputError(f"{pairs_json}: HR pixels are not square ({vy} x {vx} nm); FRC rings need square "
+                         "pixels, resample the HR stack to equal y/x voxel size")
+    return vy
+
+
+def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc: str, metrics: dict,
+                      model: str, data: str, fold: str, specimen: str) -> pd.DataFrame:
+    """Score every section of the SR volume `sr` against the HR volume `hr`.
+
+    Writes `out_csv` (one row per section) and `out_frc` (FRC curves, long format),
+    both atomically; returns the per-section table.
+    """
+    border = int((metrics or {}).get("border_crop", 0))
+    pred, _, _ = read_image(sr)
+    ref, hr_voxel, _ = read_image(hr)
+    if pred.shape != ref.shape:
+        raise InputError(f"{sr}: shape {pred.shape} differs from the HR {hr} shape {ref.shape}; "
+                         "rerun inference so the SR volume matches the HR pair")
+    if not np.all(np.isfinite(pred)):
+        raise InputError(f"{sr}: contains NaN or infinite values; rerun inference (check the model's training log)")
+    pixel_nm = _pixel_nm(pairs, hr_voxel, hr)
+    _check_crop(ref.shape, border)
+    ids = {"model": model, "data": data, "fold": fold, "specimen": specimen}
+
+    rows, curves = [], []
+    for z in tqdm(range(ref.shape[0]), desc=f"image metrics {model}/{data}/{fold}/{specimen}", file=sys.stderr):
+        scores, freqs_nm, frc = _score_section(pred[z], ref[z], pixel_nm, border)
+        rows.append({**ids, "section": z, **{k: scores[k] for k in (
+            "psnr", "ssim", "frc_mean", "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm")}})
+        curves.append(pd.DataFrame({**ids, "section": z, "frequency_per_nm": freqs_nm, "frc": frc}))
+    table = pd.DataFrame(rows)
+    log = stderr_logger(__name__)
+    write_csv(out_frc, pd.concat(curves, ignore_index=True))
+    write_csv(out_csv, table)
+    log.info("%s: %d sections, mean PSNR %.2f dB, SSIM %.3f, FRC %.3f", sr, len(table),
+             table["psnr"].mean(), table["ssim"].mean(), table["frc_mean"].mean())
+    return table
