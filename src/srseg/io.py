@@ -117,7 +117,7 @@ def write_tiff(path: str | os.PathLike, vol: np.ndarray, voxel_nm: Sequence[floa
             )
         else:
             tifffile.imwrite(
-                tmp, vol, resolution=(1e7 / vx, 1e7 / vy), resolutionunit="CENTIMETER",
+                tmp, vol, resolution=(1e7 / vx, 1e7 / vy), resolutionunit="CENTIMETER", photometric="minisblack",
                 metadata={"axes": "ZYX", "voxel_size_nm": [vz, vy, vx]},
                 compression="zlib",
             )
