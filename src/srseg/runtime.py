@@ -9,16 +9,15 @@ the last complete one.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .io import InputError, atomic_path
+from .log import get_logger  # noqa: F401  (re-exported for the training loops)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -71,18 +70,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({exc}); delete it or point to a valid file") from exc
-
-
-def get_logger(name: str, log_file: str | os.PathLike | None = None) -> logging.Logger:
-    """A logger that writes to the rule's log file (or stderr) with timestamps."""
-    logger = logging.getLogger(name)
-    logger.setLevel(logging.INFO)
-    logger.handlers.clear()
-    handler = logging.FileHandler(log_file, mode="a") if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    return logger
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -41,7 +41,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from ..io import InputError, read_image, read_json, write_csv
-from ._log import stderr_logger
+from ..log import get_logger
 
 FRC_THRESHOLD = 1.0 / 7.0
 SSIM_SIGMA = 1.5
@@ -228,7 +228,7 @@ def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc
             "psnr", "ssim", "frc_mean", "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm")}})
         curves.append(pd.DataFrame({**ids, "section": z, "frequency_per_nm": freqs_nm, "frc": frc}))
     table = pd.DataFrame(rows)
-    log = stderr_logger(__name__)
+    log = get_logger(__name__)
     write_csv(out_frc, pd.concat(curves, ignore_index=True))
     write_csv(out_csv, table)
     log.info("%s: %d sections, mean PSNR %.2f dB, SSIM %.3f, FRC %.3f", sr, len(table),

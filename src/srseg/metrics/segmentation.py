@@ -49,7 +49,7 @@ from scipy.special import entr
 from tqdm import tqdm
 
 from ..io import InputError, read_json, read_labels, write_csv
-from ._log import stderr_logger
+from ..log import get_logger
 
 IOU_THRESHOLD = 0.5
 REFERENCE_SOURCES = ("labels", "hr_segmentation")
@@ -240,7 +240,7 @@ def run_seg_metrics(segmentations: list[str], reference: str, reference_json: st
     bar.close()
     table = pd.DataFrame(rows).sort_values(["section", "threshold"], kind="stable").reset_index(drop=True)
     write_csv(out_csv, table)
-    log = stderr_logger(__name__)
+    log = get_logger(__name__)
     summary = table.groupby("threshold")[["voi_sum", "arand", "f1"]].mean()
     log.info("%s: mean per-section scores by threshold\n%s", out_csv, summary.to_string())
     return table

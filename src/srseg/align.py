@@ -1,0 +1,523 @@
+"""Place the HR stack inside the LR stack: stage offsets, then SIFT + RANSAC, then ECC.
+
+Transform convention (shared with pairs and the phantom's truth.json): a 2x3
+matrix M maps HR pixel coordinates (x = column, y = row, pixel centres at
+integers) to LR pixel coordinates, [x_lr, y_lr] = M @ [x_hr, y_hr, 1]; HR
+section k lies in LR section lr_z[k].
+
+Method, per specimen:
+1. Coarse placement from voxel sizes and the stage offset (`hr_offset_nm`), which
+   may be off by several LR pixels.
+2. Per HR section: downsample HR to about the LR pixel size (INTER_AREA), match
+   SIFT features against an LR window around the coarse position (Lowe ratio
+   test), fit a similarity with RANSAC (cv2.estimateAffinePartial2D).
+3. Consensus: the sections of one SBEM stack share rotation and scale (one
+   stage, one calibration) but the stage drifts slightly from section to
+   section. So the linear part (rotation/scale) is pooled -- the median over
+   sections, with sections whose fit disagrees set aside as wrong match sets --
+   while the position of the field centre stays per section; sections without
+   a usable fit get a position interpolated from their neighbours.
+4. Sub-pixel refinement (`refine`): ECC (cv2.findTransformECC, affine) of each
+   section's downsampled HR against its LR section, started from the
+   consensus. The final linear part is the mean of the per-section ECC fits
+   that agree with their median (averaging sections beats noise); each
+   section keeps its own ECC centre position (the stage drift).
+   transform.json holds one matrix per HR section plus the per-section fits.
+
+Bad input (no overlap, too few matches, implausible scale) raises InputError
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .log import get_logger
+from .io import InputError, atomic_path, read_image, read_json, write_json
+
+log = logging.getLogger("srseg.align")
+
+DEFAULTS = {
+    "sift_ratio": 0.75,
+    "ransac_px": 1.5,
+    "min_inliers": 12,
+    "search_margin_lr_px": 24,
+    "max_scale_error": 0.05,
+    "max_rotation_deg": None,       # reject fits rotated more than this (None: no limit)
+    "refine": True,                 # ECC sub-pixel refinement after SIFT (False: SIFT + RANSAC only)
+}
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def to3x3(m: np.ndarray) -> np.ndarray:
+    """A 2x3 affine matrix as a 3x3 homogeneous one (so affines compose by @)."""
+    out = np.eye(3)
+    out[:2] = np.asarray(m, dtype=np.float64).reshape(2, 3)
+    return out
+
+
+def compose(*mats: np.ndarray) -> np.ndarray:
+    """compose(A, B) = A after B, for 2x3 affine matrices."""
+    out = np.eye(3)
+    for m in mats:
+        out = out @ to3x3(m)
+    return out[:2]
+
+
+def invert(m: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(to3x3(m))[:2]
+
+
+def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Map (n, 2) points (x, y) through a 2x3 matrix."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    return pts @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
+
+
+def field_corners(shape_yx) -> np.ndarray:
+    """Outer corners (x, y) of an image field: pixel edges at -0.5 and n - 0.5."""
+    h, w = shape_yx
+    return np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+
+
+def corner_rms(m_a: np.ndarray, m_b: np.ndarray, shape_yx) -> float:
+    """RMS distance (in the target's pixels) between where two transforms put a field's corners."""
+    c = field_corners(shape_yx)
+    d = apply(m_a, c) - apply(m_b, c)
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+
+
+def axis_scales(m: np.ndarray) -> np.ndarray:
+    """Length of the images of the x and y unit vectors (the per-axis scale)."""
+    a = np.asarray(m)[:, :2]
+    return np.hypot(a[0], a[1])
+
+
+def rotation_deg(m: np.ndarray) -> float:
+    a = np.asarray(m)[:, :2]
+    return float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
+
+
+# --------------------------------------------------------------------------- coarse placement
+
+
+def coarse_matrix(lr_voxel_nm, hr_voxel_nm, hr_offset_nm) -> np.ndarray:
+    """HR->LR matrix from voxel sizes and the stage offset alone (no rotation).
+
+    hr_offset_nm [z, y, x] is where HR pixel (0, 0, 0)'s centre lies in the frame
+    where LR pixel (0, 0, 0)'s centre is at 0 nm.
+    """
+    _, ly, lx = (float(v) for v in lr_voxel_nm)
+    _, hy, hx = (float(v) for v in hr_voxel_nm)
+    _, oy, ox = (float(v) for v in hr_offset_nm)
+    return np.array([[hx / lx, 0.0, ox / lx], [0.0, hy / ly, oy / ly]])
+
+
+def coarse_lr_z(n_hr: int, lr_voxel_nm, hr_voxel_nm, hr_offset_nm) -> np.ndarray:
+    """LR section of each HR section: the nearest LR section centre in z."""
+    lz, hz, oz = float(lr_voxel_nm[0]), float(hr_voxel_nm[0]), float(hr_offset_nm[0])
+    return np.floor((oz + np.arange(n_hr) * hz) / lz + 0.5).astype(int)  # halves round up, not to even
+
+
+def check_geometry(lr_shape, hr_shape, lr_voxel_nm, hr_voxel_nm, hr_offset_nm, where: str = "meta.json") -> None:
+    """Fail early, with one sentence, when voxel sizes are unusable or HR misses LR."""
+    for name, v in (("lr_voxel_nm", lr_voxel_nm), ("hr_voxel_nm", hr_voxel_nm), ("hr_offset_nm", hr_offset_nm)):
+        try:
+            ok = len(v) == 3 and all(np.isfinite(float(x)) for x in v)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"{where}: {name} must be three finite numbers [z, y, x] in nm; set it in config.yaml")
+    if min(float(x) for x in lr_voxel_nm) <= 0 or min(float(x) for x in hr_voxel_nm) <= 0:
+        raise InputError(f"{where}: voxel sizes must be positive; fix lr_voxel_nm / hr_voxel_nm in config.yaml")
+    ratio = np.array(lr_voxel_nm[1:], float) / np.array(hr_voxel_nm[1:], float)
+    if np.any(ratio <= 1.0):
+        raise InputError(
+            f"{where}: the LR pixel ({lr_voxel_nm[1:]} nm) must be larger than the HR pixel "
+            f"({hr_voxel_nm[1:]} nm); check that lr and hr are not swapped in config.yaml"
+        )
+    m = coarse_matrix(lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
+    quad = apply(m, field_corners(hr_shape[1:]))
+    (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
+    ih = min(y1, lr_shape[1] - 0.5) - max(y0, -0.5)
+    iw = min(x1, lr_shape[2] - 0.5) - max(x0, -0.5)
+    lr_z = coarse_lr_z(hr_shape[0], lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
+    z_inside = np.sum((lr_z >= 0) & (lr_z < lr_shape[0]))
+    if ih <= 0 or iw <= 0 or z_inside == 0:
+        raise InputError(
+            f"{where}: the HR field placed by hr_offset_nm {list(hr_offset_nm)} does not overlap the LR stack "
+            f"(LR is {list(lr_shape)} voxels of {list(lr_voxel_nm)} nm); fix hr_offset_nm in config.yaml"
+        )
+
+
+# --------------------------------------------------------------------------- per-section steps
+
+
+def downsample_to_lr(hr2d: np.ndarray, m_coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Area-downsample an HR section to about the LR pixel size.
+
+    Returns the image and the exact 2x3 map from HR pixels to its pixels
+    (cv2.resize puts output pixel centre u at input (u + 0.5) * W / w - 0.5).
+    """
+    h, w = hr2d.shape
+    fx, fy = axis_scales(m_coarse)
+    w2, h2 = max(8, int(round(w * fx))), max(8, int(round(h * fy)))
+    small = cv2.resize(hr2d.astype(np.float32), (w2, h2), interpolation=cv2.INTER_AREA)
+    sx, sy = w2 / w, h2 / h
+    d = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    return small, d
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Contrast-stretch (0.5-99.5 percentiles) to uint8, the input SIFT needs.
+
+    Stretching both images the same way makes SIFT's contrast threshold mean
+    the same thing for LR and downsampled HR.
+    """
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    return np.clip((img - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def sift_matches(template: np.ndarray, image: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints of `template` matched to `image` with Lowe's ratio test: (n, 2) x/y arrays."""
+    sift = cv2.SIFT_create()
+    kt, dt = sift.detectAndCompute(to_uint8(template), None)
+    ki, di = sift.detectAndCompute(to_uint8(image), None)
+    if dt is None or di is None or len(kt) < 2 or len(ki) < 2:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(dt, di, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    src = np.array([kt[g.queryIdx].pt for g in good], dtype=np.float64).reshape(-1, 2)
+    dst = np.array([ki[g.trainIdx].pt for g in good], dtype=np.float64).reshape(-1, 2)
+    return src, dst
+
+
+def ransac_similarity(src: np.ndarray, dst: np.ndarray, ransac_px: float):
+    """Similarity (rotation, uniform scale, shift) src->dst by RANSAC: (2x3 or None, inlier mask)."""
+    if len(src) < 3:
+        return None, np.zeros(len(src), bool)
+    cv2.setRNGSeed(0)  # RANSAC sampling: same input, same answer
+    m, inl = cv2.estimateAffinePartial2D(
+        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
+        ransacReprojThreshold=float(ransac_px), maxIters=5000, confidence=0.999, refineIters=20,
+    )
+    if m is None:
+        return None, np.zeros(len(src), bool)
+    return m.astype(np.float64), inl.ravel().astype(bool)
+
+
+def ecc_refine(template: np.ndarray, image: np.ndarray, init: np.ndarray) -> tuple[np.ndarray, float]:
+    """Intensity-based sub-pixel refinement of a template->image affine (cv2.findTransformECC).
+
+    ECC maximises the normalised correlation, so the differing contrast and
+    noise of LR and downsampled HR do not bias it. Returns (2x3, correlation);
+    raises cv2.error when it does not converge. No Gaussian pre-filter
+    (gaussFiltSize=1): OpenCV blurs the template with border replication, which
+    pulls its edge pixels inward and biases the fitted scale by ~0.1 % (0.1 LR
+    px at the corners of a 90-px field); the template is already area-averaged.
+    """
+    warp = np.asarray(init, dtype=np.float32).copy()
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-7)
+    cc, warp = cv2.findTransformECC(
+        template.astype(np.float32), image.astype(np.float32), warp, cv2.MOTION_AFFINE, criteria, None, 1
+    )
+    return warp.astype(np.float64), float(cc)
+
+
+def _window(quad: np.ndarray, margin: float, shape_yx) -> tuple[int, int, int, int]:
+    """Integer LR window (y0, y1, x0, x1) around a placed field plus a margin, clipped to the image."""
+    (x0, y0), (x1, y1) = quad.min(0) - margin, quad.max(0) + margin
+    h, w = shape_yx
+    return (max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1),
+            max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1))
+
+
+# --------------------------------------------------------------------------- the whole stack
+
+
+def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_offset_nm,
+                 params: dict | None = None, truth: dict | None = None, where: str = "meta.json") -> dict:
+    """Register an HR stack (z, y, x) in an LR stack; returns transform.json's content plus a "qc" entry.
+
+    `truth` (phantoms only) is {"matrices": [...], "lr_z": [...]} in the same
+    convention; when given, qc gets error_px (RMS corner distance, LR pixels).
+    """
+    p = {**DEFAULTS, **(params or {})}
+    ransac = float(p["ransac_px"])
+    check_geometry(lr.shape, hr.shape, lr_voxel_nm, hr_voxel_nm, hr_offset_nm, where)
+    n_hr = hr.shape[0]
+    m0 = coarse_matrix(lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
+    lr_z = coarse_lr_z(n_hr, lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
+    inside = (lr_z >= 0) & (lr_z < lr.shape[0])
+    expected_scale = axis_scales(m0)
+
+    # Per-section SIFT + RANSAC on downsampled HR vs an LR window around the coarse placement.
+    smalls, sections = {}, []
+    for k in tqdm(range(n_hr), desc="align: SIFT per section", unit="section"):
+        rec = {"hr_z": k, "lr_z": int(lr_z[k]), "n_matches": 0, "n_inliers": 0, "residual_px": None, "status": "outside"}
+        sections.append(rec)
+        if not inside[k]:
+            continue
+        small, d = downsample_to_lr(hr[k], m0)
+        smalls[k] = small
+        if float(hr[k].std()) < 1e-6:
+            rec["status"] = "blank"
+            continue
+        quad = apply(m0, field_corners(hr.shape[1:]))
+        y0, y1, x0, x1 = _window(quad, float(p["search_margin_lr_px"]), lr.shape[1:])
+        src, dst = sift_matches(small, lr[lr_z[k], y0:y1, x0:x1], float(p["sift_ratio"]))
+        dst = dst + [x0, y0]
+        src_hr = apply(invert(d), src)  # keypoints in HR pixels, so every section fits the same map
+        rec["n_matches"] = int(len(src))
+        a, inl = ransac_similarity(src_hr, dst, float(p["ransac_px"]))
+        rec["n_inliers"] = int(inl.sum())
+        if a is None or inl.sum() < int(p["min_inliers"]):
+            rec["status"] = "few_matches"
+            continue
+        rec["residual_px"] = float(np.sqrt(np.mean(np.sum((apply(a, src_hr[inl]) - dst[inl]) ** 2, axis=1))))
+        rec["sift_matrix"] = a.tolist()
+        scale_err = np.abs(axis_scales(a) / expected_scale - 1).max()
+        rec["scale_error"] = float(scale_err)
+        rec["rotation_deg"] = rotation_deg(a)
+        rec["status"] = "ok" if scale_err <= float(p["max_scale_error"]) else "bad_scale"
+        if p["max_rotation_deg"] is not None and abs(rec["rotation_deg"]) > float(p["max_rotation_deg"]):
+            rec["status"] = "bad_rotation"
+        rec["_pts"] = (src_hr[inl], dst[inl])
+
+    ok = [r for r in sections if r["status"] == "ok"]
+    if not ok:
+        rot = [r for r in sections if r["status"] == "bad_rotation"]
+        if rot:
+            worst = min(rot, key=lambda r: abs(r["rotation_deg"]))
+            raise InputError(
+                f"{where}: SIFT fits a rotation of {worst['rotation_deg']:.1f} degrees, more than "
+                f"align.max_rotation_deg ({p['max_rotation_deg']}); check that HR and LR are not flipped or "
+                "rotated on disk, or raise align.max_rotation_deg in config.yaml"
+            )
+        bad = [r for r in sections if r["status"] == "bad_scale"]
+        if bad:
+            worst = min(bad, key=lambda r: r["scale_error"])
+            raise InputError(
+                f"{where}: SIFT fits a scale {100 * worst['scale_error']:.0f}% away from the voxel-size ratio "
+                f"(allowed {100 * float(p['max_scale_error']):.0f}%); check lr_voxel_nm and hr_voxel_nm in config.yaml"
+            )
+        best = max((r["n_inliers"] for r in sections), default=0)
+        raise InputError(
+            f"{where}: too few SIFT matches between HR and LR (best section: {best} inliers, "
+            f"align.min_inliers is {p['min_inliers']}); check hr_offset_nm and voxel sizes, or raise "
+            "align.search_margin_lr_px in config.yaml"
+        )
+
+    # Consensus. The sections of one stack share rotation and scale (one stage,
+    # one calibration) but the stage drifts a little between sections, so the
+    # linear part is pooled (median over sections) and the position of the
+    # field centre is kept per section. A section whose fit disagrees with the
+    # median is a wrong match set, not a real shift, and is set aside.
+    field = hr.shape[1:]
+    c_hr = np.array([(field[1] - 1) / 2, (field[0] - 1) / 2])
+    lin = {r["hr_z"]: np.array(r["sift_matrix"])[:, :2] for r in ok}
+    ctr = {r["hr_z"]: apply(np.array(r["sift_matrix"]), c_hr)[0] for r in ok}
+    lin_med = np.median(np.stack(list(lin.values())), axis=0)
+    ctr_med = np.median(np.stack(list(ctr.values())), axis=0)
+    for r in ok:
+        k = r["hr_z"]
+        if (corner_rms(with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
+                or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac):
+            r["status"] = "outlier"
+    ok = [r for r in ok if r["status"] == "ok"]
+    if not ok:
+        raise InputError(
+            f"{where}: the SIFT fits of the sections disagree with each other; check that HR and LR show the "
+            "same region (hr_offset_nm, voxel sizes in config.yaml)"
+        )
+    ok_k = [r["hr_z"] for r in ok]
+    lin_sift = np.median(np.stack([lin[k] for k in ok_k]), axis=0)
+    _check_scale(lin_sift, expected_scale, p, where)
+    init_ctr = _interp_centres(ok_k, [ctr[k] for k in ok_k], n_hr)
+
+    # ECC refinement per section, started from the consensus.
+    ecc_lin, ecc_ctr = {}, {}
+    for k, small in smalls.items():
+        rec = sections[k]
+        rec["ecc"] = None
+        if rec["status"] == "blank" or not p["refine"]:
+            continue
+        _, d = downsample_to_lr(hr[k], m0)
+        init = compose(with_centre(lin_sift, init_ctr[k], c_hr), invert(d))  # downsampled HR -> LR
+        try:
+            w, cc = ecc_refine(small, lr[lr_z[k]], init)
+        except cv2.error:  # did not converge
+            continue
+        mk = compose(w, d)
+        rec["ecc"] = float(cc)
+        if np.hypot(*(apply(mk, c_hr)[0] - init_ctr[k])) <= 2 * ransac:  # else ECC wandered off
+            ecc_lin[k], ecc_ctr[k] = mk[:, :2], apply(mk, c_hr)[0]
+    good = []
+    if ecc_lin:
+        med = np.median(np.stack(list(ecc_lin.values())), axis=0)
+        good = [k for k in ecc_lin
+                if corner_rms(with_centre(ecc_lin[k], c_hr, c_hr), with_centre(med, c_hr, c_hr), field) <= 0.5]
+    if good:
+        lin_final = np.mean([ecc_lin[k] for k in good], axis=0)  # averaging sections beats noise
+        ctr_final = _interp_centres(good, [ecc_ctr[k] for k in good], n_hr)
+    else:
+        lin_final, ctr_final = lin_sift, init_ctr
+    _check_scale(lin_final, expected_scale, p, where)
+    matrices = [with_centre(lin_final, ctr_final[k], c_hr) for k in range(n_hr)]
+
+    res2 = []
+    for r in sections:
+        pts = r.pop("_pts", None)
+        r["ecc_used"] = r["hr_z"] in good
+        r["centre_lr"] = ctr_final[r["hr_z"]].tolist()
+        if pts is not None and r["status"] == "ok":
+            res2.append(np.sum((apply(np.array(r["sift_matrix"]), pts[0]) - pts[1]) ** 2, axis=1))
+    res2 = np.concatenate(res2)
+    m_mid = matrices[n_hr // 2]
+    qc = {
+        "n_sections": int(n_hr),
+        "n_sections_sift_ok": len(ok),
+        "n_sections_ecc_ok": len(good),
+        "n_matches": int(sum(r["n_matches"] for r in sections)),
+        "n_inliers": int(sum(r["n_inliers"] for r in ok)),
+        "residual_px": float(np.sqrt(res2.mean())),
+        "ecc_mean": float(np.mean([sections[k]["ecc"] for k in good])) if good else None,
+        "scale": axis_scales(m_mid).tolist(),
+        "expected_scale": expected_scale.tolist(),
+        "rotation_deg": rotation_deg(m_mid),
+        # where HR pixel (0, 0) really is minus where hr_offset_nm put it (x, y; mean over sections)
+        "stage_offset_error_lr_px": (np.mean([m[:, 2] for m in matrices], axis=0) - m0[:, 2]).tolist(),
+        "drift_range_lr_px": (ctr_final.max(0) - ctr_final.min(0)).tolist(),
+        "sift_vs_final_px": float(np.sqrt(np.mean([
+            corner_rms(with_centre(lin_sift, init_ctr[k], c_hr), matrices[k], field) ** 2 for k in range(n_hr)]))),
+    }
+    if truth is not None:
+        tm = [np.asarray(m, float) for m in truth["matrices"]]
+        errs = [corner_rms(t, m, field) for t, m in zip(tm, matrices)]
+        qc["error_px"] = float(np.sqrt(np.mean(np.square(errs))))
+        qc["error_px_max"] = float(np.max(errs))
+        qc["z_errors"] = int(np.sum(np.asarray(truth["lr_z"]) != lr_z))
+    return {
+        "matrices": [m.tolist() for m in matrices],
+        "lr_z": lr_z.tolist(),
+        "hr_shape": list(hr.shape),
+        "lr_shape": list(lr.shape),
+        "lr_voxel_nm": [float(v) for v in lr_voxel_nm],
+        "hr_voxel_nm": [float(v) for v in hr_voxel_nm],
+        "coarse_matrix": m0.tolist(),
+        "method": ("per-section SIFT+RANSAC similarity; shared linear part (median, then mean of per-section "
+                   "ECC affine fits); per-section position of the field centre (stage drift) from ECC"),
+        "sections": sections,
+        "qc": qc,
+    }
+
+
+def with_centre(linear: np.ndarray, centre_lr, centre_hr) -> np.ndarray:
+    """The 2x3 map with linear part `linear` that sends HR point centre_hr to LR point centre_lr."""
+    linear = np.asarray(linear, float)[:, :2]
+    return np.hstack([linear, (np.asarray(centre_lr, float) - linear @ np.asarray(centre_hr, float))[:, None]])
+
+
+def _interp_centres(ks, centres, n: int) -> np.ndarray:
+    """Per-section centres for all n sections: measured where given, linearly interpolated
+    (held constant beyond the ends) elsewhere -- stage drift is smooth."""
+    c = np.asarray(centres, float).reshape(-1, 2)
+    return np.stack([np.interp(np.arange(n), ks, c[:, i]) for i in range(2)], axis=1)
+
+
+def _check_scale(linear, expected_scale, p, where) -> None:
+    err = float(np.abs(axis_scales(linear) / expected_scale - 1).max())
+    if err > float(p["max_scale_error"]):
+        raise InputError(
+            f"{where}: the fitted scale is {100 * err:.0f}% away from the voxel-size ratio "
+            f"(allowed {100 * float(p['max_scale_error']):.0f}%); check lr_voxel_nm and hr_voxel_nm in config.yaml"
+        )
+
+
+# --------------------------------------------------------------------------- QC figure
+
+
+def warp_hr_to_lr(hr2d: np.ndarray, m: np.ndarray, lr_shape_yx) -> tuple[np.ndarray, np.ndarray]:
+    """Resample an HR section onto the LR grid (area-downsample, then warp); returns (image, valid mask)."""
+    small, d = downsample_to_lr(hr2d, np.array([[m[0][0], 0, 0], [0, m[1][1], 0]]))
+    a = compose(m, invert(d))
+    size = (lr_shape_yx[1], lr_shape_yx[0])
+    img = cv2.warpAffine(small, a, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    valid = cv2.warpAffine(np.ones_like(small), a, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0.5
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # edge pixels mix in the border
+    return img, valid
+
+
+def qc_figure(path, lr2d: np.ndarray, hr2d: np.ndarray, m: np.ndarray, title: str = "") -> None:
+    """LR, a checkerboard of aligned HR and LR, and a magenta/green overlay, cropped to the HR field."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warped, valid = warp_hr_to_lr(hr2d, m, lr2d.shape)
+    ys, xs = np.nonzero(valid)
+    pad = 4
+    y0, y1 = max(0, ys.min() - pad), min(lr2d.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(lr2d.shape[1], xs.max() + pad + 1)
+    a, b, v = lr2d[y0:y1, x0:x1], warped[y0:y1, x0:x1], valid[y0:y1, x0:x1]
+
+    def norm(img):
+        lo, hi = np.percentile(img[v], [1, 99]) if v.any() else (0, 1)
+        return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+
+    a, b = norm(a), np.where(v, norm(b), 0)
+    tile = max(4, min(a.shape) // 8)
+    yy, xx = np.indices(a.shape)
+    checker = np.where(((yy // tile + xx // tile) % 2 == 0) & v, b, a)
+    overlay = np.stack([b, a, b], axis=-1)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    for ax, img, name in zip(axes, (a, checker, overlay), ("LR", "checkerboard HR / LR", "HR magenta, LR green")):
+        ax.imshow(img, cmap="gray", interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- rule entry point
+
+
+def run_align(lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, params: dict,
+              truth_path=None, log_path=None) -> dict:
+    """The `align` rule: read ingest outputs, align, write transform.json, qc.png, qc.json."""
+    get_logger(log.name, log_path)
+    meta = read_json(meta_path)
+    for key in ("lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm"):
+        if meta.get(key) is None:
+            raise InputError(f"{meta_path}: key {key} is missing; set it for this specimen in config.yaml")
+    lr, _, _ = read_image(lr_path)
+    hr, _, _ = read_image(hr_path)
+    truth = read_json(truth_path) if truth_path else None
+    log.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
+    result = align_volume(lr, hr, meta["lr_voxel_nm"], meta["hr_voxel_nm"], meta["hr_offset_nm"],
+                          params, truth=truth, where=str(meta_path))
+    qc = result.pop("qc")
+    qc["sections"] = result["sections"]
+    log.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})
+    k = hr.shape[0] // 2
+    lz = min(max(result["lr_z"][k], 0), lr.shape[0] - 1)
+    title = f"{Path(hr_path).parent.name}: HR section {k} on LR section {lz}; residual {qc['residual_px']:.2f} px"
+    if "error_px" in qc:
+        title += f", error vs truth {qc['error_px']:.3f} px"
+    qc_figure(qc_png, lr[lz], hr[k], np.array(result["matrices"][k]), title)
+    write_json(qc_json, qc)
+    write_json(transform_path, result)  # last: its presence means the stage finished
+    return qc
