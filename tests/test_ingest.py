@@ -1,6 +1,5 @@
 """Ingest: every accepted input form round-trips; every bad input fails with one sentence and no output."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np

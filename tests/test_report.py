@@ -1,0 +1,311 @@
+"""Tests of the report stage on a small synthetic results/ tree.
+
+The tree mimics what the upstream rules write (DESIGN.md layout): 2 folds
+(leave-one-specimen-out over 2 specimens) x 3 trained models x 2 training data
+x 4 test sections, plus the bicubic baseline and the HR upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from srseg.io import InputError, write_image, write_labels
+from srseg.report import FIGURE_FORMATS, FIGURE_NAMES, TABLE_FORMATS, TABLE_NAMES, check_config, run_report
+from srseg.report.stats import bh_qvalues, describe, paired_wilcoxon
+
+SPECIMENS = ["alpha", "beta"]
+FOLDS = {"alpha": ["alpha"], "beta": ["beta"]}  # fold name -> test specimens
+TRAINED = ["srcnn", "edsr", "emsr"]
+DATA = ["real", "blur_noise"]
+THRESHOLDS = [0.3, 0.5, 0.7]
+N_SECTIONS = 4
+ROWS = [("bicubic", "none")] + [(m, d) for m in TRAINED for d in DATA] + [("hr", "none")]
+FAST = {"n_boot": 200, "dpi": 50, "crop_px": 32, "seed": 3}
+
+# Means that decide the winners: edsr/real has the best PSNR, emsr/blur_noise the best
+# (lowest) VOI sum among SR rows; hr has an even lower VOI but must never be marked.
+PSNR = {("bicubic", "none"): 20.0, ("srcnn", "real"): 21.0, ("srcnn", "blur_noise"): 20.5, ("edsr", "real"): 24.0,
+        ("edsr", "blur_noise"): 22.0, ("emsr", "real"): 23.0, ("emsr", "blur_noise"): 22.5}
+VOI = {("bicubic", "none"): 2.0, ("srcnn", "real"): 1.8, ("srcnn", "blur_noise"): 1.9, ("edsr", "real"): 1.5,
+       ("edsr", "blur_noise"): 1.6, ("emsr", "real"): 1.4, ("emsr", "blur_noise"): 1.1, ("hr", "none"): 0.5}
+
+
+def _tree(root: Path, seed: int = 0) -> dict:
+    """Write the synthetic inputs; return run_report's keyword arguments."""
+    rng = np.random.default_rng(seed)
+    res = root / "results"
+    image_csvs, frc_csvs, seg_csvs, infer_jsons = [], [], [], []
+    for model, data in ROWS:
+        for fold, tests in FOLDS.items():
+            for specimen in tests:
+                key = dict(model=model, data=data, fold=fold, specimen=specimen)
+                sections = np.arange(N_SECTIONS)
+                if model != "hr":
+                    img = pd.DataFrame({**key, "section": sections,
+                                        "psnr": PSNR[(model, data)] + rng.normal(0, 0.5, N_SECTIONS),
+                                        "ssim": 0.5 + PSNR[(model, data)] / 100 + rng.normal(0, 0.01, N_SECTIONS),
+                                        "frc_mean": 0.2 + rng.uniform(0, 0.1, N_SECTIONS),
+                                        "frc_cutoff_nm": 40.0, "psnr_norm": 0.0, "ssim_norm": 0.0, "frc_mean_norm": 0.0})
+                    path = res / "metrics/image" / model / data / fold / f"{specimen}.csv"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    img.sample(frac=1, random_state=1).to_csv(path, index=False)  # row order must not matter
+                    image_csvs.append(str(path))
+                    freq = np.linspace(0, 0.05, 12)
+                    frc = pd.DataFrame([{"section": s, "frequency_per_nm": f, "frc": math.exp(-f * 40 * (1 + s / 10))}
+                                        for s in sections for f in freq])
+                    path = res / "metrics/image" / model / data / fold / f"{specimen}_frc.csv"
+                    frc.to_csv(path, index=False)
+                    frc_csvs.append(str(path))
+                    path = res / "infer" / model / data / fold / f"{specimen}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps({"voxels_per_s": 2e6 if model == "bicubic" else 5e5, "device": "cpu"}))
+                    infer_jsons.append(str(path))
+                seg_rows = []
+                for s in sections:
+                    best_t = 0.3 if model == "edsr" else 0.5
+                    for t in THRESHOLDS:
+                        voi = VOI[(model, data)] + abs(t - best_t) + rng.normal(0, 0.05)
+                        f1 = max(0.0, 1 - voi / 3 + rng.normal(0, 0.02))
+                        seg_rows.append({**key, "section": s, "threshold": t, "voi_split": voi * 0.4,
+                                         "voi_merge": voi * 0.6, "voi_sum": voi, "arand": voi / 5,
+                                         "arand_precision": 0.9, "arand_recall": 0.8, "f1": f1, "precision": f1,
+                                         "recall": f1, "n_true": 30, "n_pred": 28, "reference": "hr_segmentation",
+                                         "is_best": t == best_t, "is_fixed": t == 0.5})
+                path = res / "metrics/seg" / model / data / fold / f"{specimen}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(seg_rows).to_csv(path, index=False)
+                seg_csvs.append(str(path))
+    train_jsons, train_logs = [], []
+    for model in TRAINED:
+        for data in DATA:
+            for fold in FOLDS:
+                d = res / "train" / model / data / fold
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "train.json").write_text(json.dumps({"parameters": 1000 * (TRAINED.index(model) + 1),
+                                                          "train_seconds_total": 60.0 + 30 * (fold == "beta"),
+                                                          "wall_seconds_this_run": 1.0,
+                                                          "steps_per_s": 5.0, "device": "cpu"}))
+                steps = np.arange(1, 41)
+                val = steps % 10 == 0  # train.py's log.csv: validation columns empty between validations
+                log = pd.DataFrame({"step": steps, "loss": 1.0 / steps + 0.01, "l1": 1.0 / steps, "lr": 1e-3,
+                                    "val_l1": np.where(val, 1.0 / steps + 0.02, np.nan),
+                                    "val_psnr": np.where(val, 20 + np.log(steps), np.nan), "seconds": steps * 0.1})
+                log.to_csv(d / "log.csv", index=False)
+                train_jsons.append(str(d / "train.json"))
+                train_logs.append(str(d / "log.csv"))
+    align_pngs, align_jsons = [], []
+    import matplotlib.pyplot as plt
+    for specimen in SPECIMENS:
+        d = res / "align" / specimen
+        d.mkdir(parents=True, exist_ok=True)
+        plt.imsave(d / "qc.png", rng.uniform(size=(20, 30)), cmap="gray")
+        (d / "qc.json").write_text(json.dumps({"n_matches": 50, "n_inliers": 40, "residual_px": 0.7}))
+        align_pngs.append(str(d / "qc.png"))
+        align_jsons.append(str(d / "qc.json"))
+    # Example specimen images: LR 12x12, HR/SR 36x36 (scale 3), 4 sections.
+    fold = specimen = "alpha"
+    hr = np.clip(0.5 + 0.3 * np.sin(np.arange(36)[None, None] / 3.0) * np.cos(np.arange(36)[None, :, None] / 4.0)
+                 + rng.normal(0, 0.02, (N_SECTIONS, 36, 36)), 0, 1).astype(np.float32)
+    lr = hr.reshape(N_SECTIONS, 12, 3, 12, 3).mean(axis=(2, 4))
+    vox = [50.0, 10.0, 10.0]
+    pairs = res / "pairs" / specimen
+    write_image(pairs / "hr.tif", hr, vox)
+    write_image(pairs / "lr.tif", lr, [50.0, 30.0, 30.0])
+    labels = (np.arange(36)[None, :, None] // 9) * 4 + (np.arange(36)[None, None, :] // 9) + 1
+    labels = np.broadcast_to(labels, hr.shape).astype(np.uint16)
+    write_labels(res / "reference" / fold / f"{specimen}.tif", labels, vox)
+    sr, seg = [], []
+    for model, data in ROWS:
+        if model != "hr":
+            path = res / "infer" / model / data / fold / f"{specimen}.tif"
+            write_image(path, np.clip(hr + rng.normal(0, 0.05, hr.shape), 0, 1), vox)
+            sr.append(str(path))
+        for t in THRESHOLDS:
+            path = res / "segment" / model / data / fold / specimen / f"t{t}.tif"
+            write_labels(path, labels, vox)
+            seg.append(str(path))
+    example = {"fold": fold, "specimen": specimen, "lr": str(pairs / "lr.tif"), "hr": str(pairs / "hr.tif"),
+               "reference": str(res / "reference" / fold / f"{specimen}.tif"), "sr": sr, "seg": seg}
+    return dict(image_csvs=image_csvs, seg_csvs=seg_csvs, frc_csvs=frc_csvs, train_jsons=train_jsons,
+                train_logs=train_logs, infer_jsons=infer_jsons, align_pngs=align_pngs, align_jsons=align_jsons,
+                example=example, rows=ROWS, tables_dir=str(res / "report/tables"),
+                figures_dir=str(res / "report/figures"))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    kwargs = _tree(root)
+    run_report(**kwargs, cfg=FAST, log=str(root / "report.log"))
+    return root, kwargs
+
+
+def _concat(paths) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
+
+
+def _best_sections(kwargs) -> pd.DataFrame:
+    seg = _concat(kwargs["seg_csvs"])
+    return seg[seg["is_best"]]
+
+
+def test_every_table_in_three_formats_with_one_row_per_model_and_data(report):
+    root, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    for name in TABLE_NAMES:
+        for ext in TABLE_FORMATS:
+            assert (tables / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    assert list(zip(summary["model"], summary["data"])) == ROWS  # config order, hr last
+    assert (summary["n_sections"] == N_SECTIONS * len(FOLDS)).all()
+    md = (tables / "summary.md").read_text()
+    assert sum(line.startswith("| ") for line in md.splitlines()) == len(ROWS) + 1  # header + rows
+    tex = (tables / "summary.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "blur\\_noise" in tex  # text cells are LaTeX-escaped
+    for name in ["thresholds_f1", "thresholds_voi"]:
+        t = pd.read_csv(tables / f"{name}.csv", keep_default_na=False, na_values=[""])
+        assert list(zip(t["model"], t["data"])) == ROWS
+    per = pd.read_csv(tables / "per_specimen.csv", keep_default_na=False, na_values=[""])
+    assert len(per) == len(ROWS) * len(SPECIMENS)
+
+
+def test_summary_numbers_equal_independent_computation(report):
+    _, kwargs = report
+    summary = pd.read_csv(Path(kwargs["tables_dir"]) / "summary.csv", keep_default_na=False, na_values=[""])
+    image = _concat(kwargs["image_csvs"])
+    best = _best_sections(kwargs)
+    seg = _concat(kwargs["seg_csvs"])
+    row = summary[(summary["model"] == "emsr") & (summary["data"] == "real")].iloc[0]
+    x = image[(image["model"] == "emsr") & (image["data"] == "real")].sort_values(["fold", "specimen", "section"])["psnr"].to_numpy()
+    assert row["psnr_mean"] == pytest.approx(np.mean(x))
+    assert row["psnr_std"] == pytest.approx(np.std(x, ddof=1))
+    ci = stats.bootstrap((x,), np.mean, n_resamples=FAST["n_boot"], method="percentile",
+                         rng=np.random.default_rng(FAST["seed"])).confidence_interval
+    assert (row["psnr_ci_low"], row["psnr_ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert row["psnr_ci_low"] < row["psnr_mean"] < row["psnr_ci_high"]
+    v = best[(best["model"] == "emsr") & (best["data"] == "real")]["voi_sum"].to_numpy()
+    assert row["voi_sum_mean"] == pytest.approx(np.mean(v)) and row["voi_sum_std"] == pytest.approx(np.std(v, ddof=1))
+    f = seg[(seg["model"] == "emsr") & (seg["data"] == "real") & seg["is_fixed"]]["f1"].to_numpy()
+    assert row["f1_fixed_mean"] == pytest.approx(np.mean(f))
+    # hr: segmentation only, no image metrics; costs from train.json / infer json
+    hr = summary[summary["model"] == "hr"].iloc[0]
+    assert math.isnan(hr["psnr_mean"]) and hr["voi_sum_mean"] == pytest.approx(
+        best[best["model"] == "hr"]["voi_sum"].mean())
+    edsr = summary[(summary["model"] == "edsr") & (summary["data"] == "real")].iloc[0]
+    assert edsr["n_params"] == 2000
+    assert edsr["train_minutes_mean"] == pytest.approx(75 / 60)
+    assert edsr["infer_mvox_per_s_mean"] == pytest.approx(0.5)
+
+
+def test_best_marker_on_the_right_row(report):
+    _, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    best = {r: set(b.split(";")) if isinstance(b, str) else set() for r, b in zip(zip(summary["model"], summary["data"]), summary["best"])}
+    assert "psnr" in best[("edsr", "real")]  # higher is better
+    assert "voi_sum" in best[("emsr", "blur_noise")]  # lower is better, hr (lower still) excluded
+    assert not best[("hr", "none")]
+    assert sum("psnr" in b for b in best.values()) == 1
+    md = (tables / "summary.md").read_text().splitlines()
+    edsr_line = next(line for line in md if line.startswith("| edsr ") and "| real " in line)
+    psnr_mean = summary.set_index(["model", "data"]).loc[("edsr", "real"), "psnr_mean"]
+    assert f"**{psnr_mean:.2f} ±" in edsr_line
+    hr_line = next(line for line in md if line.startswith("| hr "))
+    assert "**" not in hr_line
+    tex = (tables / "summary.tex").read_text()
+    emsr_bn = next(line for line in tex.splitlines() if line.startswith("emsr & blur\\_noise"))
+    assert "\\bfseries" in emsr_bn
+    # threshold table: lower VOI is better, best row per threshold among SR rows
+    thr = pd.read_csv(tables / "thresholds_voi.csv", keep_default_na=False, na_values=[""])
+    winner = thr[thr["model"] != "hr"].sort_values("voi_sum_t0.5_mean").iloc[0]
+    assert "t0.5" in winner["best"].split(";")
+    # training strategy: best data per (metric, model, specimen)
+    strat = pd.read_csv(tables / "training_strategy.csv", keep_default_na=False, na_values=[""])
+    sub = strat[(strat["metric"] == "psnr") & (strat["model"] == "edsr") & (strat["specimen"] == "all")]
+    assert sub.loc[sub["best"], "data"].tolist() == ["real"]
+
+
+def test_wilcoxon_p_equals_scipy_on_paired_sections(report):
+    _, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    image = _concat(kwargs["image_csvs"])
+    keys = ["fold", "specimen", "section"]
+    a = image[(image["model"] == "srcnn") & (image["data"] == "blur_noise")][keys + ["psnr"]]
+    b = image[image["model"] == "bicubic"][keys + ["psnr"]]
+    paired = a.merge(b, on=keys, suffixes=("", "_b"))
+    expected = stats.wilcoxon(paired["psnr"], paired["psnr_b"]).pvalue
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    got = summary[(summary["model"] == "srcnn") & (summary["data"] == "blur_noise")]["psnr_p"].iloc[0]
+    assert got == pytest.approx(expected)
+    tests = pd.read_csv(tables / "paired_tests.csv", keep_default_na=False, na_values=[""])
+    t = tests[(tests["model"] == "srcnn") & (tests["data"] == "blur_noise") & (tests["metric"] == "psnr")].iloc[0]
+    assert t["p_value"] == pytest.approx(expected) and t["n_pairs"] == len(paired)
+    assert t["median_diff"] == pytest.approx(np.median(paired["psnr"] - paired["psnr_b"]))
+    # hr has no image metrics: no pairs, p = NaN; its VOI test exists
+    hr = tests[tests["model"] == "hr"].set_index("metric")
+    assert math.isnan(hr.loc["psnr", "p_value"]) and hr.loc["psnr", "n_pairs"] == 0
+    assert hr.loc["voi_sum", "p_value"] < 0.01
+    assert not ((tests["model"] == "bicubic").any())
+
+
+def test_paired_wilcoxon_degenerate_cases_give_nan():
+    assert math.isnan(paired_wilcoxon([1, 2, 3], [1, 2, 3])["p_value"])  # all differences zero
+    assert math.isnan(paired_wilcoxon([1.0], [0.0])["p_value"])  # one pair
+    r = paired_wilcoxon([1, 2, np.nan, 4, 7], [0, 1, 5, 2, 3])  # the NaN pair is dropped
+    assert r["n_pairs"] == 4
+    assert r["p_value"] == pytest.approx(stats.wilcoxon([1, 2, 4, 7], [0, 1, 2, 3]).pvalue)
+    q = bh_qvalues([0.01, np.nan, 0.04])
+    assert math.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
+    d = describe([3.0])
+    assert d["mean"] == 3.0 and math.isnan(d["std"]) and math.isnan(d["ci_low"])
+    d = describe([2.0, 2.0, 2.0])
+    assert (d["ci_low"], d["ci_high"]) == (2.0, 2.0)
+
+
+def test_figures_written_as_png_and_pdf(report):
+    _, kwargs = report
+    figs = Path(kwargs["figures_dir"])
+    for name in FIGURE_NAMES:
+        for ext in FIGURE_FORMATS:
+            data = (figs / f"{name}.{ext}").read_bytes()
+            assert data[:4] == (b"\x89PNG" if ext == "png" else b"%PDF"), f"{name}.{ext}"
+            assert len(data) > 2000, f"{name}.{ext} looks empty"
+
+
+def test_same_inputs_give_same_bytes(report, tmp_path):
+    """Tables and figures are byte-identical when rebuilt (seeded bootstrap, no dates in PNG/PDF)."""
+    from srseg.report import collect, figures, tables
+
+    _, kwargs = report
+    seg = collect.load_seg_metrics(kwargs["seg_csvs"])
+    sections = tables.section_table(collect.load_image_metrics(kwargs["image_csvs"]), seg)
+    tests = tables.paired_tests(sections, ROWS)
+    summary = tables.summary_table(sections, collect.load_train_info(kwargs["train_jsons"]),
+                                   collect.load_infer_info(kwargs["infer_jsons"]), tests, ROWS,
+                                   FAST["n_boot"], 0.95, FAST["seed"], 0.5)
+    tables.write_table(summary, tmp_path)
+    figures.threshold_curves(seg, ROWS, tmp_path, FAST["dpi"])
+    for path in sorted(tmp_path.iterdir()):
+        old = Path(kwargs["tables_dir" if path.suffix in (".csv", ".md", ".tex") else "figures_dir"]) / path.name
+        assert path.read_bytes() == old.read_bytes(), path.name
+
+
+def test_bad_input_fails_early_without_outputs(tmp_path):
+    kwargs = _tree(tmp_path)
+    broken = Path(kwargs["seg_csvs"][3])
+    pd.read_csv(broken).drop(columns=["voi_sum"]).to_csv(broken, index=False)
+    with pytest.raises(InputError, match=r"voi_sum.*rerun"):
+        run_report(**kwargs, cfg=FAST)
+    assert not Path(kwargs["tables_dir"]).exists() and not Path(kwargs["figures_dir"]).exists()
+    with pytest.raises(InputError, match="report.n_bootstrap"):
+        check_config({"n_bootstrap": 10})
+    with pytest.raises(InputError, match="report.confidence"):
+        check_config({"confidence": 95})
