@@ -52,7 +52,7 @@ def check_config(config: dict, workdir: str | Path = ".") -> None:
                     "a specimen may be in only one of train and test"
                 )
 
-    from .losses import LOSSES
+    from .losses import LOSSES, build_loss
     from .models import ARCHS
 
     for name, spec in config["models"].items():
@@ -66,6 +66,11 @@ def check_config(config: dict, workdir: str | Path = ".") -> None:
                 raise InputError(
                     f"config key models.{name}.loss: unknown loss {loss!r} (registered: {', '.join(sorted(LOSSES))})"
                 )
+        if spec.get("loss"):
+            try:
+                build_loss(spec["loss"])
+            except InputError as exc:
+                raise InputError(f"config key models.{name}.loss: {exc}") from exc
 
     seg = config["segmentation"]
     fixed = seg.get("fixed_threshold")

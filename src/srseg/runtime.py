@@ -58,8 +58,9 @@ def set_threads(n: int | None = None) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Saving to a handle keeps the temporary file name out of the archive: same state, same bytes.
+        torch.save(state, handle)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

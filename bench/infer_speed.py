@@ -1,0 +1,100 @@
+"""Inference throughput of every registered SR architecture, relative to bicubic, in one run.
+
+    python bench/infer_speed.py --out results/bench/infer_speed.json [--size 4 256 256] [--scale 3]
+                                [--device auto] [--config config.yaml] [--tile 64 --overlap 8 --batch 8]
+
+Models run with random weights (speed does not depend on the weights) through the same
+tiled path as the infer rule (srseg.infer.super_resolve: batched tiles, mixed precision
+and channels_last on CUDA). Nets come from --config's `models:` entries (default: the
+demo config) or, with --paper-sizes, from each architecture's defaults. Prints a table and
+writes the json plus a csv beside it with output megapixels/s per model and the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from srseg.infer import super_resolve
+from srseg.io import write_csv, write_json
+from srseg.models import ARCHS, build_model
+from srseg.runtime import count_parameters, resolve_device, set_threads
+
+
+def model_specs(config: str | None, paper_sizes: bool) -> dict[str, dict]:
+    """name -> {"arch", "net"}: the config's models, or one per registered arch at its defaults."""
+    if paper_sizes or not config:
+        return {name: {"arch": name, "net": {}} for name in ARCHS}
+    models = yaml.safe_load(Path(config).read_text())["models"]
+    specs = {name: {"arch": m["arch"], "net": m.get("net") or {}} for name, m in models.items()}
+    if not any(s["arch"] == "bicubic" for s in specs.values()):
+        specs["bicubic"] = {"arch": "bicubic", "net": {}}
+    return specs
+
+
+def time_model(model, vol, scale, device, tile, overlap, batch, repeats: int) -> float:
+    """Best-of-`repeats` seconds for one tiled pass over vol, after a warm-up pass."""
+    run = lambda: super_resolve(model, vol, scale, tile, overlap, batch, device, amp=True, progress=False)
+    run()  # warm-up: cuDNN autotuning, allocator, lazy init
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="json path; a csv with the same stem is written beside it")
+    ap.add_argument("--size", type=int, nargs=3, default=[4, 256, 256], metavar=("Z", "Y", "X"), help="LR input size")
+    ap.add_argument("--scale", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--config", default="config.yaml", help="take model nets from this config ('' for arch defaults)")
+    ap.add_argument("--paper-sizes", action="store_true", help="use each architecture's default (paper) size")
+    ap.add_argument("--tile", type=int, default=64)
+    ap.add_argument("--overlap", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    args = ap.parse_args(argv)
+
+    set_threads(args.threads or None)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    vol = np.random.default_rng(0).random(args.size).astype(np.float32)
+    out_mpix = vol.size * args.scale**2 / 1e6
+    rows = []
+    for name, spec in model_specs(args.config, args.paper_sizes).items():
+        model = build_model(spec, args.scale)
+        seconds = time_model(model, vol, args.scale, device, args.tile, args.overlap, args.batch, args.repeats)
+        rows.append({"model": name, "arch": spec["arch"], "net": str(spec["net"]), "parameters": count_parameters(model),
+                     "seconds": seconds, "out_mpix_per_s": out_mpix / seconds})
+        del model
+    df = pd.DataFrame(rows)
+    bic = df.loc[df["arch"] == "bicubic", "out_mpix_per_s"].iloc[0]
+    df["relative_to_bicubic"] = df["out_mpix_per_s"] / bic
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    df["device"] = name
+    info = {"device": name, "torch_version": torch.__version__, "lr_size_zyx": args.size, "scale": args.scale,
+            "tile": args.tile, "overlap": args.overlap, "batch": args.batch, "amp": device.type == "cuda",
+            "rows": df.to_dict(orient="records")}
+    write_json(args.out, info)
+    write_csv(Path(args.out).with_suffix(".csv"), df)
+    print(f"device: {name}; LR {args.size} x{args.scale} -> {out_mpix:.1f} output Mpx per pass")
+    print(df[["model", "arch", "parameters", "out_mpix_per_s", "relative_to_bicubic"]].to_string(index=False, float_format="%.3g"))
+    return df
+
+
+if __name__ == "__main__":
+    main()

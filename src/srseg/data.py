@@ -1,0 +1,131 @@
+"""Training data: LR/HR volume pairs, random patches with flips/rotations, fixed validation patches.
+
+Pairs are (z, y, x) float32 volumes with HR exactly `scale` x LR in y and x (same z);
+HR pixel block [i*s, (i+1)*s) covers LR pixel i. A patch is a 2D LR square of side
+`patch` and the HR square of side patch*scale over the same area.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .io import InputError, read_image
+
+
+def load_pairs(lr_paths: list[str], hr_paths: list[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Read LR/HR TIFF pairs; check HR = scale x LR (one integer scale for all pairs)."""
+    if not lr_paths or len(lr_paths) != len(hr_paths):
+        raise InputError(f"training needs one HR file per LR file, got {len(lr_paths)} LR and {len(hr_paths)} HR; check the fold's training specimens")
+    pairs, scale = [], None
+    for lp, hp in zip(lr_paths, hr_paths):
+        lr, _, _ = read_image(lp)
+        hr, _, _ = read_image(hp)
+        if lr.shape[0] != hr.shape[0]:
+            raise InputError(f"{lp}: {lr.shape[0]} sections but {hp} has {hr.shape[0]}; pair LR and HR section by section")
+        ry, rx = hr.shape[1] / lr.shape[1], hr.shape[2] / lr.shape[2]
+        if ry != rx or not ry.is_integer() or ry < 1:
+            raise InputError(
+                f"{hp}: HR shape {hr.shape[1:]} is not an integer multiple of LR shape {lr.shape[1:]} from {lp}; "
+                "HR must be exactly scale x LR in y and x"
+            )
+        if scale is not None and int(ry) != scale:
+            raise InputError(f"{hp}: scale {int(ry)} differs from {scale} of the other training pairs; use one scale per model")
+        scale = int(ry)
+        for name, vol in ((lp, lr), (hp, hr)):
+            if not np.isfinite(vol).all():
+                raise InputError(f"{name}: contains NaN or Inf values; fix the image")
+        pairs.append((lr, hr))
+    return pairs, scale
+
+
+def split_sections(pairs, val_fraction: float):
+    """Hold back the last ceil(val_fraction * z) sections of each volume with >= 2 sections for validation.
+
+    Sections, not random pixels, so validation patches never overlap training patches.
+    A single-section volume is used for both (validation then measures fit, not generalisation).
+    Returns (train pairs, val pairs).
+    """
+    train, val = [], []
+    for lr, hr in pairs:
+        z = lr.shape[0]
+        n_val = min(z - 1, math.ceil(val_fraction * z)) if z >= 2 else 0
+        if n_val <= 0:
+            train.append((lr, hr))
+            val.append((lr, hr))
+        else:
+            train.append((lr[: z - n_val], hr[: z - n_val]))
+            val.append((lr[z - n_val :], hr[z - n_val :]))
+    return train, val
+
+
+def check_patch(pairs, patch: int, paths: list[str] | None = None) -> None:
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise InputError(f"config key patch: must be a positive integer (LR pixels), got {patch!r}")
+    for i, (lr, _) in enumerate(pairs):
+        if min(lr.shape[1:]) < patch:
+            where = paths[i] if paths else f"training pair {i}"
+            raise InputError(
+                f"{where}: LR sections of {lr.shape[1]} x {lr.shape[2]} px are smaller than the training patch {patch}; lower `patch`"
+            )
+
+
+def is_empty(hr_patch: np.ndarray, min_std: float = 0.01) -> bool:
+    """Blank patches (outside the imaged field, padding) teach nothing: nearly constant, or mostly exact 0."""
+    return float(hr_patch.std()) < min_std or float(np.mean(hr_patch <= 0.0)) > 0.5
+
+
+def augment(lr: np.ndarray, hr: np.ndarray, k: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The same 90-degree rotation (k quarter turns) and optional flip on both patches."""
+    lr, hr = np.rot90(lr, k), np.rot90(hr, k)
+    if flip:
+        lr, hr = lr[:, ::-1], hr[:, ::-1]
+    return lr, hr
+
+
+class PatchSampler:
+    """Random non-empty LR/HR patch pairs with the 8 dihedral augmentations, from a numpy Generator.
+
+    The Generator is the only source of randomness, so saving ``rng.bit_generator.state``
+    in a checkpoint makes a resumed run draw exactly the patches an uninterrupted run draws.
+    """
+
+    def __init__(self, pairs, patch: int, scale: int, rng: np.random.Generator, augment: bool = True,
+                 min_std: float = 0.01, max_tries: int = 50):
+        check_patch(pairs, patch)
+        self.pairs, self.patch, self.scale, self.rng = pairs, patch, scale, rng
+        self.augment, self.min_std, self.max_tries = augment, min_std, max_tries
+        # pick volumes in proportion to their number of patch positions
+        n = np.array([lr.shape[0] * (lr.shape[1] - patch + 1) * (lr.shape[2] - patch + 1) for lr, _ in pairs], float)
+        self.p = n / n.sum()
+        self.n_empty_skipped = 0
+
+    def one(self) -> tuple[np.ndarray, np.ndarray]:
+        p, s = self.patch, self.scale
+        for _ in range(self.max_tries):
+            lr, hr = self.pairs[self.rng.choice(len(self.pairs), p=self.p)]
+            z = self.rng.integers(lr.shape[0])
+            y = self.rng.integers(lr.shape[1] - p + 1)
+            x = self.rng.integers(lr.shape[2] - p + 1)
+            hp = hr[z, y * s : (y + p) * s, x * s : (x + p) * s]
+            if not is_empty(hp, self.min_std):
+                break
+            self.n_empty_skipped += 1
+        lp = lr[z, y : y + p, x : x + p]
+        if self.augment:
+            lp, hp = augment(lp, hp, int(self.rng.integers(4)), bool(self.rng.integers(2)))
+        return lp, hp
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 1, p, p) LR and (n, 1, p*s, p*s) HR float32 arrays."""
+        items = [self.one() for _ in range(n)]
+        lr = np.stack([a for a, _ in items])[:, None]
+        hr = np.stack([b for _, b in items])[:, None]
+        return np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(hr, np.float32)
+
+
+def fixed_patches(pairs, patch: int, scale: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded set of n non-empty validation patches (no augmentation)."""
+    sampler = PatchSampler(pairs, patch, scale, np.random.default_rng(seed), augment=False)
+    return sampler.batch(n)

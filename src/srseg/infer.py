@@ -1,0 +1,195 @@
+"""Tiled super-resolution of whole LR volumes in bounded device memory.
+
+Each section is cut into LR tiles of `tile` px that overlap by `overlap` px; batches
+of tiles go through the model on the device and come back as HR tiles, which are
+blended on the CPU with a separable raised-cosine weight: on every side that has a
+neighbouring tile the weight is 0 for the outer quarter of the overlap (where the
+tile's own border effects live), rises smoothly over the middle half and is 1 inside.
+The weighted sum is divided by the summed weights, so there are no seams, and a model
+whose receptive field is within a quarter of the overlap gives the untiled result
+exactly. Device memory is bounded by `batch` tiles; host memory holds the LR volume,
+the output volume in its on-disk dtype and one float32 section.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .io import InputError, from_float, read_image, read_json, write_json, write_tiff
+from .models import build_model, load_trained
+from .runtime import autocast, resolve_device, set_threads
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, n) with tiles of size min(tile, n) overlapping by >= overlap."""
+    t = min(tile, n)
+    if t == n:
+        return [0]
+    step = t - overlap
+    starts = list(range(0, n - t, step)) + [n - t]
+    return sorted(set(starts))
+
+
+def blend_weights(starts: list[int], t: int, overlap: int, scale: int) -> list[np.ndarray]:
+    """1D HR weights for the tiles of one axis (see module docstring)."""
+    margin = overlap // 4
+    out = []
+    for i, a in enumerate(starts):
+        w = np.ones(t * scale, np.float64)
+        p = np.arange(t * scale) + 0.5
+        if i > 0:  # neighbour on the low side
+            ov = starts[i - 1] + t - a
+            w *= _ramp(p, margin * scale, (ov - margin) * scale)
+        if i < len(starts) - 1:  # neighbour on the high side
+            ov = a + t - starts[i + 1]
+            w *= _ramp(t * scale - p, margin * scale, (ov - margin) * scale)
+        out.append(w.astype(np.float32))
+    return out
+
+
+def _ramp(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 below lo, raised cosine from lo to hi, 1 above."""
+    r = np.clip((p - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * r)
+
+
+def check_tiling(tile, overlap, batch) -> None:
+    for key, v, lo in (("tile", tile, 1), ("overlap", overlap, 0), ("batch", batch, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(f"config key infer.{key}: must be an integer >= {lo}, got {v!r}")
+    if 2 * overlap >= tile:
+        raise InputError(f"config key infer.overlap: {overlap} must be less than half of infer.tile ({tile}); lower overlap or raise tile")
+
+
+def super_resolve(
+    model: torch.nn.Module,
+    vol: np.ndarray,
+    scale: int,
+    tile: int = 64,
+    overlap: int = 8,
+    batch: int = 8,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    out_dtype: str = "float32",
+    progress: bool = True,
+) -> np.ndarray:
+    """Super-resolve a (z, y, x) float volume in [0, 1] tile by tile; returns (z, y*s, x*s) in out_dtype."""
+    check_tiling(tile, overlap, batch)
+    device = torch.device(device)
+    z, h, w = vol.shape
+    ty, tx = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    wy, wx = blend_weights(ys, ty, overlap, scale), blend_weights(xs, tx, overlap, scale)
+    tiles = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    norm = np.zeros((h * scale, w * scale), np.float32)
+    for i, j in tiles:
+        norm[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += np.outer(wy[i], wx[j])
+    out = np.empty((z, h * scale, w * scale), np.dtype(out_dtype))
+    fast = device.type == "cuda"
+    model = model.to(device).eval()
+    if fast:  # NHWC kernels are faster for convolutions under mixed precision
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # all tiles share one shape: autotune once
+    acc = np.zeros_like(norm)
+    bar = tqdm(total=z * len(tiles), desc="infer tiles", mininterval=5, disable=not progress)
+    with torch.inference_mode():
+        for k in range(z):
+            acc.fill(0.0)
+            section = torch.from_numpy(np.ascontiguousarray(vol[k], np.float32))
+            if fast:
+                section = section.pin_memory()
+            section = section.to(device, non_blocking=True)
+            for b in range(0, len(tiles), batch):
+                chunk = tiles[b : b + batch]
+                x = torch.stack([section[ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in chunk])[:, None]
+                if fast:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, amp):
+                    y = model(x)
+                y = y.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
+                for (i, j), t in zip(chunk, y):
+                    acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(wy[i], wx[j])
+                bar.update(len(chunk))
+            res = acc / norm
+            out[k] = res if out_dtype == "float32" else from_float(res, out_dtype)
+    bar.close()
+    return out
+
+
+def _hr_voxel(pairs: dict | None, lr_voxel, scale: int, lr_path) -> list[float]:
+    if pairs and pairs.get("hr_voxel_nm"):
+        return [float(v) for v in pairs["hr_voxel_nm"]]
+    if lr_voxel is None or any(v is None for v in lr_voxel):
+        raise InputError(f"{lr_path}: no voxel size in the TIFF and no hr_voxel_nm in pairs.json; write the LR with its voxel size")
+    return [float(lr_voxel[0]), lr_voxel[1] / scale, lr_voxel[2] / scale]
+
+
+def run_infer(
+    lr_path: str,
+    out_tif: str,
+    out_json: str,
+    model_path: str | None = None,
+    arch_spec: dict | None = None,
+    scale: int | None = None,
+    pairs_json: str | None = None,
+    tile: int = 64,
+    overlap: int = 8,
+    batch: int = 8,
+    device: str = "auto",
+    threads: int = 1,
+    amp: bool = True,
+) -> dict:
+    """Super-resolve one LR TIFF with a trained model.pt (or an untrained arch_spec such as bicubic).
+
+    The output TIFF is on the HR grid (pairs.json hr_voxel_nm, else LR voxel / scale) in
+    the input's dtype; the json records throughput (output voxels/s), device and tiling.
+    """
+    t0 = time.perf_counter()
+    check_tiling(tile, overlap, batch)
+    set_threads(threads)
+    dev = resolve_device(device)
+    pairs = read_json(pairs_json) if pairs_json else None
+    pairs_scale = int(pairs["scale"]) if pairs and "scale" in pairs else None
+    if model_path:
+        model, meta = load_trained(model_path, "cpu")
+        if pairs_scale is not None and pairs_scale != int(meta["scale"]):
+            raise InputError(f"{model_path}: model was trained at scale {meta['scale']} but {pairs_json} pairs at scale {pairs_scale}; train on data of the same scale")
+        scale, arch = int(meta["scale"]), meta["arch"]
+    else:
+        if not arch_spec:
+            raise InputError("infer needs a trained model file or an untrained arch spec (e.g. {arch: bicubic}); check the infer rule's inputs")
+        scale = scale if scale is not None else pairs_scale
+        if scale is None:
+            raise InputError(f"no scale for arch {arch_spec.get('arch')!r}: give pairs.json with a `scale` key or pass scale")
+        model, arch = build_model(arch_spec, int(scale)), arch_spec["arch"]
+        if getattr(model, "trainable", True) and any(True for _ in model.parameters()):
+            raise InputError(f"arch {arch!r} must be trained before inference; run the train rule and pass its model.pt")
+        scale = int(scale)
+    vol, lr_voxel, dtype = read_image(lr_path)
+    hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
+    if not np.isfinite(vol).all():
+        raise InputError(f"{lr_path}: contains NaN or Inf values; fix the image")
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t1 = time.perf_counter()
+    sr = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    compute = time.perf_counter() - t1
+    write_tiff(out_tif, sr, hr_voxel)
+    info = {
+        "arch": arch, "model": model_path, "scale": scale, "input": str(lr_path),
+        "lr_shape": list(vol.shape), "hr_shape": list(sr.shape), "hr_voxel_nm": hr_voxel, "dtype": dtype,
+        "tile": tile, "overlap": overlap, "batch": batch, "amp": bool(amp and dev.type == "cuda"),
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "threads": threads, "torch_version": torch.__version__,
+        "compute_seconds": compute, "voxels_per_s": sr.size / compute if compute > 0 else None,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(out_json, info)
+    return info

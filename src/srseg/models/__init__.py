@@ -1,0 +1,109 @@
+"""Registry of super-resolution architectures.
+
+Each architecture lives in its own ``<name>_arch.py`` file (BasicSR style) and
+registers itself with ``@register("<name>")``; adding a model is one file plus
+one config entry. Every architecture maps a (B, 1, h, w) image in [0, 1] to a
+(B, 1, h*scale, w*scale) image and is built from a config entry
+
+    {"arch": "edsr", "net": {"n_feats": 32, "n_blocks": 4}}
+
+by ``build_model(spec, scale)``. A trained model is stored as ``model.pt`` holding
+{"arch", "net", "scale", "state_dict", ...} so that ``load_trained`` can rebuild
+it without the config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable
+
+import torch
+
+from ..io import InputError
+from ..runtime import load_checkpoint, save_checkpoint
+
+#: arch name -> nn.Module class whose __init__ takes (scale, **net)
+ARCHS: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make an architecture buildable by its config name."""
+
+    def deco(cls: type) -> type:
+        if name in ARCHS and ARCHS[name] is not cls:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        cls.arch_name = name
+        ARCHS[name] = cls
+        return cls
+
+    return deco
+
+
+def check_arch(name) -> type:
+    if name not in ARCHS:
+        raise InputError(
+            f"unknown architecture {name!r} in the model's `arch:` key; use one of: {', '.join(sorted(ARCHS))}"
+        )
+    return ARCHS[name]
+
+
+def check_scale(scale, allowed: Callable[[int], bool] | None = None, arch: str = "", hint: str = "") -> int:
+    """Scale must be a positive integer (and, for some upsamplers, of a given form)."""
+    if isinstance(scale, bool) or not float(scale).is_integer() or int(scale) < 1:
+        raise InputError(f"scale {scale!r} for arch {arch!r} must be a positive integer; pair LR and HR at an integer ratio")
+    scale = int(scale)
+    if allowed is not None and not allowed(scale):
+        raise InputError(f"arch {arch!r} cannot upsample by {scale}; {hint}")
+    return scale
+
+
+def build_model(spec: dict, scale: int) -> torch.nn.Module:
+    """Build the architecture named by spec["arch"] with keyword arguments spec["net"]."""
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise InputError("model entry has no `arch:` key; add e.g. `arch: edsr` to the model in config.yaml")
+    cls = check_arch(spec["arch"])
+    net = dict(spec.get("net") or {})
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p not in ("self", "scale")]
+    unknown = sorted(set(net) - set(accepted))
+    if unknown:
+        raise InputError(
+            f"`net:` of arch {spec['arch']!r} has unknown key(s) {', '.join(unknown)}; accepted keys: {', '.join(accepted)}"
+        )
+    return cls(scale=scale, **net)
+
+
+def model_meta(model: torch.nn.Module, spec: dict, scale: int) -> dict:
+    return {"arch": spec["arch"], "net": dict(spec.get("net") or {}), "scale": int(scale)}
+
+
+def save_trained(path: str | os.PathLike, model: torch.nn.Module, spec: dict, scale: int, extra: dict | None = None) -> None:
+    """Write model.pt atomically: arch, net kwargs, scale, weights (+ extra info)."""
+    state = model_meta(model, spec, scale)
+    state["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state["torch_version"] = torch.__version__
+    if extra:
+        state.update(extra)
+    save_checkpoint(path, state)
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model saved by `save_trained`; returns (model in eval mode on device, meta)."""
+    state = load_checkpoint(path, map_location="cpu")
+    if not isinstance(state, dict) or not {"arch", "scale", "state_dict"} <= set(state):
+        raise InputError(f"{path}: not an srseg model file (needs keys arch, scale, state_dict); point to a model.pt written by the train rule")
+    model = build_model({"arch": state["arch"], "net": state.get("net") or {}}, state["scale"])
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{path}: weights do not fit arch {state['arch']!r} with its stored net settings ({first}); retrain or fix the file") from exc
+    meta = {k: v for k, v in state.items() if k != "state_dict"}
+    return model.to(device).eval(), meta
+
+
+# Import the architecture files so that they register themselves.
+for _module in ("bicubic_arch", "srcnn_arch", "edsr_arch", "emsr_arch"):
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,130 @@
+"""Tiled inference: equals untiled inference, no seams, HR grid metadata, bad input."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from srseg.infer import blend_weights, run_infer, super_resolve, tile_starts
+from srseg.io import InputError, read_image, write_image, write_json
+from srseg.models import build_model, save_trained
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _vol(shape=(2, 70, 53), seed=0):
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def _whole(model, vol):
+    with torch.no_grad():
+        return model(torch.from_numpy(vol)[:, None])[:, 0].clamp(0, 1).numpy()
+
+
+def test_tiles_cover_every_pixel_with_positive_weight():
+    for n, tile, overlap in [(70, 24, 8), (53, 24, 8), (24, 24, 8), (10, 24, 8), (100, 30, 0)]:
+        starts = tile_starts(n, tile, overlap)
+        t = min(tile, n)
+        assert starts[0] == 0 and starts[-1] + t == n
+        assert all(b - a <= t - overlap for a, b in itertools.pairwise(starts))
+        cover = np.zeros(n * 3)
+        for a, w in zip(starts, blend_weights(starts, t, overlap, 3)):
+            cover[a * 3 : (a + t) * 3] += w
+        assert cover.min() > 0.2
+
+
+def test_bicubic_tiled_equals_whole_image():
+    vol = _vol()
+    model = build_model({"arch": "bicubic"}, 3)
+    tiled = super_resolve(model, vol, 3, tile=24, overlap=8, batch=5, progress=False)
+    assert tiled.shape == (2, 210, 159)
+    np.testing.assert_allclose(tiled, _whole(model, vol), atol=1e-5)
+
+
+def test_small_receptive_field_model_tiled_equals_whole_image_everywhere():
+    # srcnn 5-3-3 on a x2 bicubic input reaches 2 LR px + 3 HR px: inside the 4 LR px blend margin of overlap 16
+    torch.manual_seed(0)
+    model = build_model({"arch": "srcnn", "net": {"features": [8, 4], "kernels": [5, 3, 3]}}, 2).eval()
+    vol = _vol((1, 75, 61), seed=1)
+    tiled = super_resolve(model, vol, 2, tile=36, overlap=16, batch=3, progress=False)
+    np.testing.assert_allclose(tiled, _whole(model, vol), atol=1e-5)
+
+
+def test_deep_model_tiled_matches_inside_tiles_and_has_no_seam():
+    torch.manual_seed(0)
+    model = build_model({"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 2}}, 2).eval()
+    vol = _vol((1, 64, 64), seed=2)
+    tiled = super_resolve(model, vol, 2, tile=32, overlap=8, batch=4, progress=False)[0]
+    whole = _whole(model, vol)[0]
+    # tile starts are 0, 24, 32: far from every tile edge (the receptive field is 6 LR px) the output is exact
+    np.testing.assert_allclose(tiled[20:28, 20:28], whole[20:28, 20:28], atol=1e-5)
+    # no seam: abutting tiles (overlap 0) leave each tile's zero-padding artefacts at the cut;
+    # blending must remove almost all of them
+    cut = super_resolve(model, vol, 2, tile=32, overlap=0, batch=4, progress=False)[0]
+    blended_err, cut_err = np.abs(tiled - whole), np.abs(cut - whole)
+    assert blended_err.max() < 0.05 * cut_err.max()
+    assert blended_err.mean() < 0.05 * cut_err.mean()
+
+
+def test_emsr_runs_tiled_on_a_volume_smaller_than_a_tile():
+    model = build_model({"arch": "emsr", "net": {"channels": 8, "n_basic": 1, "n_res": 1, "heads": 2}}, 3)
+    out = super_resolve(model, _vol((2, 10, 13)), 3, tile=64, overlap=8, batch=2, progress=False, out_dtype="uint8")
+    assert out.shape == (2, 30, 39) and out.dtype == np.uint8
+
+
+def _specimen(tmp_path, scale=3):
+    lr = _vol((2, 30, 28), seed=3)
+    write_image(tmp_path / "lr.tif", lr, [50, 30, 30], "uint8")
+    write_json(tmp_path / "pairs.json", {"scale": scale, "hr_voxel_nm": [50, 10, 10]})
+    return lr
+
+
+def test_run_infer_writes_hr_grid_tiff_and_throughput_json(tmp_path):
+    _specimen(tmp_path)
+    spec = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}}
+    save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
+    info = run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"),
+                     model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"),
+                     tile=16, overlap=4, batch=4, device="cpu")
+    vol, voxel, dtype = read_image(tmp_path / "sr.tif")
+    assert vol.shape == (2, 90, 84) and dtype == "uint8"
+    assert voxel == pytest.approx([50, 10, 10])
+    saved = json.loads((tmp_path / "sr.json").read_text())
+    assert saved["voxels_per_s"] > 0 and saved["device"] == "cpu" and saved["tile"] == 16
+    assert info["hr_shape"] == [2, 90, 84]
+
+
+def test_run_infer_bicubic_without_model_file(tmp_path):
+    lr = _specimen(tmp_path)
+    run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "bic.tif"), str(tmp_path / "bic.json"),
+              arch_spec={"arch": "bicubic"}, pairs_json=str(tmp_path / "pairs.json"), tile=24, overlap=8, device="cpu")
+    out = tifffile.imread(tmp_path / "bic.tif")
+    lr8 = np.rint(lr * 255) / 255
+    ref = _whole(build_model({"arch": "bicubic"}, 3), lr8.astype(np.float32))
+    assert np.abs(out / 255.0 - ref).max() <= 0.5 / 255 + 1e-6
+
+
+def test_run_infer_bad_inputs_leave_no_output(tmp_path):
+    _specimen(tmp_path, scale=2)
+    spec = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}}
+    save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
+    args = (str(tmp_path / "lr.tif"), str(tmp_path / "o.tif"), str(tmp_path / "o.json"))
+    with pytest.raises(InputError, match="trained at scale 3"):
+        run_infer(*args, model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"), device="cpu")
+    with pytest.raises(InputError, match="must be trained"):
+        run_infer(*args, arch_spec=spec, scale=3, device="cpu")
+    with pytest.raises(InputError, match="overlap"):
+        run_infer(*args, arch_spec={"arch": "bicubic"}, scale=3, tile=16, overlap=8, device="cpu")
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="bad.pt"):
+        run_infer(*args, model_path=str(tmp_path / "bad.pt"), device="cpu")
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.json").exists()
