@@ -35,7 +35,7 @@ wildcard_constraints:
     recipe="|".join(RECIPES) if RECIPES else "__none__",
     model="|".join(MODELS + ["hr"]),
     fold="|".join(FOLDS),
-    data="|".join(["real", "none"] + RECIPES),
+    data="|".join(["real", "none", "denoised"] + RECIPES),
 
 
 def model_slice(model):
@@ -71,10 +71,17 @@ def train_specimens(fold):
 
 
 def lr_path(data, specimen):
-    """The LR input a model trains on: the acquired LR, or a synthetic one."""
-    if data == "real":
+    """The LR input a model trains on: the acquired LR (real, denoised), or a synthetic one."""
+    if data in ("real", "denoised"):
         return f"results/pairs/{specimen}/lr.tif"
     return f"results/degrade/{data}/{specimen}/lr.tif"
+
+
+def hr_target_path(data, specimen):
+    """The HR a model learns to produce: denoised HR for data 'denoised' (EMSR's third strategy), else real HR."""
+    if data == "denoised":
+        return f"results/denoise/{specimen}/hr.tif"
+    return f"results/pairs/{specimen}/hr.tif"
 
 
 def sr_image(model, data, fold, specimen):

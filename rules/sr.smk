@@ -8,17 +8,18 @@
 
 
 rule train:
-    """Train one SR model on the fold's training specimens (real LR or a degradation recipe's LR -> real HR)."""
+    """Train one SR model on the fold's training specimens (real LR or a degradation recipe's LR -> real HR; denoised: real LR -> denoised HR)."""
     input:
         lr=lambda w: [lr_path(w.data, s) for s in train_specimens(w.fold)],
-        hr=lambda w: [f"results/pairs/{s}/hr.tif" for s in train_specimens(w.fold)],
+        # the HR target: acquired HR, or its denoised copy for data "denoised" (rules/denoise.smk)
+        hr=lambda w: [hr_target_path(w.data, s) for s in train_specimens(w.fold)],
     output:
         model="results/train/{model}/{data}/{fold}/model.pt",
         log_csv="results/train/{model}/{data}/{fold}/log.csv",
         train_json="results/train/{model}/{data}/{fold}/train.json",
     wildcard_constraints:
         model="|".join(TRAINED) if TRAINED else "__none__",
-        data="|".join(["real"] + RECIPES),
+        data="|".join(["real", "denoised"] + RECIPES),
     params:
         spec=lambda w: model_slice(w.model),
     log:

@@ -89,6 +89,19 @@ def test_gloss_hand_values():
     assert build_loss({"gloss": 1})(Identity(), ramp + 0.3, ramp)[0].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_gloss_pooled_terms_by_hand():
+    # 12 x 12 ramp rising 1 per pixel along x; 2x2 mean pooling doubles the slope per level:
+    # level 0 (12 px, slope 1), level 1 (6 px, slope 2), level 2 (3 px, slope 4); each level's
+    # mean |G_k| is slope * 6/8 (6 of the 8 neighbours differ along x), averaged over the 3 levels
+    ramp = torch.arange(12.0).repeat(12, 1).view(1, 1, 12, 12)
+    zero = torch.zeros_like(ramp)
+    assert build_loss({"gloss": 1})(Identity(), zero, ramp)[0].item() == pytest.approx((1 + 2 + 4) / 3 * 6 / 8)
+    # 8 x 8: the third level would be 2 x 2 (< 3 x 3) and is left out
+    assert build_loss({"gloss": 1})(Identity(), zero[..., :8, :8], ramp[..., :8, :8])[0].item() == pytest.approx((1 + 2) / 2 * 6 / 8)
+    with pytest.raises(InputError, match="3 x 3"):
+        build_loss({"gloss": 1})(Identity(), zero[..., :2, :2], ramp[..., :2, :2])
+
+
 def test_emsr_loss_three_terms_by_hand():
     torch.manual_seed(0)
     lr = torch.rand(3, 1, 6, 6)
@@ -131,7 +144,7 @@ def test_emsr_with_mse_base_and_zero_noise():
 @pytest.mark.parametrize(
     "spec, words",
     [
-        ({"perceptual": 1}, "unknown loss"),
+        ({"vgg_l9": 1}, "unknown loss"),
         ({}, "at least one loss"),
         ({"l1": "one"}, "must be a number"),
         ({"emsr": 1}, "mapping"),

@@ -15,6 +15,15 @@ TINY = {
     "srcnn": {"features": [8, 4]},
     "edsr": {"n_feats": 8, "n_blocks": 2},
     "emsr": {"channels": 8, "n_basic": 1, "n_res": 1, "heads": 2},
+    # helper G's zoo (tests in tests/test_zoo_models.py)
+    "rcan": {"n_feats": 8, "n_groups": 1, "n_blocks": 1, "reduction": 4},
+    "swinir": {"embed_dim": 8, "depths": [2], "heads": 2, "window": 4, "upsample_feats": 8},
+    "edt": {"embed_dim": 8, "depths": [2], "heads": 2, "window": [2, 6], "upsample_feats": 8},
+    "pssr": {"features": 4, "depth": 2, "n_blocks": 1},
+    # helper H's GAN / diffusion archs (tests in tests/test_gan.py, tests/test_sr3.py)
+    "wgan": {"n_feats": 8, "n_blocks": 2},
+    "esrgan": {"n_feats": 8, "n_blocks": 1, "growth": 4},
+    "sr3": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "timesteps": 100, "sample_steps": 2},
 }
 
 @pytest.fixture(autouse=True)

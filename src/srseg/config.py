@@ -29,9 +29,9 @@ def check_config(config: dict, workdir: str | Path = ".") -> None:
                 )
 
     for data in config["train_data"]:
-        if data != "real" and data not in recipes:
+        if data not in ("real", "denoised") and data not in recipes:
             raise InputError(
-                f"config key train_data: {data!r} is neither 'real' nor a recipe under degradations "
+                f"config key train_data: {data!r} is neither 'real', 'denoised' nor a recipe under degradations "
                 f"(known: {', '.join(recipes) or 'none'})"
             )
 

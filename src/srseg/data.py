@@ -77,11 +77,19 @@ def is_empty(hr_patch: np.ndarray, min_std: float = 0.01) -> bool:
 
 
 def augment(lr: np.ndarray, hr: np.ndarray, k: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The same 90-degree rotation (k quarter turns) and optional flip on both patches."""
-    lr, hr = np.rot90(lr, k), np.rot90(hr, k)
+    """The same 90-degree rotation (k quarter turns) and optional flip on both patches.
+
+    Acts on the last two axes, so a (2k+1, p, p) z-context stack turns with its HR patch.
+    """
+    lr, hr = np.rot90(lr, k, axes=(-2, -1)), np.rot90(hr, k, axes=(-2, -1))
     if flip:
-        lr, hr = lr[:, ::-1], hr[:, ::-1]
+        lr, hr = lr[..., ::-1], hr[..., ::-1]
     return lr, hr
+
+
+def context_indices(z: int, context: int, n: int) -> np.ndarray:
+    """Sections z-k .. z+k of a volume of n sections, edge sections replicated (2.5D input)."""
+    return np.clip(np.arange(z - context, z + context + 1), 0, n - 1)
 
 
 class PatchSampler:
@@ -89,12 +97,15 @@ class PatchSampler:
 
     The Generator is the only source of randomness, so saving ``rng.bit_generator.state``
     in a checkpoint makes a resumed run draw exactly the patches an uninterrupted run draws.
+    With ``context`` k > 0 the LR patch is the stack of the 2k+1 sections around the HR
+    section (edges replicated), giving (n, 2k+1, p, p) LR batches.
     """
 
     def __init__(self, pairs, patch: int, scale: int, rng: np.random.Generator, augment: bool = True,
-                 min_std: float = 0.01, max_tries: int = 50):
+                 min_std: float = 0.01, max_tries: int = 50, context: int = 0):
         check_patch(pairs, patch)
         self.pairs, self.patch, self.scale, self.rng = pairs, patch, scale, rng
+        self.context = int(context)
         self.augment, self.min_std, self.max_tries = augment, min_std, max_tries
         # pick volumes in proportion to their number of patch positions
         n = np.array([lr.shape[0] * (lr.shape[1] - patch + 1) * (lr.shape[2] - patch + 1) for lr, _ in pairs], float)
@@ -112,20 +123,20 @@ class PatchSampler:
             if not is_empty(hp, self.min_std):
                 break
             self.n_empty_skipped += 1
-        lp = lr[z, y : y + p, x : x + p]
+        lp = lr[context_indices(z, self.context, lr.shape[0]), y : y + p, x : x + p]  # (2k+1, p, p)
         if self.augment:
             lp, hp = augment(lp, hp, int(self.rng.integers(4)), bool(self.rng.integers(2)))
         return lp, hp
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 1, p, p) LR and (n, 1, p*s, p*s) HR float32 arrays."""
+        """(n, 2k+1, p, p) LR and (n, 1, p*s, p*s) HR float32 arrays (k = context, 0 by default)."""
         items = [self.one() for _ in range(n)]
-        lr = np.stack([a for a, _ in items])[:, None]
+        lr = np.stack([a for a, _ in items])
         hr = np.stack([b for _, b in items])[:, None]
         return np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(hr, np.float32)
 
 
-def fixed_patches(pairs, patch: int, scale: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def fixed_patches(pairs, patch: int, scale: int, n: int, seed: int, context: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A fixed, seeded set of n non-empty validation patches (no augmentation)."""
-    sampler = PatchSampler(pairs, patch, scale, np.random.default_rng(seed), augment=False)
+    sampler = PatchSampler(pairs, patch, scale, np.random.default_rng(seed), augment=False, context=context)
     return sampler.batch(n)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .data import context_indices
 from .io import InputError, from_float, read_image, read_json, write_json, write_tiff
 from .models import build_model, load_trained
 from .runtime import autocast, resolve_device, set_threads
@@ -76,6 +77,7 @@ def super_resolve(
     amp: bool = True,
     out_dtype: str = "float32",
     progress: bool = True,
+    noise_seed: int = 0,
 ) -> np.ndarray:
     """Super-resolve a (z, y, x) float volume in [0, 1] tile by tile; returns (z, y*s, x*s) in out_dtype."""
     check_tiling(tile, overlap, batch)
@@ -95,21 +97,23 @@ def super_resolve(
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # all tiles share one shape: autotune once
     acc = np.zeros_like(norm)
+    context = getattr(model, "context", 0)  # 2.5D models see the 2k+1 sections around the one they super-resolve
     bar = tqdm(total=z * len(tiles), desc="infer tiles", mininterval=5, disable=not progress)
     with torch.inference_mode():
         for k in range(z):
             acc.fill(0.0)
-            section = torch.from_numpy(np.ascontiguousarray(vol[k], np.float32))
+            section = torch.from_numpy(np.ascontiguousarray(vol[context_indices(k, context, z)], np.float32))  # (2k+1, h, w)
             if fast:
                 section = section.pin_memory()
             section = section.to(device, non_blocking=True)
+            noise = section_noise(model, h, w, noise_seed, k, device)
             for b in range(0, len(tiles), batch):
                 chunk = tiles[b : b + batch]
-                x = torch.stack([section[ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in chunk])[:, None]
+                x = torch.stack([section[:, ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in chunk])
                 if fast:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, amp):
-                    y = model(x)
+                    y = model(x) if noise is None else model(x, noise=tile_noise(noise, chunk, ys, xs, ty, tx, model.noise_factor))
                 y = y.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
                 for (i, j), t in zip(chunk, y):
                     acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(wy[i], wx[j])
@@ -118,6 +122,42 @@ def super_resolve(
             out[k] = res if out_dtype == "float32" else from_float(res, out_dtype)
     bar.close()
     return out
+
+
+def section_noise(model, h: int, w: int, seed: int, k: int, device) -> torch.Tensor | None:
+    """Generative archs (noise_factor > 0): one noise plane for the whole section, from a generator
+    seeded by (seed, section), so overlapping tiles see the same noise where they overlap (no seams)."""
+    f = int(getattr(model, "noise_factor", 0))
+    if not f:
+        return None
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0]))
+    return torch.randn((int(model.noise_channels), h * f, w * f), generator=g).to(device)
+
+
+def tile_noise(noise: torch.Tensor, chunk, ys, xs, ty: int, tx: int, f: int) -> torch.Tensor:
+    """The section's noise plane cut at each tile's position (factor f = noise px per LR px): (B, C, ty*f, tx*f)."""
+    return torch.stack([noise[:, ys[i] * f : (ys[i] + ty) * f, xs[j] * f : (xs[j] + tx) * f] for i, j in chunk])
+
+
+def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: int, seed: int, out_dtype: str):
+    """`samples` SR volumes with noise seeds seed, seed+1, ...: (sample 0 in out_dtype, per-pixel std float32).
+
+    Sample 0 is what samples=1 gives, so asking for a variance map does not change the SR output.
+    Welford running mean / M2 (float64) keep memory bounded whatever the sample count."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
+    mean = m2 = first = None
+    for i in range(samples):
+        sr = super_resolve(model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i)
+        if i == 0:
+            first, mean, m2 = sr.copy(), sr.astype(np.float64), np.zeros(sr.shape, np.float64)
+            continue
+        delta = sr - mean
+        mean += delta / (i + 1)
+        m2 += delta * (sr - mean)
+    std = np.sqrt(m2 / samples).astype(np.float32)  # population std over the samples
+    out = first if out_dtype == "float32" else from_float(first, out_dtype)
+    return out, std
 
 
 def _hr_voxel(pairs: dict | None, lr_voxel, scale: int, lr_path) -> list[float]:
@@ -142,6 +182,8 @@ def run_infer(
     device: str = "auto",
     threads: int = 1,
     amp: bool = True,
+    samples: int = 1,
+    seed: int = 0,
 ) -> dict:
     """Super-resolve one LR TIFF with a trained model.pt (or an untrained arch_spec such as bicubic).
 
@@ -177,19 +219,29 @@ def run_infer(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t1 = time.perf_counter()
-    sr = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype)
+    stochastic = bool(getattr(model, "noise_factor", 0))
+    if stochastic and samples > 1:  # generative archs: n samples, per-pixel std as a hallucination indicator
+        sr, std = sample_std(model, vol, scale, tile, overlap, batch, dev, amp, samples, seed, dtype)
+    else:
+        sr, std = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed), None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     compute = time.perf_counter() - t1
+    std_path = None
+    if std is not None:  # undeclared extra beside the declared output (keeps the DAG unconditional)
+        std_path = str(out_tif)[: -len(".tif")] + "_std.tif" if str(out_tif).endswith(".tif") else str(out_tif) + "_std.tif"
+        write_tiff(std_path, std, hr_voxel)
     write_tiff(out_tif, sr, hr_voxel)
     info = {
-        "arch": arch, "model": model_path, "scale": scale, "input": str(lr_path),
+        "arch": arch, "model": model_path, "scale": scale, "context": getattr(model, "context", 0), "input": str(lr_path),
         "lr_shape": list(vol.shape), "hr_shape": list(sr.shape), "hr_voxel_nm": hr_voxel, "dtype": dtype,
         "tile": tile, "overlap": overlap, "batch": batch, "amp": bool(amp and dev.type == "cuda"),
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": threads, "torch_version": torch.__version__,
         "compute_seconds": compute, "voxels_per_s": sr.size / compute if compute > 0 else None,
         "seconds": time.perf_counter() - t0,
+        "samples": int(samples) if stochastic else 1, "noise_seed": int(seed) if stochastic else None,
+        "variance_mean": float(std.mean()) if std is not None else None, "std_path": std_path,
     }
     write_json(out_json, info)
     return info

@@ -123,12 +123,34 @@ def neighbour_differences(x: torch.Tensor) -> torch.Tensor:
 
 @register_loss("gloss")
 class GradientLoss(PixelLoss):
-    """G-Loss (Ge & Dou 2023, as used by Trobäck et al. 2025): mean |G_k(pred) - G_k(target)|
-    over the eight neighbour-difference maps G_k. It ignores a constant intensity offset, so
-    combine it with a pixel loss (e.g. {mse: 1, gloss: 1}) unless fine-tuning."""
+    """G-Loss (Ge & Dou 2023, as used by Trobäck et al. 2025): gradient loss from the eight
+    3x3 neighbour-difference kernels G_k, plus pooled (coarser-scale) terms:
+
+        (1 / L) sum_{l < L} mean_k,p |G_k(P^l pred) - G_k(P^l target)|,
+
+    P^l = l times 2x2 average pooling (P^0 = identity), L = `levels` (3). Pooled levels see
+    the gradients of larger structures (membranes several pixels wide), the fine level the
+    edges themselves. Levels whose pooled image is smaller than 3x3 are left out, so tiny
+    patches fall back to the single-scale loss. The thesis only names the kernels and the
+    pooled terms; the level count, the 2x2 mean pooling and the plain mean over levels are
+    our choices. It ignores a constant intensity offset, so combine it with a pixel loss
+    (e.g. {mse: 1, gloss: 1}) unless fine-tuning."""
+
+    def __init__(self, levels: int = 3):
+        super().__init__()
+        self.levels = int(levels)
 
     def forward(self, pred, target):
-        return (neighbour_differences(pred) - neighbour_differences(target)).abs().mean()
+        terms = []
+        for level in range(self.levels):
+            if level:
+                pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
+            if min(pred.shape[-2:]) < 3:
+                break
+            terms.append((neighbour_differences(pred) - neighbour_differences(target)).abs().mean())
+        if not terms:
+            raise InputError(f"gloss needs HR patches of at least 3 x 3 px, got {tuple(pred.shape[-2:])}; raise `patch`")
+        return torch.stack(terms).mean()
 
 
 @register_loss("emsr")
@@ -228,3 +250,123 @@ class CompositeLoss(nn.Module):
 
 def build_loss(spec: dict) -> CompositeLoss:
     return CompositeLoss(spec)
+
+
+# --- adversarial and perceptual losses (GAN archs wgan / esrgan; see srseg.train_gan) -------------
+# An adversarial entry is a mapping, e.g. ``loss: {l1: 100, wgan_gp: {weight: 1, gp: 10}}`` (WGAN-GP
+# SR: -C(G(z)) + gamma * L1, gamma = 100) or ``{l1: 1, perceptual: {weights: vgg19.pth}, ragan:
+# {weight: 0.1}}``. The GAN loop computes it with the critic; CompositeLoss alone cannot.
+
+
+class AdversarialLoss(nn.Module):
+    """Base: `generator_loss(critic, real, fake)` and `critic_loss(critic, real, fake)` -> (value, terms)."""
+
+    adversarial = True
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = _weight(weight, f"loss.{self.loss_name}.weight")
+
+    def forward(self, *args, **kwargs):
+        raise InputError(f"loss {self.loss_name!r} needs a critic: use it with a GAN arch (wgan, esrgan)")
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean over images of (||grad_x C(x_hat)||_2 - 1)^2, x_hat = e*real + (1-e)*fake.
+
+    e ~ U[0, 1] per image from the torch RNG unless given. Computed in float32 (outside autocast)."""
+    real, fake = real.detach().float(), fake.detach().float()
+    if eps is None:
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    score = critic(x_hat)
+    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+@register_loss("wgan_gp")
+class WGANGPLoss(AdversarialLoss):
+    """Generator: -weight * mean C(fake); critic: mean C(fake) - mean C(real) + gp * GP."""
+
+    def __init__(self, weight: float = 1.0, gp: float = 10.0):
+        super().__init__(weight)
+        self.gp = _weight(gp, "loss.wgan_gp.gp")
+
+    def generator_loss(self, critic, real, fake):
+        adv = -critic(fake).float().mean()
+        return self.weight * adv, {"g_adv": adv}
+
+    def critic_loss(self, critic, real, fake):
+        wdist = critic(real).float().mean() - critic(fake.detach()).float().mean()
+        gp = gradient_penalty(critic, real, fake)
+        return -wdist + self.gp * gp, {"wasserstein": wdist, "gp": gp}
+
+
+@register_loss("ragan")
+class RelativisticAverageLoss(AdversarialLoss):
+    """Relativistic average GAN (ESRGAN): D_ra(a, b) = C(a) - mean C(b) through a sigmoid BCE.
+
+    Critic: BCE(D_ra(real, fake), 1) + BCE(D_ra(fake, real), 0); generator: the labels swapped.
+    Halved, as in ESRGAN's implementation. Works with per-image and per-pixel critics."""
+
+    def _pair(self, critic, real, fake):
+        cr, cf = critic(real).float(), critic(fake).float()
+        return cr - cf.mean(), cf - cr.mean()
+
+    def generator_loss(self, critic, real, fake):
+        d_rf, d_fr = self._pair(critic, real.detach(), fake)
+        bce = F.binary_cross_entropy_with_logits
+        adv = 0.5 * (bce(d_rf, torch.zeros_like(d_rf)) + bce(d_fr, torch.ones_like(d_fr)))
+        return self.weight * adv, {"g_adv": adv}
+
+    def critic_loss(self, critic, real, fake):
+        d_rf, d_fr = self._pair(critic, real, fake.detach())
+        bce = F.binary_cross_entropy_with_logits
+        loss = 0.5 * (bce(d_rf, torch.ones_like(d_rf)) + bce(d_fr, torch.zeros_like(d_fr)))
+        return loss, {"d_loss": loss}
+
+
+@register_loss("gan_bce")
+class VanillaGANLoss(AdversarialLoss):
+    """Real-ESRGAN's loss with its U-Net discriminator: per-pixel BCE, real -> 1, fake -> 0; generator fake -> 1."""
+
+    def generator_loss(self, critic, real, fake):
+        out = critic(fake).float()
+        adv = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        return self.weight * adv, {"g_adv": adv}
+
+    def critic_loss(self, critic, real, fake):
+        r, f = critic(real).float(), critic(fake.detach()).float()
+        bce = F.binary_cross_entropy_with_logits
+        loss = bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
+        return loss, {"d_loss": loss}
+
+
+@register_loss("perceptual")
+class PerceptualLoss(nn.Module):
+    """weight * sum_l w_l * mean|VGG19_l(pred) - VGG19_l(target)| with user-supplied VGG19 weights.
+
+    ``perceptual: {weights: path/to/vgg19.pth, weight: 1, layers: {conv5_4: 1}}`` (ESRGAN: conv5_4
+    before ReLU; Real-ESRGAN: {conv1_2: 0.1, conv2_2: 0.1, conv3_4: 1, conv4_4: 1, conv5_4: 1}).
+    No weights are downloaded: a missing file is an InputError at config check."""
+
+    needs_model = False
+
+    def __init__(self, weights: str | None = None, weight: float = 1.0, layers: dict | None = None):
+        super().__init__()
+        import os
+
+        from .models.vgg import VGGFeatures
+
+        if not weights or not os.path.isfile(str(weights)):
+            raise InputError(f"loss perceptual: VGG19 weights file {weights!r} not found; set `perceptual: {{weights: path}}` to a torchvision vgg19 state dict")
+        self.layer_weights = {str(k): _weight(v, f"loss.perceptual.layers.{k}") for k, v in (layers or {"conv5_4": 1.0}).items()}
+        self.weight = _weight(weight, "loss.perceptual.weight")
+        self.vgg = VGGFeatures(str(weights), list(self.layer_weights))
+
+    def forward(self, pred, target):
+        self.vgg.to(pred.device)  # CompositeLoss keeps terms in a list, so .to() does not reach them
+        fp = self.vgg(pred)
+        with torch.no_grad():
+            ft = self.vgg(target)
+        return self.weight * sum(w * F.l1_loss(fp[n], ft[n]) for n, w in self.layer_weights.items())

@@ -15,6 +15,10 @@ so that raising `steps` continues from where training stopped; it carries a
 fingerprint of every setting and input byte that shapes the trajectory (all but
 steps, checkpoint_every, val_every, val_patches, device), and a checkpoint whose
 fingerprint differs is ignored (training starts from step 0 and says so in the log).
+
+Fine-tuning: `init:` loads a user's weights (RGB checkpoints adapted to grey, see
+`adapt_channels`); `freeze: [prefix, ...]` keeps parameters whose names start with a
+prefix fixed. `context: k` (a model key) trains on 2k+1 neighbouring LR sections.
 """
 
 from __future__ import annotations
@@ -122,8 +126,14 @@ def load_init(model: torch.nn.Module, path: str, arch: str) -> dict:
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise InputError(f"{path}: no weight dictionary found in the init checkpoint; give an srseg model.pt or a state_dict file")
     own = model.state_dict()
-    mismatched = sorted(k for k, v in weights.items() if k in own and own[k].shape != v.shape)
-    usable = {k: v for k, v in weights.items() if k in own and k not in mismatched}
+    adapted = {}
+    for k, v in weights.items():
+        if k in own and own[k].shape != v.shape:
+            fitted = adapt_channels(v, own[k].shape)
+            if fitted is not None:
+                adapted[k] = fitted
+    mismatched = sorted(k for k, v in weights.items() if k in own and own[k].shape != v.shape and k not in adapted)
+    usable = {k: adapted.get(k, v) for k, v in weights.items() if k in own and k not in mismatched}
     if not usable:
         raise InputError(f"{path}: none of its weights fit arch {arch!r} with these `net:` settings; check `init:` and `net:`")
     result = model.load_state_dict(usable, strict=False)
@@ -133,7 +143,52 @@ def load_init(model: torch.nn.Module, path: str, arch: str) -> dict:
         "missing": sorted(result.missing_keys),
         "unexpected": sorted(k for k in weights if k not in own),
         "shape_mismatch": mismatched,
+        "channel_adapted": sorted(adapted),
     }
+
+
+def adapt_channels(w: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """Fit a checkpoint tensor built for other colour / section channels to our shape, or None.
+
+    * input conv, RGB -> grey (weight (C, 3, k, k) -> (C, 1, k, k)): SUM over the colour
+      axis. A grey image fed to the RGB net as three equal channels gives exactly the same
+      activations, so this is "replicate the grey channel to 3" folded into the weights.
+    * output conv, RGB -> grey (weight (3, C, k, k) -> (1, C, k, k), bias (3,) -> (1,)):
+      MEAN over the output colours, i.e. the grey value the net would give as (R+G+B)/3.
+    * input conv, 1 -> 2k+1 sections (fine-tuning a 2.5D model from a 2D one): the weights
+      go to the centre section and the neighbours start at 0, so the start is the 2D model.
+    """
+    if w.ndim != len(shape):
+        return None
+    if w.ndim == 4 and w.shape[0] == shape[0] and w.shape[2:] == shape[2:]:
+        if w.shape[1] == 3 and shape[1] == 1:
+            return w.sum(dim=1, keepdim=True)
+        if w.shape[1] == 1 and shape[1] % 2 == 1 and shape[1] > 1:
+            out = w.new_zeros(shape)
+            out[:, shape[1] // 2] = w[:, 0]
+            return out
+    if w.shape[0] == 3 and shape[0] == 1 and w.shape[1:] == shape[1:]:
+        return w.mean(dim=0, keepdim=True)
+    return None
+
+
+def freeze_parameters(model: torch.nn.Module, prefixes) -> list[str]:
+    """Stop training every parameter whose name starts with one of `prefixes`; returns the frozen names."""
+    if not prefixes:
+        return []
+    if isinstance(prefixes, str) or not all(isinstance(p, str) and p for p in prefixes):
+        raise InputError(f"config key freeze: give a list of parameter-name prefixes such as [head., body.0.], got {prefixes!r}")
+    names = [n for n, _ in model.named_parameters()]
+    for p in prefixes:
+        if not any(n.startswith(p) for n in names):
+            tops = sorted({n.split(".")[0] + "." for n in names})
+            raise InputError(f"config key freeze: prefix {p!r} matches no parameter; top-level names are {', '.join(tops)}")
+    frozen = []
+    for n, param in model.named_parameters():
+        if any(n.startswith(p) for p in prefixes):
+            param.requires_grad_(False)
+            frozen.append(n)
+    return frozen
 
 
 def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
@@ -186,6 +241,11 @@ def train_sr(
     checkpoint_path defaults to checkpoint.pt beside out_model. `on_step(step)` is
     called after each step (after its checkpoint, if any). Returns the train.json dict.
     """
+    # GAN / diffusion archs (training = "gan" / "diffusion") have their own loops: srseg.train_gan / train_diffusion
+    from .train_gan import dispatch
+
+    if (generative := dispatch(spec)) is not None:
+        return generative(spec, lr_paths, hr_paths, out_model, out_log_csv, out_json, checkpoint_path, threads, log_file, on_step)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     log = get_logger("srseg.train", log_file)
     cfg = training_config(spec)
@@ -205,14 +265,16 @@ def train_sr(
     init_report = None
     if cfg["init"]:
         init_report = load_init(model, cfg["init"], cfg["arch"])
+    frozen = freeze_parameters(model, cfg.get("freeze"))
+    context = getattr(model, "context", 0)  # 2.5D: 2k+1 LR sections per patch
 
-    sampler = sr_data.PatchSampler(train_pairs, cfg["patch"], scale, rng)
-    val_lr, val_hr = sr_data.fixed_patches(val_pairs, cfg["patch"], scale, cfg["val_patches"], int(cfg["seed"]) + 1)
+    sampler = sr_data.PatchSampler(train_pairs, cfg["patch"], scale, rng, context=context)
+    val_lr, val_hr = sr_data.fixed_patches(val_pairs, cfg["patch"], scale, cfg["val_patches"], int(cfg["seed"]) + 1, context=context)
     model.to(device)
     cuda = device.type == "cuda"
     if cuda:  # NHWC convolutions are faster under mixed precision
         model.to(memory_format=torch.channels_last)
-    optimizer = OPTIMIZERS[cfg["optimizer"]](model.parameters(), lr=float(cfg["lr"]))
+    optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad], lr=float(cfg["lr"]))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(cfg["lr_halve_every"]), gamma=0.5)
     scaler = grad_scaler(device)
     amp = bool(cfg["amp"])
@@ -239,8 +301,11 @@ def train_sr(
     log.info("training %s (%d parameters) x%d on %s: %d train / %d val patches of %d LR px; device %s",
              cfg["arch"], n_params, scale, ", ".join(map(str, lr_paths)), cfg["steps"], len(val_lr), cfg["patch"], device)
     if init_report:
-        log.info("init from %s: %d tensors loaded; missing %s; unexpected %s; shape mismatch %s", init_report["path"],
-                 init_report["loaded"], init_report["missing"], init_report["unexpected"], init_report["shape_mismatch"])
+        log.info("init from %s: %d tensors loaded; missing %s; unexpected %s; shape mismatch %s; colour/section channels adapted %s",
+                 init_report["path"], init_report["loaded"], init_report["missing"], init_report["unexpected"],
+                 init_report["shape_mismatch"], init_report["channel_adapted"])
+    if frozen:
+        log.info("frozen (not trained): %d parameter tensors: %s", len(frozen), frozen)
 
     def save_ck():
         save_checkpoint(checkpoint_path, {
@@ -307,6 +372,7 @@ def train_sr(
         "val_patches": len(val_lr), "val_bicubic_psnr": val_bicubic["val_psnr"], "val_bicubic_l1": val_bicubic["val_l1"],
         **{f"final_{k}": v for k, v in final_val.items()},
         "empty_patches_skipped": sampler.n_empty_skipped, "init": init_report,
+        "context": context, "frozen_parameters": frozen,
         "checkpoint": str(checkpoint_path), "inputs": {"lr": list(map(str, lr_paths)), "hr": list(map(str, hr_paths))},
     }
     save_trained(out_model, model, cfg, scale, extra={"train": {k: info[k] for k in ("steps", "loss", "seed", "parameters")}})

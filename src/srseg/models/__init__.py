@@ -7,7 +7,10 @@ one config entry. Every architecture maps a (B, 1, h, w) image in [0, 1] to a
 
     {"arch": "edsr", "net": {"n_feats": 32, "n_blocks": 4}}
 
-by ``build_model(spec, scale)``. A trained model is stored as ``model.pt`` holding
+by ``build_model(spec, scale)``. A top-level ``context: k`` (2.5D input) feeds the
+2k+1 neighbouring LR sections as channels, (B, 2k+1, h, w); architectures that
+accept an ``in_channels`` argument support it (the centre channel is the section
+being super-resolved). A trained model is stored as ``model.pt`` holding
 {"arch", "net", "scale", "state_dict", ...} so that ``load_trained`` can rebuild
 it without the config.
 """
@@ -66,17 +69,36 @@ def build_model(spec: dict, scale: int) -> torch.nn.Module:
     cls = check_arch(spec["arch"])
     net = dict(spec.get("net") or {})
     params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "scale")]
+    # in_channels is set from `context:`, never by hand, so a stored model always agrees with its context
+    accepted = [p for p in params if p not in ("self", "scale", "in_channels")]
     unknown = sorted(set(net) - set(accepted))
     if unknown:
         raise InputError(
             f"`net:` of arch {spec['arch']!r} has unknown key(s) {', '.join(unknown)}; accepted keys: {', '.join(accepted)}"
         )
-    return cls(scale=scale, **net)
+    context = check_context(spec.get("context", 0), spec["arch"], "in_channels" in params)
+    if context:
+        net["in_channels"] = 2 * context + 1
+    model = cls(scale=scale, **net)
+    model.context = context  # read by the data sampler and tiled inference: 2k+1 neighbouring sections in
+    return model
+
+
+def check_context(context, arch: str = "", supported: bool = True) -> int:
+    """`context: k` (2.5D input of the 2k+1 neighbouring LR sections as channels) must be an integer >= 0."""
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise InputError(f"model key context: must be an integer >= 0 (neighbouring sections on each side), got {context!r}")
+    if context and not supported:
+        multi = ", ".join(sorted(n for n, c in ARCHS.items() if "in_channels" in inspect.signature(c.__init__).parameters))
+        raise InputError(f"arch {arch!r} cannot take z-context (context: {context}); use one of {multi} or set context: 0")
+    return context
 
 
 def model_meta(model: torch.nn.Module, spec: dict, scale: int) -> dict:
-    return {"arch": spec["arch"], "net": dict(spec.get("net") or {}), "scale": int(scale)}
+    meta = {"arch": spec["arch"], "net": dict(spec.get("net") or {}), "scale": int(scale)}
+    if spec.get("context"):
+        meta["context"] = int(spec["context"])
+    return meta
 
 
 def save_trained(path: str | os.PathLike, model: torch.nn.Module, spec: dict, scale: int, extra: dict | None = None) -> None:
@@ -94,7 +116,7 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or not {"arch", "scale", "state_dict"} <= set(state):
         raise InputError(f"{path}: not an srseg model file (needs keys arch, scale, state_dict); point to a model.pt written by the train rule")
-    model = build_model({"arch": state["arch"], "net": state.get("net") or {}}, state["scale"])
+    model = build_model({"arch": state["arch"], "net": state.get("net") or {}, "context": state.get("context", 0)}, state["scale"])
     try:
         model.load_state_dict(state["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -105,5 +127,6 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 # Import the architecture files so that they register themselves.
-for _module in ("bicubic_arch", "srcnn_arch", "edsr_arch", "emsr_arch"):
+for _module in ("bicubic_arch", "srcnn_arch", "edsr_arch", "emsr_arch", "rcan_arch", "swinir_arch", "pssr_arch",
+                "wgan_arch", "esrgan_arch", "sr3_arch"):  # GAN and diffusion models (srseg.train_gan / train_diffusion)
     importlib.import_module(f"{__name__}.{_module}")

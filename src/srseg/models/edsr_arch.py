@@ -16,10 +16,10 @@ from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, ResBlock, factor_
 
 @register("edsr")
 class EDSR(nn.Module):
-    def __init__(self, scale: int, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.0):
+    def __init__(self, scale: int, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.0, in_channels: int = 1):
         super().__init__()
         self.scale = check_scale(scale, lambda s: factor_2_3(s) is not None, "edsr", PIXEL_SHUFFLE_HINT)
-        self.head = nn.Conv2d(1, n_feats, 3, padding=1)
+        self.head = nn.Conv2d(in_channels, n_feats, 3, padding=1)  # in_channels > 1: 2.5D z-context stack
         self.body = nn.Sequential(
             *[ResBlock(n_feats, res_scale) for _ in range(n_blocks)],
             nn.Conv2d(n_feats, n_feats, 3, padding=1),

@@ -19,13 +19,13 @@ from .common import upsample_bicubic
 
 @register("srcnn")
 class SRCNN(nn.Module):
-    def __init__(self, scale: int, features=(64, 32), kernels=(9, 5, 5), residual: bool = False):
+    def __init__(self, scale: int, features=(64, 32), kernels=(9, 5, 5), residual: bool = False, in_channels: int = 1):
         super().__init__()
         self.scale = check_scale(scale, arch="srcnn")
         features, kernels = list(features), list(kernels)
         if len(kernels) != len(features) + 1:
             raise InputError(f"srcnn `net:` has {len(features)} features and {len(kernels)} kernels; give one kernel size more than features")
-        chans = [1] + features + [1]
+        chans = [in_channels] + features + [1]  # in_channels > 1: 2.5D z-context stack
         layers: list[nn.Module] = []
         for i, k in enumerate(kernels):
             # replicate padding: no dark frame from zero padding at image borders
@@ -38,4 +38,5 @@ class SRCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = upsample_bicubic(x, self.scale)
         out = self.body(up - 0.5)  # centre intensities around 0 (EDSR's mean shift)
-        return up + out if self.residual else out + 0.5
+        c = x.shape[1] // 2  # the centre section is the one being super-resolved
+        return up[:, c : c + 1] + out if self.residual else out + 0.5
