@@ -11,7 +11,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default run (the embedded demo). `--configfile other.yaml` replaces it
+# rather than being merged into it, so an example config (config/zoo.yaml,
+# config/isbi.yaml) is complete on its own; pass `--configfile config.yaml extra.yaml`
+# to layer overrides on the demo.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"

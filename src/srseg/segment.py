@@ -1,0 +1,384 @@
+"""Affinities -> neuron segmentation: seeded watershed fragments + waterz agglomeration.
+
+Pipeline (the Chalmers study's, as in funkelab lsd):
+1. boundary = 1 - mean(y, x affinities), per section;
+2. seeds = maxima of the distance transform of the cell interior (boundary < 0.5),
+   at least `seed_min_distance` pixels apart, at least one per interior component;
+3. fragments = watershed of (boundary - distance) from the seeds over the whole
+   section (every voxel gets a fragment, so no unlabelled holes in cells);
+4. waterz merges fragments in order of mean affinity (scoring function
+   OneMinus<MeanAffinity>): threshold t merges every pair whose boundary has
+   mean affinity > 1 - t, so higher thresholds give fewer, larger segments.
+
+In 2D mode (z affinity 0) each section is agglomerated on its own, so nothing
+merges across z and segment IDs are unique per section: score such
+segmentations per section (`per_section_labels` on the truth) — a 3D truth ID
+spanning sections would otherwise count as split.
+
+waterz compiles C++ at run time only for scoring functions that are not
+shipped prebuilt (mean affinity and the histogram quantiles are prebuilt).
+That compile goes through `witty`, whose cache directory is the environment
+variable WITTY_CACHE_DIR (default ~/.cache/witty); witty's lock is per process,
+so `waterz_cache()` points it at a per-job folder to keep parallel cluster jobs
+from writing the same module at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import relabel_sequential, watershed
+from tqdm import tqdm
+
+from . import runtime
+from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
+
+# Shortcuts for waterz scoring functions (names as in funkelab lsd); all are prebuilt in waterz 0.10.
+MERGE_FUNCTIONS = {
+    "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
+    **{f"hist_quant_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256, false>>"
+       for q in (10, 25, 50, 75, 90)},
+}
+
+
+def threshold_name(t: float) -> str:
+    """File stem of the segmentation at threshold t: 0.5 -> 't0.5' (Python's shortest float repr)."""
+    return f"t{float(t)}"
+
+
+def check_affinities(affs: np.ndarray) -> np.ndarray:
+    """Affinities must be (3, z, y, x) and finite; returned as C-contiguous float32 clipped to [0, 1]."""
+    affs = np.asarray(affs)
+    if affs.ndim != 4 or affs.shape[0] != 3:
+        raise InputError(f"affinities must have shape (3, z, y, x), got {affs.shape}; predict them with srseg.affinity")
+    if not np.all(np.isfinite(affs)):
+        raise InputError("affinities contain NaN or infinite values; the affinity network or its input image "
+                         "is broken (check the image for NaN)")
+    return np.ascontiguousarray(np.clip(affs, 0.0, 1.0), dtype=np.float32)
+
+
+def per_section_labels(labels: np.ndarray) -> np.ndarray:
+    """Make IDs unique per section (0 stays 0): how 2D segmentations must be scored against 3D truth."""
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, np.uint64)
+    offset = 0
+    for z in range(labels.shape[0]):
+        rel, _, _ = relabel_sequential(labels[z].astype(np.uint64))
+        out[z] = np.where(rel > 0, rel + offset, 0)
+        offset += int(rel.max())
+    return out
+
+
+# --------------------------------------------------------------------------- fragments
+
+
+def section_fragments(affs_yx: np.ndarray, seed_min_distance: int = 3, boundary_threshold: float = 0.5) -> np.ndarray:
+    """Seeded watershed fragments (y, x) uint64 of one section from its (y, x) affinities (2, y, x).
+
+    Every interior component (boundary < threshold) gets at least one seed, so
+    two cells separated by a closed boundary are never one fragment. A section
+    with no interior at all is a single fragment (well defined, not an error).
+    """
+    boundary = 1.0 - affs_yx.mean(axis=0)
+    interior = boundary < boundary_threshold
+    distance = ndimage.distance_transform_edt(interior).astype(np.float32)
+    components, n = ndimage.label(interior)
+    if n == 0:
+        return np.ones(boundary.shape, np.uint64)
+    peaks = peak_local_max(distance, min_distance=max(1, int(seed_min_distance)), labels=components, exclude_border=False)
+    markers = np.zeros(boundary.shape, np.int64)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # components peak_local_max gave no seed (tiny or flat ones): seed at their distance maximum
+    seeded = np.unique(components[markers > 0])
+    missing = np.setdiff1d(np.arange(1, n + 1), seeded)
+    if len(missing):
+        positions = ndimage.maximum_position(distance, components, missing)
+        top = markers.max()
+        for i, pos in enumerate(positions):
+            markers[pos] = top + 1 + i
+    # flood (boundary - distance): interiors from their centre, boundaries last
+    landscape = boundary - distance
+    return watershed(landscape, markers).astype(np.uint64)
+
+
+def fragments_from_affinities(affs: np.ndarray, seed_min_distance: int = 3, boundary_threshold: float = 0.5,
+                              progress: bool = False) -> np.ndarray:
+    """Fragments (z, y, x) uint64, per section, IDs unique over the volume, 1..n."""
+    affs = check_affinities(affs)
+    out = np.zeros(affs.shape[1:], np.uint64)
+    offset = 0
+    for z in tqdm(range(affs.shape[1]), desc="fragments", unit="section", disable=not progress, mininterval=2):
+        frag = section_fragments(affs[1:, z], seed_min_distance, boundary_threshold)
+        out[z] = frag + np.uint64(offset)
+        offset += int(frag.max())
+    return out
+
+
+# --------------------------------------------------------------------------- agglomeration
+
+
+@contextlib.contextmanager
+def waterz_cache(cache_dir: str | os.PathLike | None):
+    """Point witty's JIT cache (WITTY_CACHE_DIR) at `cache_dir` for the duration, if given."""
+    if cache_dir is None:
+        yield
+        return
+    old = os.environ.get("WITTY_CACHE_DIR")  # witty creates the folder only if it compiles something
+    os.environ["WITTY_CACHE_DIR"] = str(Path(cache_dir).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("WITTY_CACHE_DIR", None)
+        else:
+            os.environ["WITTY_CACHE_DIR"] = old
+
+
+@contextlib.contextmanager
+def _c_stdout_to_stderr():
+    """waterz prints progress with std::cout; send file descriptor 1 to stderr (the rule log) meanwhile."""
+    try:
+        target = sys.stderr.fileno()
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (AttributeError, OSError, ValueError):  # stderr without a descriptor (pytest capture): leave as is
+        yield
+        return
+    try:
+        os.dup2(target, 1)
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - nothing to do about a broken stdout here
+            pass
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _scoring_function(merge_function: str) -> str:
+    return MERGE_FUNCTIONS.get(merge_function, merge_function)
+
+
+def _waterz(affs, fragments, thresholds, scoring):
+    import waterz
+
+    with _c_stdout_to_stderr():
+        # waterz reuses one buffer for every threshold: copy each result
+        return [np.array(seg, dtype=np.uint64, copy=True) for seg in waterz.agglomerate(
+            affs, list(thresholds), fragments=np.ascontiguousarray(fragments, dtype=np.uint64),
+            scoring_function=scoring)]
+
+
+def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[float], dim: int = 2,
+                merge_function: str = "mean", progress: bool = False) -> dict[float, np.ndarray]:
+    """One label volume (z, y, x) uint64 per threshold, from affinities and fragments.
+
+    dim=2: each section is agglomerated alone (z affinities ignored), IDs made
+    unique over the volume; dim=3: one waterz run over the whole volume, merging
+    across sections through the z affinities.
+    """
+    affs = check_affinities(affs)
+    fragments = np.asarray(fragments)
+    if fragments.shape != affs.shape[1:]:
+        raise InputError(f"fragments have shape {fragments.shape} but affinities {affs.shape[1:]}; "
+                         "compute them from the same affinities")
+    thresholds = sorted(float(t) for t in thresholds)
+    scoring = _scoring_function(merge_function)
+    if dim == 3:
+        frag, _, _ = relabel_sequential(fragments.astype(np.uint64))
+        segs = _waterz(affs, frag, thresholds, scoring)
+        return {t: relabel_sequential(s)[0] for t, s in zip(thresholds, segs)}
+    out = {t: np.zeros(fragments.shape, np.uint64) for t in thresholds}
+    offsets = {t: 0 for t in thresholds}
+    for z in tqdm(range(affs.shape[1]), desc="agglomeration", unit="section", disable=not progress, mininterval=2):
+        frag, _, _ = relabel_sequential(fragments[z:z + 1].astype(np.uint64))  # waterz sizes arrays by the max ID
+        section_affs = affs[:, z:z + 1].copy()
+        section_affs[0] = 0.0
+        for t, seg in zip(thresholds, _waterz(section_affs, frag, thresholds, scoring)):
+            seg, _, _ = relabel_sequential(seg)
+            out[t][z] = np.where(seg > 0, seg + np.uint64(offsets[t]), 0)[0]
+            offsets[t] += int(seg.max())
+    return out
+
+
+def segment_affinities(affs: np.ndarray, thresholds: Sequence[float], seed_min_distance: int = 3, dim: int = 2,
+                       merge_function: str = "mean", progress: bool = False) -> tuple[dict[float, np.ndarray], dict]:
+    """Fragments + agglomeration: ({threshold: labels}, timings in seconds and fragment count)."""
+    t0 = time.perf_counter()
+    fragments = fragments_from_affinities(affs, seed_min_distance, progress=progress)
+    t1 = time.perf_counter()
+    segs = agglomerate(affs, fragments, thresholds, dim, merge_function, progress=progress)
+    t2 = time.perf_counter()
+    return segs, {"fragment_seconds": t1 - t0, "agglomerate_seconds": t2 - t1, "n_fragments": int(fragments.max())}
+
+
+# --------------------------------------------------------------------------- threshold choice
+
+
+def pick_best_threshold(scores: Mapping[str, Mapping[float, Mapping[str, float]]], criterion: str = "voi_sum"):
+    """(best threshold, mean scores per threshold) from {specimen: {threshold: scores}}.
+
+    Lowest mean `criterion` over specimens wins; ties go to the lowest threshold.
+    """
+    thresholds = sorted({float(t) for per in scores.values() for t in per})
+    if not thresholds:
+        raise InputError("no validation scores to choose a threshold from; check segmentation.thresholds")
+    mean = {}
+    for t in thresholds:
+        keys = set.intersection(*(set(per[t]) for per in scores.values()))
+        mean[t] = {k: float(np.mean([per[t][k] for per in scores.values()])) for k in sorted(keys)
+                   if all(np.isscalar(per[t][k]) for per in scores.values())}
+    best = min(thresholds, key=lambda t: (mean[t][criterion], t))
+    return best, mean
+
+
+def choose_threshold(
+    predict: Callable[[np.ndarray], np.ndarray],
+    validation: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    thresholds: Sequence[float],
+    seed_min_distance: int = 3,
+    dim: int = 2,
+    merge_function: str = "mean",
+    criterion: str = "voi_sum",
+) -> dict:
+    """Segment each specimen's validation image at every threshold and pick the best (threshold.json content).
+
+    `validation` maps specimen -> (image, labels) of held-back sections only;
+    the test specimen never enters, so the reported best threshold is not tuned
+    on the data it is reported for. 2D segmentations are scored against truth
+    with per-section IDs.
+    """
+    from .metrics import segmentation_scores
+
+    per_specimen = {}
+    for name, (image, labels) in validation.items():
+        segs, _ = segment_affinities(predict(image), thresholds, seed_min_distance, dim, merge_function)
+        truth = per_section_labels(labels) if dim == 2 else labels
+        per_specimen[name] = {t: segmentation_scores(seg, truth) for t, seg in segs.items()}
+    best, mean = pick_best_threshold(per_specimen, criterion)
+    return {
+        "best_threshold": best,
+        "criterion": criterion,
+        "scores": {str(t): s for t, s in mean.items()},
+        "per_specimen": {n: {str(t): s for t, s in per.items()} for n, per in per_specimen.items()},
+    }
+
+
+# --------------------------------------------------------------------------- rule entry points
+
+
+def run_segment(
+    image: str,
+    model: str,
+    segmentations: Sequence[str],
+    segment_json: str,
+    thresholds: Sequence[float],
+    seed_min_distance: int = 3,
+    merge_function: str = "mean",
+    device: str = "auto",
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int | None = None,
+    cache_dir: str | None = None,
+    threads: int | None = None,
+    log: str | None = None,
+) -> None:
+    """Snakemake entry point of rule segment: affinities of one image, one label TIFF per threshold, throughput json.
+
+    `segmentations` are the output paths in the order of `thresholds`; tile
+    settings default to those the affinity model was trained with.
+    """
+    from .affinity import load_affinity_model, predict_affinities
+
+    logger = runtime.get_logger("srseg.segment", log)
+    runtime.set_threads(threads)
+    thresholds = [float(t) for t in thresholds]
+    if len(segmentations) != len(thresholds):
+        raise InputError(f"rule segment: {len(segmentations)} outputs for {len(thresholds)} thresholds; "
+                         "declare one t<thr>.tif per segmentation.thresholds entry")
+    for path, t in zip(segmentations, thresholds):
+        if Path(path).stem != threshold_name(t):
+            raise InputError(f"rule segment: output {path} does not match threshold {t}; name it {threshold_name(t)}.tif")
+    vol, voxel, _ = read_image(image)
+    if not np.all(np.isfinite(vol)):
+        raise InputError(f"{image}: the image contains NaN or infinite values; fix the upstream output")
+    dev = runtime.resolve_device(device)
+    net = load_affinity_model(model, dev)
+    p = net.params
+    logger.info("segmenting %s %s with %s on %s", image, vol.shape, model, dev)
+
+    t0 = time.perf_counter()
+    affs = predict_affinities(net, vol, dev, int(tile or p["tile"]), int(overlap if overlap is not None else p["overlap"]),
+                              int(batch or p["batch"]), int(p.get("tile_z", 8)))
+    if dev.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    t_pred = time.perf_counter() - t0
+    with waterz_cache(cache_dir):
+        segs, timing = segment_affinities(affs, thresholds, seed_min_distance, net.dim, merge_function, progress=True)
+    for path, t in zip(segmentations, thresholds):
+        write_labels(path, segs[t], voxel)
+    n = int(vol.size)
+    seg_s = timing["fragment_seconds"] + timing["agglomerate_seconds"]
+    info = {
+        "image": str(image), "model": str(model), "device": str(dev), "dim": net.dim, "shape": list(vol.shape),
+        "voxels": n, "thresholds": thresholds, "merge_function": merge_function, "seed_min_distance": seed_min_distance,
+        "ids": "unique per section (score per section)" if net.dim == 2 else "3D",
+        "affinity_seconds": t_pred, "affinity_voxels_per_second": n / max(t_pred, 1e-9),
+        **timing, "segmentation_voxels_per_second": n / max(seg_s, 1e-9),
+        "agglomeration_voxels_per_second": n / max(timing["agglomerate_seconds"], 1e-9),
+        "segments": {str(t): int(len(np.unique(segs[t])) - (0 in segs[t])) for t in thresholds},
+    }
+    write_json(segment_json, info)
+    logger.info("affinities %.0f voxels/s, segmentation %.0f voxels/s",
+                info["affinity_voxels_per_second"], info["segmentation_voxels_per_second"])
+
+
+def run_reference(
+    output: str,
+    output_json: str,
+    labels: str | None = None,
+    threshold_json: str | None = None,
+    segmentations: Sequence[str] = (),
+    thresholds: Sequence[float] = (),
+    log: str | None = None,
+) -> None:
+    """Snakemake entry point of rule reference: the labels the test specimen is scored against.
+
+    With `labels` (the specimen has them): those labels, checked. Otherwise the
+    HR segmentation (row `hr`) at the threshold chosen on validation data
+    (threshold.json): the segmentation of real HR by the same network, as in
+    the Chalmers study; the json says which source was used.
+    """
+    logger = runtime.get_logger("srseg.reference", log)
+    if labels:
+        lab, voxel = read_labels(labels)
+        if not np.any(lab):
+            raise InputError(f"{labels}: labels are all background (0); give instance labels with at least one cell "
+                             "or set labels: null")
+        meta = {"source": "labels", "path": str(labels), "threshold": None}
+    else:
+        if threshold_json is None:
+            raise InputError("rule reference: neither labels nor threshold.json given; give the specimen labels "
+                             "or train the affinity network")
+        best = float(read_json(threshold_json)["best_threshold"])
+        by_t = {float(t): p for t, p in zip(thresholds, segmentations)}
+        if best not in by_t:
+            raise InputError(f"{threshold_json}: best threshold {best} is not among segmentation.thresholds "
+                             f"{list(by_t)}; rerun train_affinity")
+        lab, voxel = read_labels(by_t[best])
+        meta = {"source": "hr_segmentation", "path": str(by_t[best]), "threshold": best, "threshold_json": str(threshold_json)}
+    meta["segments"] = int(len(np.unique(lab)) - (0 in lab))
+    write_labels(output, lab, voxel)
+    write_json(output_json, meta)
+    logger.info("reference %s from %s", output, meta["source"])

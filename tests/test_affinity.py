@@ -1,0 +1,199 @@
+"""Affinity network: targets, U-Net shapes, training (loss goes down, resume), prediction, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from srseg import affinity
+from srseg.affinity import AffinityUNet, affinity_targets
+from srseg.io import InputError, read_json, write_image, write_labels
+from srseg.runtime import load_checkpoint
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread: the tests share a small machine, and oversubscribed threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"features": 4, "depth": 2, "batch": 2, "patch": 24, "lr": 3e-3, "log_every": 5, "val_every": 10,
+        "checkpoint_every": 10, "tile": 32, "overlap": 8}
+
+
+def cells(shape, n, seed):
+    """Voronoi cells with 2-px label-0 membranes and their rendered image (dark membranes, noise)."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    pts = rng.uniform(0, [ny, nx], (n, 2))
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    lab = np.stack([cKDTree(pts + z * 0.5).query(np.stack([yy.ravel(), xx.ravel()], 1))[1].reshape(ny, nx) + 1
+                    for z in range(nz)])
+    edge = np.zeros(lab.shape, bool)
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    edge[:, :, 1:] |= lab[:, :, 1:] != lab[:, :, :-1]
+    edge = ndimage.binary_dilation(edge, np.ones((1, 2, 2), bool))
+    lab = np.where(edge, 0, lab).astype(np.uint64)
+    img = np.where(lab > 0, 0.7, 0.25) + rng.normal(0, 0.05, lab.shape)
+    return np.clip(img, 0, 1).astype(np.float32), lab
+
+
+def test_targets_hand_drawn():
+    labels = np.array([[[1, 1, 2],
+                        [1, 0, 2]],
+                       [[1, 1, 1],
+                        [3, 3, 2]]])
+    affs = affinity_targets(labels, dim=3)
+    # z: voxel vs the one in the section before; first section has no predecessor
+    assert affs[0].tolist() == [[[0, 0, 0], [0, 0, 0]],
+                                [[1, 1, 0], [0, 0, 1]]]
+    # y: voxel vs the one above; the 0 (membrane) voxel has affinity 0 to everything
+    assert affs[1].tolist() == [[[0, 0, 0], [1, 0, 1]],
+                                [[0, 0, 0], [0, 0, 0]]]
+    # x: voxel vs its left neighbour
+    assert affs[2].tolist() == [[[0, 1, 0], [0, 0, 0]],
+                                [[0, 1, 1], [0, 1, 0]]]
+    two_d = affinity_targets(labels, dim=2)
+    assert not two_d[0].any() and np.array_equal(two_d[1:], affs[1:])
+
+
+def test_unet_shapes_2d_and_3d():
+    net2 = AffinityUNet(dim=2, features=4, depth=3)
+    assert net2(torch.zeros(2, 1, 32, 40)).shape == (2, 2, 32, 40)
+    net3 = AffinityUNet(dim=3, features=4, depth=3)
+    assert net3(torch.zeros(1, 1, 3, 32, 40)).shape == (1, 3, 3, 32, 40)  # z never pooled: 3 sections work
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_prediction_tiled_any_size(dim):
+    torch.manual_seed(0)
+    net = AffinityUNet(dim=dim, features=4, depth=3)
+    image = np.random.default_rng(0).random((5, 45, 70), dtype=np.float32)
+    affs = affinity.predict_affinities(net, image, tile=32, overlap=8, batch=3, tile_z=3, progress=False)
+    assert affs.shape == (3, 5, 45, 70) and affs.dtype == np.float32
+    assert 0 <= affs.min() and affs.max() <= 1
+    if dim == 2:
+        assert not affs[0].any()
+        # section by section: the same section predicted alone gives the same affinities
+        alone = affinity.predict_affinities(net, image[2:3], tile=32, overlap=8, progress=False)
+        np.testing.assert_allclose(alone[:, 0], affs[:, 2], atol=1e-5)
+    else:
+        assert affs[0].std() > 0
+    with pytest.raises(InputError, match="NaN"):
+        bad = image.copy()
+        bad[0, 0, 0] = np.nan
+        affinity.predict_affinities(net, bad, progress=False)
+
+
+def test_training_patches_have_true_affinities_at_patch_edges():
+    """One cell filling the volume: every target is 1, also in a patch's first row and column, after flips."""
+    image = np.random.default_rng(1).random((4, 40, 40), dtype=np.float32)
+    labels = np.ones((4, 40, 40), np.uint64)
+    rng = np.random.default_rng(0)
+    for dim in (2, 3):
+        x, y = affinity.sample_batch([(image, labels)], rng, 6, 16, dim, patch_z=2, aug={"flip": True})
+        assert x.shape[-2:] == (16, 16) and y.shape[1] == (2 if dim == 2 else 3)
+        assert y.min() == 1.0
+
+
+def test_augmentation_is_seeded_and_in_range():
+    patch = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
+    aug = affinity.DEFAULTS["augment"] | {"prob": 1.0}
+    a = affinity.augment_intensity(patch, np.random.default_rng(3), aug)
+    b = affinity.augment_intensity(patch, np.random.default_rng(3), aug)
+    assert np.array_equal(a, b) and not np.array_equal(a, patch)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_a_few_steps_lower_the_loss():
+    image, labels = cells((4, 48, 48), 12, seed=0)
+    net, rows, info = affinity.train_affinity([(image[:3], labels[:3])], {**TINY, "steps": 40}, seed=0,
+                                              val_volumes=[(image[3:], labels[3:])], progress=False)
+    losses = [r["loss"] for r in rows]
+    assert losses[-1] < 0.8 * losses[0]
+    val = [r["val_loss"] for r in rows if not np.isnan(r["val_loss"])]
+    assert len(val) == 4 and val[-1] < val[0]
+    assert info["steps"] == 40 and info["steps_per_second"] > 0
+
+
+def test_resume_after_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
+    image, labels = cells((3, 40, 40), 10, seed=1)
+    params = {**TINY, "steps": 20}
+    ref, ref_rows, _ = affinity.train_affinity([(image, labels)], params, seed=0, progress=False)
+
+    calls = {"n": 0}
+    real = affinity.sample_batch
+
+    def crash_after_15(*a, **k):  # the job dies at step 15, after the step-10 checkpoint
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(affinity, "sample_batch", crash_after_15)
+    with pytest.raises(RuntimeError, match="killed"):
+        affinity.train_affinity([(image, labels)], params, seed=0, checkpoint=ckpt, progress=False)
+    assert load_checkpoint(ckpt)["step"] == 10
+    monkeypatch.setattr(affinity, "sample_batch", real)
+    net, rows, info = affinity.train_affinity([(image, labels)], params, seed=0, checkpoint=ckpt, progress=False)
+    assert info["resumed_from_step"] == 10
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, net.state_dict()[k]), k
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
+    # a checkpoint written for other params is ignored, not resumed
+    _, _, info2 = affinity.train_affinity([(image, labels)], {**params, "lr": 1e-4}, seed=0, checkpoint=ckpt, progress=False)
+    assert info2["resumed_from_step"] is None
+
+
+def test_bad_pairs_raise_input_error():
+    image = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(InputError, match="shape"):
+        affinity.check_pair(image, np.ones((2, 8, 9), np.uint64), "s")
+    with pytest.raises(InputError, match="all background"):
+        affinity.check_pair(image, np.zeros((2, 8, 8), np.uint64), "s")
+    with pytest.raises(InputError, match="affinity.dim"):
+        affinity.affinity_params({"dim": 4})
+
+
+def test_validation_sections_are_the_last_ones():
+    train, val = affinity.validation_sections(8, 0.25)
+    assert (train, val) == (slice(0, 6), slice(6, 8))
+    assert affinity.validation_sections(2, 0.25) == (slice(0, 1), slice(1, 2))
+
+
+def test_run_train_affinity_writes_outputs(tmp_path):
+    paths = {}
+    for name, seed in (("a", 2), ("b", 3)):
+        image, labels = cells((4, 40, 40), 10, seed)
+        paths[name] = (tmp_path / name / "hr.tif", tmp_path / name / "labels.tif")
+        write_image(paths[name][0], image, [50, 10, 10], "uint8")
+        write_labels(paths[name][1], labels, [50, 10, 10])
+    out = tmp_path / "aff"
+    affinity.run_train_affinity(
+        hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
+        model=str(out / "model.pt"), log_csv=str(out / "log.csv"), train_json=str(out / "train.json"),
+        threshold_json=str(out / "threshold.json"), params={**TINY, "steps": 10}, thresholds=[0.3, 0.7],
+        seed=0, device="cpu")
+    log = pd.read_csv(out / "log.csv")
+    assert list(log.columns) == ["step", "loss", "val_loss", "lr", "seconds"] and log["step"].iloc[-1] == 10
+    info = read_json(out / "train.json")
+    assert info["validation_sections"] == {"a": [3, 4], "b": [3, 4]} and info["device"] == "cpu"
+    assert info["torch_version"] == torch.__version__ and info["steps_per_second"] > 0
+    assert read_json(out / "threshold.json")["best_threshold"] in (0.3, 0.7)
+    net = affinity.load_affinity_model(out / "model.pt")
+    assert net.config() == {"dim": 2, "features": 4, "depth": 2}
+    assert not (out / "checkpoint.pt").exists()
+
+    write_labels(paths["b"][1], np.zeros((4, 40, 40), np.uint16), [50, 10, 10])
+    with pytest.raises(InputError, match="all background"):
+        affinity.run_train_affinity(
+            hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
+            model=str(tmp_path / "x" / "model.pt"), log_csv=str(tmp_path / "x" / "log.csv"),
+            train_json=str(tmp_path / "x" / "t.json"), threshold_json=str(tmp_path / "x" / "th.json"),
+            params=TINY, thresholds=[0.5], device="cpu")
+    assert not (tmp_path / "x" / "model.pt").exists()
