@@ -12,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint report clean install
+.PHONY: demo test test-fast test-slurm lint report clean install
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[torch,workflow,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-slurm
+
+# A real single-node SLURM (slurm-wlm + munge from apt) runs a small target through
+# profiles/slurm; prints a SKIP line where root or apt is missing.
+test-slurm: $(STAMP)
+	bash tests/slurm/run_slurm_test.sh
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

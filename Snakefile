@@ -31,9 +31,11 @@ include: "rules/sr.smk"
 include: "rules/segment.smk"
 include: "rules/metrics.smk"
 include: "rules/report.smk"
+include: "rules/provenance.smk"
 
 
 rule all:
     input:
         rules.report.output,
+        rules.provenance.output,
     default_target: True

@@ -37,8 +37,8 @@ rule align:
         "benchmarks/align/{specimen}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 10 * attempt,
     conda:
         "../envs/data.yaml"
     script:
@@ -64,8 +64,8 @@ rule pairs:
         "benchmarks/pairs/{specimen}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 10 * attempt,
     conda:
         "../envs/data.yaml"
     script:
@@ -84,8 +84,8 @@ rule pairs_labels:
         "logs/pairs_labels/{specimen}.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 10 * attempt,
     conda:
         "../envs/data.yaml"
     script:
@@ -108,8 +108,8 @@ rule degrade:
         "benchmarks/degrade/{recipe}/{specimen}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 10 * attempt,
     conda:
         "../envs/data.yaml"
     script:

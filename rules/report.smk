@@ -80,8 +80,8 @@ rule report:
         "benchmarks/report/report.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 30 * attempt,
     conda:
         "../envs/report.yaml"
     script:

@@ -36,8 +36,8 @@ rule train_affinity:
     threads: 1
     resources:
         gpu=gpu_resources(),
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=lambda w, attempt: 8000 * attempt,
+        runtime=lambda w, attempt: 120 * attempt,
     conda:
         "../envs/torch.yaml"
     script:
@@ -64,8 +64,8 @@ rule segment:
     threads: 1
     resources:
         gpu=gpu_resources(),
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=lambda w, attempt: 8000 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
     conda:
         "../envs/torch.yaml"
     script:
@@ -95,8 +95,8 @@ rule reference:
         "logs/reference/{fold}/{specimen}.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 10 * attempt,
     conda:
         "../envs/torch.yaml"
     script:

@@ -72,3 +72,69 @@ rule infer:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/infer.py"
+
+
+# infer.blocks_z: N > 1 scatters each specimen's inference over N jobs (blocks of
+# sections, e.g. one GPU each for one huge specimen); infer_gather joins them into the
+# very file `infer` writes, and the ruleorder makes the gather produce it. The default
+# (1 block) is the single `infer` job above, unchanged.
+INFER_BLOCKS = int(config["infer"].get("blocks_z", 1))
+
+if INFER_BLOCKS > 1:
+
+    ruleorder: infer_gather > infer
+
+    rule infer_block:
+        """Super-resolve one block of sections of a test specimen's real LR (a scattered `infer`)."""
+        input:
+            lr="results/pairs/{specimen}/lr.tif",
+            pairs="results/pairs/{specimen}/pairs.json",
+            model=lambda w: [] if w.model in UNTRAINED else [f"results/train/{w.model}/{w.data}/{w.fold}/model.pt"],
+        output:
+            tif="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.tif",
+            info="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.json",
+        wildcard_constraints:
+            model="|".join(MODELS),
+            block=r"\d+",
+        params:
+            infer=config["infer"],
+            arch=lambda w: (
+                {"arch": config["models"][w.model]["arch"], "net": config["models"][w.model].get("net") or {}}
+                if w.model in UNTRAINED
+                else None
+            ),
+            device=config["device"],
+        log:
+            "logs/infer_block/{model}/{data}/{fold}/{specimen}/block{block}.log",
+        benchmark:
+            "benchmarks/infer_block/{model}/{data}/{fold}/{specimen}/block{block}.tsv"
+        threads: 1
+        resources:
+            gpu=gpu_resources(),
+            mem_mb=lambda w, attempt: 8000 * attempt,
+            runtime=lambda w, attempt: 60 * attempt,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow/scripts/infer_block.py"
+
+    rule infer_gather:
+        """Join the blocks of a scattered inference into the specimen's SR volume (same output as one job)."""
+        input:
+            tifs=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.tif", b=range(INFER_BLOCKS)),
+            infos=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.json", b=range(INFER_BLOCKS)),
+        output:
+            tif="results/infer/{model}/{data}/{fold}/{specimen}.tif",
+            info="results/infer/{model}/{data}/{fold}/{specimen}.json",
+        wildcard_constraints:
+            model="|".join(MODELS),
+        log:
+            "logs/infer_gather/{model}/{data}/{fold}/{specimen}.log",
+        threads: 1
+        resources:
+            mem_mb=lambda w, attempt: 8000 * attempt,
+            runtime=lambda w, attempt: 30 * attempt,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow/scripts/infer_gather.py"

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .data import context_indices
-from .io import InputError, from_float, read_image, read_json, write_json, write_tiff
+from .io import InputError, from_float, read_image, read_json, read_tiff, write_json, write_tiff
 from .models import build_model, load_trained
 from .runtime import autocast, resolve_device, set_threads
 
@@ -78,8 +78,14 @@ def super_resolve(
     out_dtype: str = "float32",
     progress: bool = True,
     noise_seed: int = 0,
+    sections: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Super-resolve a (z, y, x) float volume in [0, 1] tile by tile; returns (z, y*s, x*s) in out_dtype."""
+    """Super-resolve a (z, y, x) float volume in [0, 1] tile by tile; returns (z, y*s, x*s) in out_dtype.
+
+    `sections` (z0, z1) super-resolves only those sections (one block of a scattered job):
+    2.5D context still reads the neighbours outside the block, and noise is seeded by the
+    absolute section index, so the blocks concatenate to exactly the whole-volume result.
+    """
     check_tiling(tile, overlap, batch)
     device = torch.device(device)
     z, h, w = vol.shape
@@ -90,7 +96,8 @@ def super_resolve(
     norm = np.zeros((h * scale, w * scale), np.float32)
     for i, j in tiles:
         norm[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += np.outer(wy[i], wx[j])
-    out = np.empty((z, h * scale, w * scale), np.dtype(out_dtype))
+    z0, z1 = sections if sections is not None else (0, z)
+    out = np.empty((z1 - z0, h * scale, w * scale), np.dtype(out_dtype))
     fast = device.type == "cuda"
     model = model.to(device).eval()
     if fast:  # NHWC kernels are faster for convolutions under mixed precision
@@ -98,9 +105,9 @@ def super_resolve(
         torch.backends.cudnn.benchmark = True  # all tiles share one shape: autotune once
     acc = np.zeros_like(norm)
     context = getattr(model, "context", 0)  # 2.5D models see the 2k+1 sections around the one they super-resolve
-    bar = tqdm(total=z * len(tiles), desc="infer tiles", mininterval=5, disable=not progress)
+    bar = tqdm(total=(z1 - z0) * len(tiles), desc="infer tiles", mininterval=5, disable=not progress)
     with torch.inference_mode():
-        for k in range(z):
+        for k in range(z0, z1):
             acc.fill(0.0)
             section = torch.from_numpy(np.ascontiguousarray(vol[context_indices(k, context, z)], np.float32))  # (2k+1, h, w)
             if fast:
@@ -119,7 +126,7 @@ def super_resolve(
                     acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(wy[i], wx[j])
                 bar.update(len(chunk))
             res = acc / norm
-            out[k] = res if out_dtype == "float32" else from_float(res, out_dtype)
+            out[k - z0] = res if out_dtype == "float32" else from_float(res, out_dtype)
     bar.close()
     return out
 
@@ -139,7 +146,8 @@ def tile_noise(noise: torch.Tensor, chunk, ys, xs, ty: int, tx: int, f: int) -> 
     return torch.stack([noise[:, ys[i] * f : (ys[i] + ty) * f, xs[j] * f : (xs[j] + tx) * f] for i, j in chunk])
 
 
-def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: int, seed: int, out_dtype: str):
+def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: int, seed: int, out_dtype: str,
+               sections: tuple[int, int] | None = None):
     """`samples` SR volumes with noise seeds seed, seed+1, ...: (sample 0 in out_dtype, per-pixel std float32).
 
     Sample 0 is what samples=1 gives, so asking for a variance map does not change the SR output.
@@ -148,7 +156,8 @@ def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: in
         raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
     mean = m2 = first = None
     for i in range(samples):
-        sr = super_resolve(model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i)
+        sr = super_resolve(model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i,
+                           sections=sections)
         if i == 0:
             first, mean, m2 = sr.copy(), sr.astype(np.float64), np.zeros(sr.shape, np.float64)
             continue
@@ -158,6 +167,16 @@ def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: in
     std = np.sqrt(m2 / samples).astype(np.float32)  # population std over the samples
     out = first if out_dtype == "float32" else from_float(first, out_dtype)
     return out, std
+
+
+def z_blocks(n: int, blocks: int) -> list[tuple[int, int]]:
+    """Contiguous, near-equal (z0, z1) section ranges splitting n sections into `blocks` (np.array_split sizes)."""
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        raise InputError(f"config key infer.blocks_z: must be an integer >= 1, got {blocks!r}")
+    if blocks > n:
+        raise InputError(f"config key infer.blocks_z: {blocks} blocks but the volume has only {n} sections; lower infer.blocks_z")
+    edges = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), blocks)])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _hr_voxel(pairs: dict | None, lr_voxel, scale: int, lr_path) -> list[float]:
@@ -184,11 +203,15 @@ def run_infer(
     amp: bool = True,
     samples: int = 1,
     seed: int = 0,
+    blocks_z: int = 1,
+    block: int | None = None,
 ) -> dict:
     """Super-resolve one LR TIFF with a trained model.pt (or an untrained arch_spec such as bicubic).
 
     The output TIFF is on the HR grid (pairs.json hr_voxel_nm, else LR voxel / scale) in
     the input's dtype; the json records throughput (output voxels/s), device and tiling.
+    With `block` b of `blocks_z`, only that block of sections (z_blocks) is written, for
+    one job of a scattered inference that run_gather_blocks joins.
     """
     t0 = time.perf_counter()
     check_tiling(tile, overlap, batch)
@@ -215,15 +238,22 @@ def run_infer(
     hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
     if not np.isfinite(vol).all():
         raise InputError(f"{lr_path}: contains NaN or Inf values; fix the image")
+    sections = None
+    if block is not None:
+        ranges = z_blocks(vol.shape[0], blocks_z)
+        if not 0 <= block < len(ranges):
+            raise InputError(f"block {block} does not exist: infer.blocks_z is {blocks_z}")
+        sections = ranges[block]
 
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t1 = time.perf_counter()
     stochastic = bool(getattr(model, "noise_factor", 0))
     if stochastic and samples > 1:  # generative archs: n samples, per-pixel std as a hallucination indicator
-        sr, std = sample_std(model, vol, scale, tile, overlap, batch, dev, amp, samples, seed, dtype)
+        sr, std = sample_std(model, vol, scale, tile, overlap, batch, dev, amp, samples, seed, dtype, sections)
     else:
-        sr, std = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed), None
+        sr, std = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed,
+                                sections=sections), None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     compute = time.perf_counter() - t1
@@ -243,5 +273,42 @@ def run_infer(
         "samples": int(samples) if stochastic else 1, "noise_seed": int(seed) if stochastic else None,
         "variance_mean": float(std.mean()) if std is not None else None, "std_path": std_path,
     }
+    if sections is not None:
+        info.update(block=int(block), blocks_z=int(blocks_z), z_range=list(sections))
+    write_json(out_json, info)
+    return info
+
+
+def run_gather_blocks(block_tifs: list[str], block_jsons: list[str], out_tif: str, out_json: str) -> dict:
+    """Join the blocks of a scattered inference (run_infer with block=0..n-1) into one volume + info json.
+
+    The TIFF is the blocks concatenated along z (bytes as the one-job result); the json is
+    the first block's with the whole volume's shape, summed compute time and throughput.
+    """
+    infos = [read_json(p) for p in block_jsons]
+    order = [i["block"] for i in infos]
+    if order != list(range(len(infos))) or len(block_tifs) != len(infos):
+        raise InputError(f"inference blocks {order} are not 0..{len(infos) - 1} in order; rerun the infer_block jobs")
+    parts, voxel = [], None
+    for path in block_tifs:
+        vol, vox = read_tiff(path)
+        parts.append(vol)
+        voxel = voxel or vox
+    sr = np.concatenate(parts, axis=0)
+    std_paths = [i.get("std_path") for i in infos]
+    std_path = None
+    if all(std_paths):  # generative archs: the variance maps are joined the same way
+        std_path = str(out_tif)[: -len(".tif")] + "_std.tif"
+        write_tiff(std_path, np.concatenate([read_tiff(p)[0] for p in std_paths], axis=0), voxel)
+    write_tiff(out_tif, sr, voxel)
+    compute = sum(i["compute_seconds"] for i in infos)
+    info = {k: v for k, v in infos[0].items() if k not in ("block", "z_range")}
+    info.update(
+        hr_shape=list(sr.shape), compute_seconds=compute, voxels_per_s=sr.size / compute if compute > 0 else None,
+        seconds=sum(i["seconds"] for i in infos), std_path=std_path, blocks_z=len(infos),
+        variance_mean=(float(np.average([i["variance_mean"] for i in infos],
+                                        weights=[i["z_range"][1] - i["z_range"][0] for i in infos])) if std_path else None),
+        block_devices=[i["device_name"] for i in infos],
+    )
     write_json(out_json, info)
     return info

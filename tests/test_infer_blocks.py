@@ -1,0 +1,62 @@
+"""Scattered inference (infer.blocks_z): the blocks of sections, run as separate jobs and
+joined, give exactly the one-job result, also for 2.5D models that read neighbouring
+sections across a block edge."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from srseg.infer import run_gather_blocks, run_infer, z_blocks
+from srseg.io import InputError, read_json, write_image, write_json
+from srseg.models import build_model, save_trained
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_z_blocks_split_sections_contiguously_and_evenly():
+    assert z_blocks(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert z_blocks(4, 1) == [(0, 4)]
+    with pytest.raises(InputError, match="infer.blocks_z"):
+        z_blocks(2, 3)
+    with pytest.raises(InputError, match="infer.blocks_z"):
+        z_blocks(5, 0)
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_blocks_joined_equal_the_one_job_result(tmp_path, context):
+    vol = np.random.default_rng(0).random((5, 20, 18)).astype(np.float32)
+    write_image(tmp_path / "lr.tif", vol, [50.0, 30.0, 30.0], "uint8")
+    write_json(tmp_path / "pairs.json", {"scale": 3, "hr_voxel_nm": [50.0, 10.0, 10.0]})
+    spec = {"arch": "srcnn", "net": {"features": [8, 4]}, "context": context}
+    torch.manual_seed(0)
+    save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
+    common = dict(model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"),
+                  tile=12, overlap=4, batch=4, device="cpu")
+    run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "whole.tif"), str(tmp_path / "whole.json"), **common)
+    tifs, jsons = [], []
+    for b in range(3):
+        tifs.append(str(tmp_path / f"block{b}.tif"))
+        jsons.append(str(tmp_path / f"block{b}.json"))
+        info = run_infer(str(tmp_path / "lr.tif"), tifs[-1], jsons[-1], blocks_z=3, block=b, **common)
+        assert info["z_range"] == list(z_blocks(5, 3)[b])
+    info = run_gather_blocks(tifs, jsons, str(tmp_path / "joined.tif"), str(tmp_path / "joined.json"))
+    whole, joined = tifffile.imread(tmp_path / "whole.tif"), tifffile.imread(tmp_path / "joined.tif")
+    assert joined.dtype == whole.dtype and np.array_equal(joined, whole)
+    assert info["hr_shape"] == read_json(tmp_path / "whole.json")["hr_shape"] == [5, 60, 54]
+    assert info["blocks_z"] == 3 and info["context"] == context
+
+
+def test_gather_refuses_blocks_out_of_order(tmp_path):
+    for b in (1, 0):
+        write_json(tmp_path / f"b{b}.json", {"block": b})
+    with pytest.raises(InputError, match="not 0..1 in order"):
+        run_gather_blocks(["x", "y"], [str(tmp_path / "b1.json"), str(tmp_path / "b0.json")],
+                          str(tmp_path / "o.tif"), str(tmp_path / "o.json"))
+    assert not (tmp_path / "o.tif").exists()
