@@ -4,23 +4,6 @@
 # recipe under `degradations:` reruns only that recipe's branch.
 
 
-def _is_phantom_specimen(specimen):
-    return (config["specimens"][specimen] or {}).get("phantom") is not None
-
-
-def align_inputs(wildcards):
-    """Ingest outputs, plus the true transform for phantoms (align then reports error_px)."""
-    s = wildcards.specimen
-    inputs = {
-        "lr": f"results/ingest/{s}/lr.tif",
-        "hr": f"results/ingest/{s}/hr.tif",
-        "meta": f"results/ingest/{s}/meta.json",
-    }
-    if _is_phantom_specimen(s):
-        inputs["truth"] = f"results/phantom/{s}/truth.json"
-    return inputs
-
-
 rule align:
     """HR placed in LR: stage offsets, SIFT + RANSAC per section, ECC refinement; QC figure and numbers."""
     input:

@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config slices, folds, wildcard constraints.
+# Helpers shared by all rules files: config slices, folds, wildcard constraints.
 # Rules receive only their own slice of config through params, so that editing
 # one model (or recipe, or stage) reruns exactly the jobs that depend on it.
 
@@ -7,6 +7,7 @@ import copy
 from snakemake.utils import validate
 
 from srseg.config import check_config
+from srseg.io import InputError
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -99,3 +100,86 @@ def per_test_specimen(pattern, rows=None, **fmt):
             for specimen in split["test"]:
                 out.append(pattern.format(model=model, data=data, fold=fold, specimen=specimen, **fmt))
     return out
+
+
+# ---------------------------------------------------------------- align
+
+
+def _is_phantom_specimen(specimen):
+    return (config["specimens"][specimen] or {}).get("phantom") is not None
+
+
+def align_inputs(wildcards):
+    """Ingest outputs, plus the true transform for phantoms (align then reports error_px)."""
+    s = wildcards.specimen
+    inputs = {
+        "lr": f"results/ingest/{s}/lr.tif",
+        "hr": f"results/ingest/{s}/hr.tif",
+        "meta": f"results/ingest/{s}/meta.json",
+    }
+    if _is_phantom_specimen(s):
+        inputs["truth"] = f"results/phantom/{s}/truth.json"
+    return inputs
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def affinity_train_specimens(fold):
+    """Training specimens of a fold that have labels (the affinity net needs them)."""
+    return [s for s in train_specimens(fold) if has_labels(s)]
+
+
+def reference_inputs(wildcards):
+    """The specimen's labels if it has them, else the `hr` row's segmentations + the fold's best threshold."""
+    if has_labels(wildcards.specimen):
+        return {"labels": f"results/pairs/{wildcards.specimen}/labels.tif"}
+    return {
+        "threshold": f"results/affinity/{wildcards.fold}/threshold.json",
+        "segs": expand(f"results/segment/hr/none/{wildcards.fold}/{wildcards.specimen}/t{{thr}}.tif", thr=THRESHOLDS),
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+# name: (caption file in report/, category, subcategory) of each registered output
+REPORT_ITEMS = {
+    "summary": ("summary", "Summary", "Tables"),
+    "per_specimen": ("per_specimen", "Summary", "Tables"),
+    "paired_tests": ("paired_tests", "Summary", "Tables"),
+    "metric_bars": ("metric_bars", "Summary", "Figures"),
+    "alignment_qc": ("alignment_qc", "Alignment", "Figures"),
+    "qualitative": ("qualitative", "Image quality", "Figures"),
+    "frc_curves": ("frc_curves", "Image quality", "Figures"),
+    "segmentation_overlays": ("segmentation_overlays", "Segmentation", "Figures"),
+    "threshold_curves": ("threshold_curves", "Segmentation", "Figures"),
+    "quality_vs_segmentation": ("quality_vs_segmentation", "Segmentation", "Figures"),
+    "thresholds_f1": ("thresholds_f1", "Segmentation", "Tables"),
+    "thresholds_voi": ("thresholds_voi", "Segmentation", "Tables"),
+    "training_curves": ("training_curves", "Training", "Figures"),
+    "training_strategy": ("training_strategy", "Training", "Tables"),
+}
+
+
+def report_slice():
+    return config.get("report") or {}
+
+
+def report_example():
+    """(fold, specimen) of the qualitative figures: report.example_specimen, else the first fold's first test specimen."""
+    wanted = report_slice().get("example_specimen")
+    for fold, split in FOLDS.items():
+        if wanted is None or wanted in split["test"]:
+            return fold, wanted or split["test"][0]
+    raise InputError(f"config key report.example_specimen: {wanted!r} is no fold's test specimen; "
+                     f"use one of {', '.join(s for f in FOLDS.values() for s in f['test'])}")
+
+
+EXAMPLE_FOLD, EXAMPLE_SPECIMEN = report_example()
+SR_ROWS = [r for r in scored_rows() if r[0] != "hr"]  # rows with an SR image (hr is the reference)
+
+
+def _registered(path, name):
+    caption, category, subcategory = REPORT_ITEMS[name]
+    return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory)

@@ -3,49 +3,7 @@
 # metrics plus one example test specimen's images (qualitative figures);
 # params are config["report"] only, so editing it reruns this rule alone.
 
-from srseg.io import InputError
 from srseg.report.layout import FIGURE_NAMES, TABLE_NAMES
-
-# name: (caption file in report/, category, subcategory) of each registered output
-REPORT_ITEMS = {
-    "summary": ("summary", "Summary", "Tables"),
-    "per_specimen": ("per_specimen", "Summary", "Tables"),
-    "paired_tests": ("paired_tests", "Summary", "Tables"),
-    "metric_bars": ("metric_bars", "Summary", "Figures"),
-    "alignment_qc": ("alignment_qc", "Alignment", "Figures"),
-    "qualitative": ("qualitative", "Image quality", "Figures"),
-    "frc_curves": ("frc_curves", "Image quality", "Figures"),
-    "segmentation_overlays": ("segmentation_overlays", "Segmentation", "Figures"),
-    "threshold_curves": ("threshold_curves", "Segmentation", "Figures"),
-    "quality_vs_segmentation": ("quality_vs_segmentation", "Segmentation", "Figures"),
-    "thresholds_f1": ("thresholds_f1", "Segmentation", "Tables"),
-    "thresholds_voi": ("thresholds_voi", "Segmentation", "Tables"),
-    "training_curves": ("training_curves", "Training", "Figures"),
-    "training_strategy": ("training_strategy", "Training", "Tables"),
-}
-
-
-def report_slice():
-    return config.get("report") or {}
-
-
-def report_example():
-    """(fold, specimen) of the qualitative figures: report.example_specimen, else the first fold's first test specimen."""
-    wanted = report_slice().get("example_specimen")
-    for fold, split in FOLDS.items():
-        if wanted is None or wanted in split["test"]:
-            return fold, wanted or split["test"][0]
-    raise InputError(f"config key report.example_specimen: {wanted!r} is no fold's test specimen; "
-                     f"use one of {', '.join(s for f in FOLDS.values() for s in f['test'])}")
-
-
-EXAMPLE_FOLD, EXAMPLE_SPECIMEN = report_example()
-SR_ROWS = [r for r in scored_rows() if r[0] != "hr"]  # rows with an SR image (hr is the reference)
-
-
-def _registered(path, name):
-    caption, category, subcategory = REPORT_ITEMS[name]
-    return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory)
 
 
 rule report:

@@ -6,11 +6,6 @@
 # editing `segmentation:` re-segments only (and re-picks the threshold).
 
 
-def affinity_train_specimens(fold):
-    """Training specimens of a fold that have labels (the affinity net needs them)."""
-    return [s for s in train_specimens(fold) if has_labels(s)]
-
-
 rule train_affinity:
     """Affinity U-Net on the fold's training specimens; best threshold chosen on their held-back sections."""
     input:
@@ -70,16 +65,6 @@ rule segment:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/segment.py"
-
-
-def reference_inputs(wildcards):
-    """The specimen's labels if it has them, else the `hr` row's segmentations + the fold's best threshold."""
-    if has_labels(wildcards.specimen):
-        return {"labels": f"results/pairs/{wildcards.specimen}/labels.tif"}
-    return {
-        "threshold": f"results/affinity/{wildcards.fold}/threshold.json",
-        "segs": expand(f"results/segment/hr/none/{wildcards.fold}/{wildcards.specimen}/t{{thr}}.tif", thr=THRESHOLDS),
-    }
 
 
 rule reference:
