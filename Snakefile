@@ -25,6 +25,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/ingest.smk"
+include: "rules/simulate.smk"
 include: "rules/align.smk"
 include: "rules/denoise.smk"
 include: "rules/sr.smk"

@@ -3,10 +3,14 @@
 # one model (or recipe, or stage) reruns exactly the jobs that depend on it.
 
 import copy
+import glob as _glob
+import os as _os
+import re as _re
 
 from snakemake.utils import validate
 
 from srseg.config import check_config
+from srseg.simulate import check_section_blocks
 from srseg.io import InputError
 
 validate(config, "../schemas/config.schema.yaml")
@@ -102,23 +106,108 @@ def per_test_specimen(pattern, rows=None, **fmt):
     return out
 
 
+# ---------------------------------------------------------------- ingest
+
+
+PHANTOM_SPECIMENS = [s for s, e in config["specimens"].items() if (e or {}).get("phantom") is not None]
+
+
+def is_phantom(specimen):
+    return specimen in PHANTOM_SPECIMENS
+
+
+def generated_dir(specimen):
+    """results/phantom/{s} or results/simulate/{s} for a generated specimen, else None."""
+    entry = config["specimens"][specimen] or {}
+    if entry.get("phantom") is not None:
+        return f"results/phantom/{specimen}"
+    if entry.get("simulate") is not None:
+        return f"results/simulate/{specimen}"
+    return None
+
+
+def is_generated(specimen):
+    return generated_dir(specimen) is not None
+
+
+def has_labels(specimen):
+    """Generated specimens always have labels; a user specimen when its `labels` key is set."""
+    return is_generated(specimen) or bool((config["specimens"][specimen] or {}).get("labels"))
+
+
+SPECIMENS_WITH_LABELS = [s for s in SPECIMENS if has_labels(s)]
+
+
+def _source_files(source):
+    """Files behind a user path (file, folder or glob), so Snakemake tracks their mtimes.
+
+    A path that matches nothing is returned as is: Snakemake then reports it missing.
+    """
+    h5 = _re.match(r"^(.*\.(?:h5|hdf5|hdf)):/?.+$", source, flags=_re.IGNORECASE)
+    if h5 and not _os.path.isfile(source):  # file.h5:/dataset -> the HDF5 file itself
+        return [h5.group(1)]
+    if _os.path.isdir(source):
+        files = [_os.path.join(source, f) for f in sorted(_os.listdir(source))
+                 if f.lower().endswith((".tif", ".tiff", ".png"))]
+    elif _glob.has_magic(source):
+        files = sorted(_glob.glob(source))
+    else:
+        files = [source]
+    return files or [source]
+
+
+def _user_source(specimen, key):
+    value = (config["specimens"][specimen] or {}).get(key)
+    if not value:
+        raise ValueError(f"config key specimens.{specimen}.{key} is missing; give a TIFF, folder or glob path")
+    return str(value)
+
+
+def ingest_source(specimen, key):
+    """The path (phantom/simulate output, or the user's TIFF/folder/glob) ingest reads for lr/hr/labels."""
+    if is_generated(specimen):
+        return f"{generated_dir(specimen)}/{key}.tif"
+    return _user_source(specimen, key)
+
+
+def ingest_inputs(wildcards):
+    s = wildcards.specimen
+    if is_generated(s):
+        d = generated_dir(s)
+        return {"lr": f"{d}/lr.tif", "hr": f"{d}/hr.tif", "meta": f"{d}/meta.json"}
+    return {"lr": _source_files(_user_source(s, "lr")), "hr": _source_files(_user_source(s, "hr"))}
+
+
+# ---------------------------------------------------------------- simulate
+
+
+check_section_blocks(config["specimens"])
+
+SIMULATED_SPECIMENS = [s for s, e in config["specimens"].items() if (e or {}).get("simulate") is not None]
+
+
+def simulate_inputs(wildcards):
+    """The source stack (and labels) files, so Snakemake reruns when they change."""
+    sim = config["specimens"][wildcards.specimen]["simulate"]
+    inputs = {"source": _source_files(str(sim["source"]))}
+    if sim.get("labels"):
+        inputs["labels"] = _source_files(str(sim["labels"]))
+    return inputs
+
+
 # ---------------------------------------------------------------- align
 
 
-def _is_phantom_specimen(specimen):
-    return (config["specimens"][specimen] or {}).get("phantom") is not None
-
-
 def align_inputs(wildcards):
-    """Ingest outputs, plus the true transform for phantoms (align then reports error_px)."""
+    """Ingest outputs, plus the true transform of generated specimens (align then reports error_px)."""
     s = wildcards.specimen
     inputs = {
         "lr": f"results/ingest/{s}/lr.tif",
         "hr": f"results/ingest/{s}/hr.tif",
         "meta": f"results/ingest/{s}/meta.json",
     }
-    if _is_phantom_specimen(s):
-        inputs["truth"] = f"results/phantom/{s}/truth.json"
+    if is_generated(s):
+        inputs["truth"] = f"{generated_dir(s)}/truth.json"
     return inputs
 
 

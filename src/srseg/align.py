@@ -50,6 +50,9 @@ DEFAULTS = {
     "max_scale_error": 0.05,
     "max_rotation_deg": None,       # reject fits rotated more than this (None: no limit)
     "refine": True,                 # ECC sub-pixel refinement after SIFT (False: SIFT + RANSAC only)
+    "ncc_fallback": True,           # sections SIFT cannot fit: place by normalised cross-correlation
+    "ncc_min_peak": 0.2,            # ... accepted only if the NCC peak is at least this high
+    "ncc_min_margin": 0.08,         # ... and beats every peak farther than 1/4 field away by this much
 }
 
 
@@ -233,6 +236,34 @@ def ecc_refine(template: np.ndarray, image: np.ndarray, init: np.ndarray) -> tup
     return warp.astype(np.float64), float(cc)
 
 
+def ncc_place(template: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Translation of `template` in `image` by normalised cross-correlation (cv2.matchTemplate).
+
+    The fallback for noisy sections where too few SIFT keypoints survive: NCC
+    sums over every pixel of the field, so it still finds the position when
+    single keypoints drown in noise. Returns ((x, y) of the template's pixel
+    (0, 0) in `image`, peak NCC, margin of the peak over the best peak farther
+    than a quarter field away -- a low margin means an ambiguous, untrustworthy match).
+    """
+    th, tw = template.shape
+    if image.shape[0] < th or image.shape[1] < tw:
+        return np.zeros(2), -1.0, 0.0
+    score = cv2.matchTemplate(image.astype(np.float32), template.astype(np.float32), cv2.TM_CCOEFF_NORMED)
+    _, peak, _, (px, py) = cv2.minMaxLoc(score)
+    # sub-pixel peak: parabola through the neighbours along each axis (hand-written, three points)
+    sub = np.array([px, py], float)
+    if 0 < px < score.shape[1] - 1:
+        lo, hi = score[py, px - 1], score[py, px + 1]
+        sub[0] += 0.5 * (lo - hi) / min(lo - 2 * peak + hi, -1e-9)
+    if 0 < py < score.shape[0] - 1:
+        lo, hi = score[py - 1, px], score[py + 1, px]
+        sub[1] += 0.5 * (lo - hi) / min(lo - 2 * peak + hi, -1e-9)
+    yy, xx = np.indices(score.shape)
+    far = np.hypot(yy - py, xx - px) > max(th, tw) / 4
+    second = float(score[far].max()) if far.any() else -1.0
+    return sub, float(peak), float(peak - second)
+
+
 def _window(quad: np.ndarray, margin: float, shape_yx) -> tuple[int, int, int, int]:
     """Integer LR window (y0, y1, x0, x1) around a placed field plus a margin, clipped to the image."""
     (x0, y0), (x1, y1) = quad.min(0) - margin, quad.max(0) + margin
@@ -280,8 +311,16 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
         rec["n_matches"] = int(len(src))
         a, inl = ransac_similarity(src_hr, dst, float(p["ransac_px"]))
         rec["n_inliers"] = int(inl.sum())
+        rec["method"] = "sift"
         if a is None or inl.sum() < int(p["min_inliers"]):
             rec["status"] = "few_matches"
+            if p["ncc_fallback"]:
+                xy, peak, margin = ncc_place(small, lr[lr_z[k], y0:y1, x0:x1])
+                rec["ncc_peak"], rec["ncc_margin"] = peak, margin
+                if peak >= float(p["ncc_min_peak"]) and margin >= float(p["ncc_min_margin"]):
+                    # position only: rotation and scale stay nominal until ECC (or SIFT elsewhere) fits them
+                    a = compose(np.array([[1.0, 0, x0 + xy[0]], [0, 1.0, y0 + xy[1]]]), d)
+                    rec.update(status="ok", method="ncc", sift_matrix=a.tolist(), scale_error=0.0, rotation_deg=0.0)
             continue
         rec["residual_px"] = float(np.sqrt(np.mean(np.sum((apply(a, src_hr[inl]) - dst[inl]) ** 2, axis=1))))
         rec["sift_matrix"] = a.tolist()
@@ -295,6 +334,15 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
 
     ok = [r for r in sections if r["status"] == "ok"]
     if not ok:
+        ncc = [r for r in sections if "ncc_peak" in r]
+        if ncc and not any(r["status"] in ("bad_rotation", "bad_scale") for r in sections):
+            best = max(ncc, key=lambda r: r["ncc_peak"])
+            raise InputError(
+                f"{where}: too few SIFT matches between HR and LR (best section: "
+                f"{max(r['n_inliers'] for r in sections)} inliers, align.min_inliers is {p['min_inliers']}) and "
+                f"no unambiguous cross-correlation peak (best {best['ncc_peak']:.2f}, margin "
+                f"{best['ncc_margin']:.2f}); check hr_offset_nm and voxel sizes, or raise "
+                "align.search_margin_lr_px in config.yaml")
         rot = [r for r in sections if r["status"] == "bad_rotation"]
         if rot:
             worst = min(rot, key=lambda r: abs(r["rotation_deg"]))
@@ -326,12 +374,15 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     c_hr = np.array([(field[1] - 1) / 2, (field[0] - 1) / 2])
     lin = {r["hr_z"]: np.array(r["sift_matrix"])[:, :2] for r in ok}
     ctr = {r["hr_z"]: apply(np.array(r["sift_matrix"]), c_hr)[0] for r in ok}
-    lin_med = np.median(np.stack(list(lin.values())), axis=0)
+    # NCC placements carry no rotation/scale: the linear part comes from SIFT sections where there are any
+    fitted = [r["hr_z"] for r in ok if r["method"] == "sift"] or list(lin)
+    lin_med = np.median(np.stack([lin[k] for k in fitted]), axis=0)
     ctr_med = np.median(np.stack(list(ctr.values())), axis=0)
     for r in ok:
         k = r["hr_z"]
-        if (corner_rms(with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
-                or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac):
+        wrong_lin = r["method"] == "sift" and corner_rms(
+            with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
+        if wrong_lin or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac:
             r["status"] = "outlier"
     ok = [r for r in ok if r["status"] == "ok"]
     if not ok:
@@ -340,7 +391,8 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
             "same region (hr_offset_nm, voxel sizes in config.yaml)"
         )
     ok_k = [r["hr_z"] for r in ok]
-    lin_sift = np.median(np.stack([lin[k] for k in ok_k]), axis=0)
+    sift_k = [k for k in ok_k if sections[k]["method"] == "sift"]
+    lin_sift = np.median(np.stack([lin[k] for k in (sift_k or ok_k)]), axis=0)
     _check_scale(lin_sift, expected_scale, p, where)
     init_ctr = _interp_centres(ok_k, [ctr[k] for k in ok_k], n_hr)
 
@@ -359,7 +411,8 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
             continue
         mk = compose(w, d)
         rec["ecc"] = float(cc)
-        if np.hypot(*(apply(mk, c_hr)[0] - init_ctr[k])) <= 2 * ransac:  # else ECC wandered off
+        # else ECC wandered off (NCC-only starts get more room: their rotation/scale were nominal)
+        if np.hypot(*(apply(mk, c_hr)[0] - init_ctr[k])) <= (2 if sift_k else 4) * ransac:
             ecc_lin[k], ecc_ctr[k] = mk[:, :2], apply(mk, c_hr)[0]
     good = []
     if ecc_lin:
@@ -369,6 +422,13 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     if good:
         lin_final = np.mean([ecc_lin[k] for k in good], axis=0)  # averaging sections beats noise
         ctr_final = _interp_centres(good, [ecc_ctr[k] for k in good], n_hr)
+    elif not sift_k:
+        # NCC found the position but nothing measured rotation/scale: refuse rather than guess
+        raise InputError(
+            f"{where}: only cross-correlation could place HR in LR and the intensity refinement (ECC) did not "
+            "converge, so rotation and scale are unknown; check the images (noise, contrast) and voxel sizes in "
+            "config.yaml"
+        )
     else:
         lin_final, ctr_final = lin_sift, init_ctr
     _check_scale(lin_final, expected_scale, p, where)
@@ -381,11 +441,12 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
         r["centre_lr"] = ctr_final[r["hr_z"]].tolist()
         if pts is not None and r["status"] == "ok":
             res2.append(np.sum((apply(np.array(r["sift_matrix"]), pts[0]) - pts[1]) ** 2, axis=1))
-    res2 = np.concatenate(res2)
+    res2 = np.concatenate(res2) if res2 else np.full(1, np.nan)  # NaN: no SIFT section (NCC + ECC only)
     m_mid = matrices[n_hr // 2]
     qc = {
         "n_sections": int(n_hr),
-        "n_sections_sift_ok": len(ok),
+        "n_sections_sift_ok": len(sift_k),
+        "n_sections_ncc_ok": len(ok) - len(sift_k),
         "n_sections_ecc_ok": len(good),
         "n_matches": int(sum(r["n_matches"] for r in sections)),
         "n_inliers": int(sum(r["n_inliers"] for r in ok)),

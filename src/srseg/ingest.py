@@ -1,6 +1,7 @@
 """Ingest: read a specimen's raw LR and HR stacks (+ labels), validate, write normalised TIFFs.
 
-Accepted inputs: a 3D (or single 2D) TIFF, a folder of 2D TIFF/PNG sections, or
+Accepted inputs: a 3D (or single 2D) TIFF / OME-TIFF / ImageJ TIFF, an HDF5
+dataset `file.h5:/path` (needs h5py), a folder of 2D TIFF/PNG sections, or
 a glob pattern of them (sections in natural order: s2 before s10); grey
 uint8 / uint16 / float32 (float64 is stored as float32).  Voxel sizes (nm,
 z/y/x) come from config if given, else from the phantom's meta.json, else from
@@ -88,6 +89,38 @@ def _read_png_file(path: str) -> np.ndarray:
     return img[None]
 
 
+def read_hdf5(path: str, dataset: str) -> tuple[np.ndarray, list | None]:
+    """A (z, y, x) dataset of an HDF5 file (`file.h5:/path/in/file`); voxel size from its attributes.
+
+    The voxel size is read from the dataset attribute `resolution` (nm, z/y/x: the
+    CREMI convention) or `voxel_size_nm`. h5py is optional: only needed here.
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise InputError(f"{path}:{dataset}: reading HDF5 needs the h5py package; install it with "
+                         f"`pip install h5py` or convert the dataset to TIFF") from None
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found; check the path in config.yaml")
+    try:
+        with h5py.File(path, "r") as f:
+            if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+                raise InputError(f"{path}: has no dataset {dataset!r}; give `file.h5:/path/to/dataset`")
+            ds = f[dataset]
+            vol = ds[()]
+            res = ds.attrs.get("resolution", ds.attrs.get("voxel_size_nm"))
+    except InputError:
+        raise
+    except Exception as exc:  # h5py raises OSError/KeyError for damaged files
+        raise InputError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {exc}); re-export it") from exc
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise InputError(f"{path}:{dataset}: has shape {vol.shape} where a (z, y, x) stack is expected")
+    voxel = [float(v) for v in res] if res is not None and len(res) == 3 else None
+    return vol, voxel
+
+
 def read_stack(spec: str) -> tuple[np.ndarray, list | None]:
     """Read a (z, y, x) stack from a 3D TIFF, a folder of 2D TIFF/PNG, or a glob of them.
 
@@ -96,6 +129,9 @@ def read_stack(spec: str) -> tuple[np.ndarray, list | None]:
     section sequence, the voxel size comes from the first section's metadata.
     """
     spec = str(spec)
+    h5 = re.match(r"^(.*\.(?:h5|hdf5|hdf)):(/?.+)$", spec, flags=re.IGNORECASE)
+    if h5 and not os.path.isfile(spec):
+        return read_hdf5(h5.group(1), h5.group(2))
     if os.path.isfile(spec):
         return _read_tiff_file(spec) if not spec.lower().endswith(".png") else (_read_png_file(spec), None)
     if not os.path.isdir(spec) and not glob.has_magic(spec):
@@ -256,6 +292,7 @@ def run_ingest(lr: str, hr: str, out_lr: str, out_hr: str, out_meta: str, specim
         "hr_dtype": str(hr_vol.dtype),
         "sources": {"lr": str(lr), "hr": str(hr), **({"phantom_meta": str(phantom_meta)} if phantom_meta else {})},
         "phantom": bool(pmeta.get("phantom", False)),
+        "simulated": bool(pmeta.get("simulated", False)),
     }
     if lr_notes:
         meta["lr_notes"] = lr_notes
@@ -267,15 +304,24 @@ def run_ingest(lr: str, hr: str, out_lr: str, out_hr: str, out_meta: str, specim
     return meta
 
 
-def run_ingest_labels(labels: str, hr_meta: str, out_labels: str, specimen: str) -> np.ndarray:
+def run_ingest_labels(labels: str, hr_meta: str, out_labels: str, specimen: str,
+                      labels_kind: str = "instances", connectivity: str = "2d") -> np.ndarray:
     """Validate instance labels against the ingested HR (same shape) and write labels.tif.
 
-    labels: a TIFF, folder or glob of integer IDs (0 = background/membrane);
-    hr_meta: results/ingest/{specimen}/meta.json.  Voxel size is the HR's.
+    labels: a TIFF, folder or glob (or file.h5:/dataset) of integer IDs (0 =
+    background/membrane), or with labels_kind "cell_mask" a mask (nonzero = inside
+    a cell) turned into instances: connected components per section ("2d") or
+    through z ("3d"); hr_meta: results/ingest/{specimen}/meta.json.  Voxel size is the HR's.
     """
     meta = read_json(hr_meta)
     vol, _ = read_stack(labels)
     src = f"labels {labels}"
+    if labels_kind not in ("instances", "cell_mask"):
+        raise InputError(f"config key specimens.{specimen}.labels_kind = {labels_kind!r}; use instances or cell_mask")
+    if labels_kind == "cell_mask":
+        from .simulate import cell_mask_to_instances
+
+        vol = cell_mask_to_instances(vol, connectivity)
     if np.issubdtype(vol.dtype, np.floating):
         if not np.all(np.isfinite(vol)) or not np.all(np.mod(vol, 1) == 0):
             raise InputError(f"{src}: must hold integer instance IDs, found fractional/NaN values; "

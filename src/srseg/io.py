@@ -149,10 +149,37 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None]:
     return vol, voxel
 
 
+# nm per unit of the OME PhysicalSize*Unit attributes (OME's default unit is the micrometre)
+_OME_UNITS = {"nm": 1.0, "µm": 1e3, "\u03bcm": 1e3, "um": 1e3, "micron": 1e3, "mm": 1e6, "pm": 1e-3, "Å": 0.1}
+
+
+def _voxel_from_ome(xml: str) -> list[float | None] | None:
+    """[z, y, x] nm from OME-XML Pixels PhysicalSize{Z,Y,X} (+ units); None entries where absent."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    out = []
+    for axis in "ZYX":
+        value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        scale = _OME_UNITS.get(unit)
+        out.append(float(value) * scale if value is not None and scale is not None and float(value) > 0 else None)
+    return None if all(v is None for v in out) else out
+
+
 def _voxel_from_tiff(tif: tifffile.TiffFile) -> list[float] | None:
     shaped = tif.shaped_metadata
     if shaped and "voxel_size_nm" in shaped[0]:
         return [float(v) for v in shaped[0]["voxel_size_nm"]]
+    if tif.is_ome and tif.ome_metadata:  # OME-TIFF: physical sizes live in the OME-XML, not the TIFF tags
+        ome = _voxel_from_ome(tif.ome_metadata)
+        if ome is not None:
+            return ome
     ij = tif.imagej_metadata
     page = tif.pages[0]
     tags = page.tags

@@ -7,4 +7,6 @@ run_ingest_labels(
     hr_meta=snakemake.input.meta,
     out_labels=snakemake.output.labels,
     specimen=snakemake.wildcards.specimen,
+    labels_kind=snakemake.params.get("labels_kind", "instances"),
+    connectivity=snakemake.params.get("connectivity", "2d"),
 )

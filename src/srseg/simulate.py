@@ -1,0 +1,412 @@
+"""Acquisition simulator: an LR overview + an HR sub-field acquisition from one real HR stack.
+
+Real EM data sets with instance labels (ISBI 2012, CREMI, SNEMI) hold only HR
+images. To run the whole workflow on them -- alignment included -- this module
+images the real HR stack twice, as an SBEM microscope would:
+
+* LR overview: the whole field at a coarser pixel (``lr_voxel_nm``, any ratio,
+  e.g. 4x or 3.3x), seen through a slightly rotated / mis-scaled stage
+  (``max_rotation_deg``, ``max_scale_error``): pixel-area integration plus a
+  Gaussian probe PSF, a contrast/gamma change, Poisson-Gaussian noise (shot
+  noise at ``lr_dose`` electrons per unit intensity plus read noise) and
+  correlated scan-line noise (a per-row offset following an AR(1) process down
+  the rows, as slow scan-line drift in SEM gives).
+* HR acquisition: a sub-field (``hr_field_fraction`` of the field, placed at
+  random away from the edges) cut from the source at its own pixel size, with
+  its own independent Poisson-Gaussian noise and a small per-section stage
+  drift (integer HR pixels, random walk).
+* metadata as the microscope gives it: voxel sizes and a stage offset
+  ``hr_offset_nm`` that is off by up to ``offset_error_lr_px`` LR pixels.
+
+Outputs are those of srseg.phantom (lr.tif, hr.tif, labels.tif, meta.json,
+truth.json) with the same transform convention: ``truth["matrices"][k]`` maps HR
+pixel (x, y) of HR section k to LR pixel (x, y); ``truth["lr_z"][k]`` is its LR
+section; ``hr_offset_nm`` [z, y, x] is where HR pixel (0, 0, 0)'s centre lies
+in the frame where LR pixel (0, 0, 0)'s centre is at 0 nm.
+
+Pseudo-specimens: one stack can be split into blocks of consecutive sections
+(``sections: [start, stop)``), one specimen each, so that leave-one-specimen-out
+works on single-stack data sets; `check_section_blocks` refuses overlapping
+blocks of the same source so no section is ever in both training and test.
+
+Every random draw comes from ``seed`` through independent streams (geometry,
+LR acquisition, HR acquisition): the same parameters give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.signal import lfilter
+from tqdm import tqdm
+
+from .io import InputError, to_float, write_image, write_json, write_labels
+
+DEFAULTS = {
+    "seed": 0,
+    "labels": None,                 # labels of the source stack (same shape), or None
+    "labels_kind": "instances",     # instances | cell_mask (nonzero = inside a cell, 0 = membrane)
+    "labels_connectivity": "2d",    # cell_mask -> instances per section (2d) or through z (3d)
+    "sections": None,               # [start, stop) of the source's sections (None: all)
+    "crop": None,                   # [y0, y1, x0, x1] source pixels to use (None: the whole field)
+    "source_voxel_nm": None,        # [z, y, x] of the source (None: from its TIFF metadata)
+    "lr_voxel_nm": None,            # [z, y, x] of the LR overview; z must equal the source's
+    "hr_field_fraction": 0.6,       # HR sub-field side / full field side
+    "psf_sigma_lr_px": 0.5,         # Gaussian probe PSF of the LR acquisition, LR pixels
+    "lr_contrast": 0.8,             # LR contrast curve: offset + contrast * x ** gamma
+    "lr_offset": 0.1,
+    "lr_gamma": 0.8,
+    "lr_dose": 300.0,               # electrons per unit intensity per LR pixel (Poisson); 0 = no shot noise
+    "lr_read_noise": 0.02,          # sd of Gaussian read noise, [0, 1] units
+    "scanline_noise": 0.015,        # sd of the per-row offset
+    "scanline_corr": 0.7,           # AR(1) correlation of the offsets of neighbouring rows
+    "hr_dose": 2000.0,              # the HR acquisition's own shot noise; 0 = none
+    "hr_read_noise": 0.01,
+    "max_rotation_deg": 2.0,        # stage rotation between the two acquisitions
+    "max_scale_error": 0.02,        # relative pixel-size calibration error
+    "offset_error_lr_px": 3.0,      # metadata stage offset off by up to this (y and x)
+    "section_jitter_hr_px": 0.7,    # sd of the per-section HR stage drift (random walk, rounded to px)
+}
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+def cell_mask_to_instances(mask: np.ndarray, connectivity: str = "2d") -> np.ndarray:
+    """Instance IDs from a cell mask (nonzero = inside a cell, 0 = membrane / boundary).
+
+    Connected components of the cell pixels, with face connectivity only (4 in a
+    section) so that a thin membrane with a diagonal gap does not merge two
+    neurons. "2d": per section, IDs unique across the whole volume (sections too
+    far apart for z-linking, as in ISBI 2012); "3d": components through z.
+    Returns uint32 (z, y, x), 0 on the membrane.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 2:
+        mask = mask[None]
+    cells = mask > 0
+    if connectivity == "3d":
+        lab, _ = ndi.label(cells, structure=ndi.generate_binary_structure(3, 1))
+        return lab.astype(np.uint32)
+    if connectivity != "2d":
+        raise InputError(f"labels_connectivity {connectivity!r} is not known; use 2d or 3d")
+    out = np.zeros(cells.shape, np.uint32)
+    nxt = 0
+    for k in range(cells.shape[0]):
+        lab, n = ndi.label(cells[k], structure=ndi.generate_binary_structure(2, 1))
+        out[k] = np.where(lab > 0, lab + nxt, 0)
+        nxt += n
+    return out
+
+
+# ------------------------------------------------------------------------------ pseudo-specimens
+
+
+def section_range(spec: dict, n_sections: int | None = None, where: str = "simulate") -> tuple[int, int]:
+    """The [start, stop) block of source sections a simulate entry uses."""
+    sec = spec.get("sections")
+    if sec is None:
+        return 0, (n_sections if n_sections is not None else 2**62)
+    try:
+        start, stop = (int(v) for v in sec)
+    except (TypeError, ValueError):
+        raise InputError(f"config key {where}.sections = {sec!r} must be [start, stop) section indices") from None
+    if start < 0 or stop <= start or (n_sections is not None and stop > n_sections):
+        have = f" (the source has {n_sections})" if n_sections is not None else ""
+        raise InputError(f"config key {where}.sections = {sec!r} is not a valid [start, stop) block of "
+                         f"sections{have}; use 0 <= start < stop <= the number of sections")
+    return start, stop
+
+
+def check_section_blocks(specimens: dict) -> None:
+    """Refuse two simulate specimens that share a section of the same source stack.
+
+    Leave-one-specimen-out is leak-free only if no source section belongs to two
+    specimens; a specimen without `sections` uses the whole stack.
+    """
+    blocks = []
+    for name, entry in (specimens or {}).items():
+        sim = (entry or {}).get("simulate")
+        if sim is None:
+            continue
+        src = os.path.normpath(os.path.abspath(str(sim.get("source", ""))))
+        blocks.append((name, src, section_range(sim, where=f"specimens.{name}.simulate")))
+    for i, (a, src_a, (s0, s1)) in enumerate(blocks):
+        for b, src_b, (t0, t1) in blocks[i + 1:]:
+            if src_a == src_b and s0 < t1 and t0 < s1:
+                raise InputError(
+                    f"config keys specimens.{a}.simulate.sections and specimens.{b}.simulate.sections overlap "
+                    f"on the same source {src_a}; give each pseudo-specimen its own block of sections so that "
+                    f"no section is in both training and test")
+
+
+def source_sections(entry: dict) -> set[tuple[str, int]]:
+    """(source path, section index) pairs a simulate specimen is made of (for leak checks)."""
+    sim = entry["simulate"]
+    start, stop = section_range(sim)
+    src = os.path.normpath(os.path.abspath(str(sim["source"])))
+    return {(src, k) for k in range(start, stop)}
+
+
+# ---------------------------------------------------------------------------------- parameters
+
+
+def merge_params(params: dict, where: str = "simulate") -> dict:
+    """Defaults + the config entry; unknown keys are refused so a typo does not fall back silently."""
+    known = set(DEFAULTS) | {"source"}
+    extra = sorted(set(params) - known)
+    if extra:
+        raise InputError(f"unknown key(s) {extra} in config {where}; known keys are {sorted(known)}")
+    if not params.get("source"):
+        raise InputError(f"config key {where}.source is missing; give the path of the real HR stack")
+    p = {**DEFAULTS, **params}
+    if p["lr_voxel_nm"] is None:
+        raise InputError(f"config key {where}.lr_voxel_nm is missing; give the LR voxel size [z, y, x] in nm")
+    if not 0.05 <= float(p["hr_field_fraction"]) <= 0.9:
+        raise InputError(f"config key {where}.hr_field_fraction = {p['hr_field_fraction']} must lie in "
+                         f"[0.05, 0.9] so that the HR field fits inside the LR overview")
+    if p["labels_kind"] not in ("instances", "cell_mask"):
+        raise InputError(f"config key {where}.labels_kind = {p['labels_kind']!r}; use instances or cell_mask")
+    return p
+
+
+def _triplet(value, key: str) -> list[float]:
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        out = []
+    if len(out) != 3 or not all(np.isfinite(out)) or min(out) <= 0:
+        raise InputError(f"config key {key} = {value!r} must be three positive numbers [z, y, x] in nm")
+    return out
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent streams: changing a noise level leaves the geometry unchanged."""
+    names = ("geometry", "lr_acq", "hr_acq")
+    return {n: np.random.default_rng(c) for n, c in zip(names, np.random.SeedSequence(int(seed)).spawn(3))}
+
+
+def _signed(rng, max_abs: float) -> float:
+    """Magnitude in [0.3, 1] * max_abs with random sign (never trivially zero), as srseg.phantom."""
+    return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * max_abs)
+
+
+# ------------------------------------------------------------------------------------ geometry
+
+
+def draw_geometry(p: dict, src_shape, src_voxel_nm, rng: np.random.Generator, *, rotation_deg=None,
+                  scale=None, offset_error_lr_px=None) -> dict:
+    """The true placement of both acquisitions (explicit values override the random draws).
+
+    G maps source pixels (x, y) to LR pixels: the LR grid covers the source field
+    (centres coincide) at the nominal pixel ratio times `scale`, rotated by
+    `rotation_deg`. HR section k is the source cut at origin c_k (x, y), so its
+    true HR->LR matrix is M_k = G @ [I | c_k].
+    """
+    nz, H, W = (int(v) for v in src_shape)
+    _, svy, svx = src_voxel_nm
+    _, lvy, lvx = p["lr_voxel_nm"]
+    theta = _signed(rng, p["max_rotation_deg"]) if rotation_deg is None else float(rotation_deg)
+    s = 1.0 + _signed(rng, p["max_scale_error"]) if scale is None else float(scale)
+    err = (np.array([_signed(rng, p["offset_error_lr_px"]) for _ in range(2)]) if offset_error_lr_px is None
+           else np.asarray(offset_error_lr_px, float).reshape(2))  # (y, x) LR px
+    lr_shape = (nz, max(8, round(H * svy / lvy)), max(8, round(W * svx / lvx)))
+    c, sn = math.cos(math.radians(theta)), math.sin(math.radians(theta))
+    lin = s * np.array([[c, -sn], [sn, c]]) @ np.diag([svx / lvx, svy / lvy])
+    src_c = np.array([(W - 1) / 2, (H - 1) / 2])
+    lr_c = np.array([(lr_shape[2] - 1) / 2, (lr_shape[1] - 1) / 2])
+    G = np.hstack([lin, (lr_c - lin @ src_c)[:, None]])
+
+    frac = float(p["hr_field_fraction"])
+    h, w = max(8, round(H * frac)), max(8, round(W * frac))
+    drift = np.cumsum(np.rint(rng.normal(0, p["section_jitter_hr_px"], (nz, 2))), axis=0)
+    drift -= drift[0]  # section 0 sits at the nominal origin, (x, y) HR px
+    # the field centre is placed at random in the middle half of the free room: away from the edges
+    room = np.array([W - w, H - h], float) / 2 - np.abs(drift).max(0) - 1
+    if np.any(room < 0):
+        raise InputError("config key simulate.hr_field_fraction is too large for the source field; lower it")
+    c0 = np.rint(np.array([W - w, H - h]) / 2 + rng.uniform(-0.5, 0.5, 2) * room)
+    origins = (c0 + drift).astype(int)
+    mats = [np.hstack([lin, (G[:, 2] + lin @ o)[:, None]]) for o in origins]
+
+    # The HR field must lie inside the LR overview (the metadata error may place it partly outside:
+    # alignment then searches a clipped window, as with a real stage).
+    margin = 2.0
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    for M in mats:
+        xy = M @ corners
+        if xy.min() < margin or xy[0].max() > lr_shape[2] - 1 - margin or xy[1].max() > lr_shape[1] - 1 - margin:
+            raise InputError("config key simulate.hr_field_fraction leaves no room for the rotated, shifted HR "
+                             "field inside the LR overview; lower hr_field_fraction")
+    true_off = [0.0, float(mats[0][1, 2] * lvy), float(mats[0][0, 2] * lvx)]
+    meta_off = [0.0, true_off[1] + float(err[0]) * lvy, true_off[2] + float(err[1]) * lvx]
+    return {
+        "G": G, "matrices": mats, "origins_xy": origins, "hr_shape": (nz, h, w), "lr_shape": lr_shape,
+        "rotation_deg": theta, "scale": s, "offset_error_lr_px": [float(e) for e in err],
+        "hr_offset_nm_true": true_off, "hr_offset_nm_meta": meta_off,
+    }
+
+
+# --------------------------------------------------------------------------------- acquisition
+
+
+def poisson_gaussian(img: np.ndarray, dose: float, read_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Shot noise (Poisson counts at `dose` per unit intensity) plus Gaussian read noise."""
+    out = np.clip(img, 0, None).astype(np.float64)
+    if dose > 0:
+        out = rng.poisson(out * dose) / dose
+    if read_noise > 0:
+        out = out + rng.normal(0, read_noise, out.shape)
+    return out.astype(np.float32)
+
+
+def scanline_offsets(n_sections: int, n_rows: int, sd: float, corr: float, rng) -> np.ndarray:
+    """Per-row intensity offsets (z, y, 1): a stationary AR(1) process down the rows, sd `sd`."""
+    e = rng.normal(0, sd * math.sqrt(max(1 - corr**2, 0.0)), (n_sections, n_rows))
+    e[:, 0] = rng.normal(0, sd, n_sections)
+    # AR(1) recursion x_i = corr x_{i-1} + e_i as an IIR filter (scipy.signal.lfilter)
+    return lfilter([1.0], [1.0, -corr], e, axis=1)[..., None].astype(np.float32)
+
+
+def acquire(source: np.ndarray, p: dict, geom: dict, rngs: dict, labels: np.ndarray | None = None,
+            progress: bool = False) -> dict:
+    """Render the LR overview and the HR acquisition of `source` (float32 [0, 1], z y x) for `geom`."""
+    nz, h, w = geom["hr_shape"]
+    lr_shape = geom["lr_shape"]
+    G = geom["G"]
+    ratio = float(np.mean(np.hypot(G[0, :2], G[1, :2])) ** -1)  # source px per LR px
+    # pixel-area integration (box of `ratio` source px ~ Gaussian sd ratio / sqrt(12)) + probe PSF
+    sd = math.hypot(ratio / math.sqrt(12), float(p["psf_sigma_lr_px"]) * ratio)
+    inv = cv2.invertAffineTransform(G)  # LR px -> source px
+    lr = np.empty(lr_shape, np.float32)
+    hr = np.empty((nz, h, w), np.float32)
+    lab = None if labels is None else np.empty((nz, h, w), labels.dtype)
+    for k in tqdm(range(nz), desc="simulate sections", disable=not progress):
+        blurred = cv2.GaussianBlur(source[k], (0, 0), sd)
+        lr[k] = cv2.warpAffine(blurred, inv, (lr_shape[2], lr_shape[1]),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        x0, y0 = geom["origins_xy"][k]
+        hr[k] = source[k, y0:y0 + h, x0:x0 + w]
+        if lab is not None:
+            lab[k] = labels[k, y0:y0 + h, x0:x0 + w]
+
+    acq = rngs["lr_acq"]
+    lr = p["lr_offset"] + p["lr_contrast"] * np.clip(lr, 0, None) ** p["lr_gamma"]
+    lr = poisson_gaussian(lr, float(p["lr_dose"]), float(p["lr_read_noise"]), acq)
+    if p["scanline_noise"] > 0:
+        lr += scanline_offsets(nz, lr_shape[1], float(p["scanline_noise"]), float(p["scanline_corr"]), acq)
+    hr = poisson_gaussian(hr, float(p["hr_dose"]), float(p["hr_read_noise"]), rngs["hr_acq"])
+    return {"lr": np.clip(lr, 0, 1), "hr": np.clip(hr, 0, 1), "labels": lab}
+
+
+def simulate_volume(source: np.ndarray, source_voxel_nm, params: dict, labels: np.ndarray | None = None,
+                    geometry_overrides: dict | None = None, progress: bool = False, where: str = "simulate") -> dict:
+    """Simulate an LR/HR acquisition pair from a real HR volume already cut to its sections.
+
+    source: float32 [0, 1] (z, y, x); labels: instance IDs of the same shape (or
+    None). geometry_overrides: rotation_deg / scale / offset_error_lr_px (for
+    benchmarks). Returns lr, hr, labels, lr_voxel_nm, hr_voxel_nm, hr_offset_nm
+    (metadata, with error) and truth (srseg.phantom's truth.json format).
+    """
+    p = merge_params(params, where)
+    src_vox = _triplet(source_voxel_nm, f"{where}.source_voxel_nm")
+    p["lr_voxel_nm"] = _triplet(p["lr_voxel_nm"], f"{where}.lr_voxel_nm")
+    if abs(p["lr_voxel_nm"][0] - src_vox[0]) > 1e-6 * src_vox[0]:
+        raise InputError(f"config key {where}.lr_voxel_nm z ({p['lr_voxel_nm'][0]}) must equal the source's "
+                         f"section thickness ({src_vox[0]} nm): both acquisitions image the same sections")
+    if min(p["lr_voxel_nm"][1] / src_vox[1], p["lr_voxel_nm"][2] / src_vox[2]) <= 1:
+        raise InputError(f"config key {where}.lr_voxel_nm {p['lr_voxel_nm']} must be coarser in y and x than the "
+                         f"source's {src_vox} nm")
+    rngs = _streams(p["seed"])
+    geom = draw_geometry(p, source.shape, src_vox, rngs["geometry"], **(geometry_overrides or {}))
+    out = acquire(source, p, geom, rngs, labels=labels, progress=progress)
+    truth = {
+        "matrices": [m.tolist() for m in geom["matrices"]],
+        "lr_z": list(range(source.shape[0])),
+        "rotation_deg": geom["rotation_deg"],
+        "scale": geom["scale"],
+        "hr_offset_nm_true": geom["hr_offset_nm_true"],
+        "offset_error_lr_px": geom["offset_error_lr_px"],
+        "hr_origin_in_source_xy": geom["origins_xy"].tolist(),
+        "section_drift_hr_px": (geom["origins_xy"] - geom["origins_xy"][0])[:, ::-1].tolist(),  # (y, x)
+        "source_to_lr": geom["G"].tolist(),
+        "seed": int(p["seed"]),
+        "lr_shape": list(geom["lr_shape"]),
+        "hr_shape": list(geom["hr_shape"]),
+    }
+    return {"lr": out["lr"], "hr": out["hr"], "labels": out["labels"], "lr_voxel_nm": p["lr_voxel_nm"],
+            "hr_voxel_nm": src_vox, "hr_offset_nm": geom["hr_offset_nm_meta"], "truth": truth}
+
+
+# ---------------------------------------------------------------------------------- rule entry
+
+
+def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list[float], np.ndarray | None, dict]:
+    """Read the source stack (+ labels), cut to `sections` and `crop`; labels made instances.
+
+    Returns (float32 image, source voxel nm, uint32 labels or None, provenance dict).
+    """
+    from .ingest import (  # ingest reads every accepted input format
+        check_image,
+        read_stack,
+    )
+
+    p = merge_params(params, where)
+    raw, vox = read_stack(str(p["source"]))
+    img, _ = check_image(raw, f"simulate source {p['source']}")
+    start, stop = section_range(p, img.shape[0], where)
+    crop = p["crop"]
+    if crop is not None:
+        y0, y1, x0, x1 = (int(v) for v in crop)
+        if not (0 <= y0 < y1 <= img.shape[1] and 0 <= x0 < x1 <= img.shape[2]):
+            raise InputError(f"config key {where}.crop = {crop} is outside the source field {list(img.shape[1:])}; "
+                             f"give [y0, y1, x0, x1] inside it")
+    else:
+        y0, y1, x0, x1 = 0, img.shape[1], 0, img.shape[2]
+    cut = (slice(start, stop), slice(y0, y1), slice(x0, x1))
+    src_vox = p["source_voxel_nm"]
+    if src_vox is None:
+        if vox is None or any(v is None for v in vox):
+            raise InputError(f"{p['source']}: no complete voxel size in its metadata ({vox}); set "
+                             f"{where}.source_voxel_nm: [z, y, x] (nm) in the config")
+        src_vox = vox
+    lab = None
+    if p["labels"]:
+        lraw, _ = read_stack(str(p["labels"]))
+        if lraw.shape != raw.shape:
+            raise InputError(f"{p['labels']}: shape {list(lraw.shape)} differs from the source {list(raw.shape)}; "
+                             f"labels must cover the source voxel for voxel ({where}.labels)")
+        lab = lraw[cut]
+        # instances from a cell mask after cutting, so a cell split by the cut gets two IDs
+        lab = (cell_mask_to_instances(lab, p["labels_connectivity"]) if p["labels_kind"] == "cell_mask"
+               else lab.astype(np.uint32))
+    prov = {"source": str(p["source"]), "labels": p["labels"], "sections": [start, stop], "crop": [y0, y1, x0, x1]}
+    return to_float(img[cut]), [float(v) for v in src_vox], lab, prov
+
+
+def run_simulate(params: dict, out_lr: str, out_hr: str, out_labels: str, out_meta: str, out_truth: str,
+                 specimen: str = "simulate", threads: int = 1, progress: bool = True) -> dict:
+    """The `simulate` rule: read the source, simulate, write lr/hr (uint8), labels, meta.json, truth.json.
+
+    Without labels in the config an all-zero labels.tif is NOT written: the rule
+    needs labels (the ISBI use case); ask for them with a clear error instead.
+    """
+    cv2.setNumThreads(int(threads))  # results do not depend on the thread count
+    where = f"specimens.{specimen}.simulate"
+    if not params.get("labels"):
+        raise InputError(f"config key {where}.labels is missing; give the source's labels (instances or a "
+                         f"cell mask with labels_kind: cell_mask)")
+    source, src_vox, labels, prov = load_source(params, where)
+    sim = simulate_volume(source, src_vox, params, labels=labels, progress=progress, where=where)
+    sim["truth"].update(prov)
+    write_image(out_lr, sim["lr"], sim["lr_voxel_nm"], "uint8")
+    write_image(out_hr, sim["hr"], sim["hr_voxel_nm"], "uint8")
+    write_labels(out_labels, sim["labels"], sim["hr_voxel_nm"])
+    write_json(out_truth, sim["truth"])
+    write_json(out_meta, {"lr_voxel_nm": sim["lr_voxel_nm"], "hr_voxel_nm": sim["hr_voxel_nm"],
+                          "hr_offset_nm": sim["hr_offset_nm"], "phantom": False, "simulated": True, **prov})
+    return sim
