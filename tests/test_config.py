@@ -79,3 +79,20 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, demo):
     )
     assert proc.returncode != 0
     assert "models.srcnn.arch" in proc.stdout + proc.stderr
+
+
+def test_zoo_overlay_plans_every_model_data_fold_row():
+    """config/zoo.yaml (every model x loss of the studies) plans one train job per row."""
+    zoo = yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
+    models = {**demo["models"], **zoo["models"]}
+    trained = [m for m, spec in models.items() if spec["arch"] != "bicubic"]
+    folds = len(demo["specimens"])  # leave-one-out
+    snakemake = Path(sys.executable).parent / "snakemake"
+    proc = subprocess.run(
+        [str(snakemake), "-n", "--quiet", "rules", "--configfile", "config.yaml", "config/zoo.yaml"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = dict(line.split()[:2] for line in proc.stdout.splitlines() if len(line.split()) == 2)
+    assert int(counts["train"]) == len(trained) * len(zoo["train_data"]) * folds
