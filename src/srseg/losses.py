@@ -234,10 +234,15 @@ class CompositeLoss(nn.Module):
                     raise InputError(f"config key loss.{name}: {exc}; see srseg/losses.py for its settings") from exc
 
     def forward(self, model: nn.Module, lr: torch.Tensor, hr: torch.Tensor):
-        pred = model(lr)
-        total = pred.new_zeros(())
+        return self.evaluate(model(lr), hr, model, lr)
+
+    def evaluate(self, pred: torch.Tensor, hr: torch.Tensor, model: nn.Module, lr: torch.Tensor):
+        """(weighted total, named terms) of a given prediction; adversarial terms are left to the GAN loop."""
+        total = pred.new_zeros((), dtype=torch.float32)
         terms: dict[str, torch.Tensor] = {}
         for name, weight, fn in self.terms:
+            if getattr(fn, "adversarial", False):
+                continue
             if getattr(fn, "needs_model", False):
                 value, sub = fn(pred, hr, model, lr)
                 terms.update(sub)

@@ -60,18 +60,7 @@ def dispatch(spec: dict):
 
 def pixel_terms(loss_fn, pred, target, model, lr) -> tuple[torch.Tensor, dict]:
     """CompositeLoss.forward for a given prediction, skipping adversarial terms (weighted total, terms)."""
-    total, terms = pred.new_zeros((), dtype=torch.float32), {}
-    for name, weight, fn in loss_fn.terms:
-        if getattr(fn, "adversarial", False):
-            continue
-        if getattr(fn, "needs_model", False):
-            value, sub = fn(pred, target, model, lr)
-            terms.update(sub)
-        else:
-            value = fn(pred.float(), target.float())
-            terms[name] = value
-        total = total + weight * value
-    return total, terms
+    return loss_fn.evaluate(pred, target, model, lr)
 
 
 def _check_int(cfg, key, lo):
