@@ -57,3 +57,17 @@ class PixelShuffleUpsampler(nn.Sequential):
         for s in stages:
             layers += [nn.Conv2d(channels, channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
         super().__init__(*layers)
+
+
+class ResidualShuffleSR(nn.Module):
+    """EDSR/RCAN layout: head conv, deep body with a long skip, pixel-shuffle upsampler, tail conv.
+
+    Subclasses build `head`, `body`, `upsample` and `tail`; inputs are centred on 0.5 so
+    the network learns a residual around mid-grey.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x - 0.5)
+        f = f + self.body(f)  # long skip
+        return self.tail(self.upsample(f)) + 0.5
+

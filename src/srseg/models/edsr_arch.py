@@ -7,15 +7,14 @@ EDSR's RGB mean shift. x4 / x8 use repeated x2 pixel shuffles, x3 one x3 stage.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from . import check_scale, register
-from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, ResBlock, factor_2_3
+from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, ResBlock, ResidualShuffleSR, factor_2_3
 
 
 @register("edsr")
-class EDSR(nn.Module):
+class EDSR(ResidualShuffleSR):
     def __init__(self, scale: int, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.0, in_channels: int = 1):
         super().__init__()
         self.scale = check_scale(scale, lambda s: factor_2_3(s) is not None, "edsr", PIXEL_SHUFFLE_HINT)
@@ -26,8 +25,3 @@ class EDSR(nn.Module):
         )
         self.upsample = PixelShuffleUpsampler(n_feats, self.scale)
         self.tail = nn.Conv2d(n_feats, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.head(x - 0.5)
-        f = f + self.body(f)  # long skip
-        return self.tail(self.upsample(f)) + 0.5

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..io import InputError
 from . import check_scale, register
-from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, factor_2_3
+from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, ResidualShuffleSR, factor_2_3
 
 
 class ChannelAttention(nn.Module):
@@ -67,7 +67,7 @@ class ResidualGroup(nn.Module):
 
 
 @register("rcan")
-class RCAN(nn.Module):
+class RCAN(ResidualShuffleSR):
     def __init__(
         self,
         scale: int,
@@ -89,8 +89,3 @@ class RCAN(nn.Module):
         )
         self.upsample = PixelShuffleUpsampler(n_feats, self.scale)
         self.tail = nn.Conv2d(n_feats, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.head(x - 0.5)
-        f = f + self.body(f)  # long skip (residual in residual)
-        return self.tail(self.upsample(f)) + 0.5
