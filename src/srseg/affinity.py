@@ -489,10 +489,7 @@ def train_affinity(
         with runtime.autocast(device):
             logits = net(x)
         loss = affinity_loss(logits, y, bool(p["balance"]))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        runtime.scaled_step(loss, opt, scaler)
         lr_now = opt.param_groups[0]["lr"]
         sched.step()
         running += float(loss.detach())

@@ -43,6 +43,20 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=fp16)
 
 
+def require_finite(loss: torch.Tensor, step: int, lr: float) -> None:
+    """Stop training on a NaN/Inf loss with the usual fix, instead of writing a broken model."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower `lr` (now {lr})")
+
+
+def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """zero_grad, backward and optimizer step through the GradScaler (disabled on CPU / bf16)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed python, numpy and torch; return a numpy Generator for explicit use."""
     random.seed(seed)

@@ -45,8 +45,10 @@ from .runtime import (
     get_logger,
     grad_scaler,
     load_checkpoint,
+    require_finite,
     resolve_device,
     save_checkpoint,
+    scaled_step,
     seed_everything,
     set_threads,
 )
@@ -329,12 +331,8 @@ def train_sr(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             total, terms = loss_fn(model, x, y)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {step}; lower `lr` (now {cfg['lr']})")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        require_finite(total, step, cfg["lr"])
+        scaled_step(total, optimizer, scaler)
         row = {"step": step, "loss": total.item(), **{k: v.item() for k, v in terms.items()},
                "lr": optimizer.param_groups[0]["lr"], "val_l1": float("nan"), "val_psnr": float("nan")}
         scheduler.step()

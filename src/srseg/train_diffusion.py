@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .io import InputError
-from .runtime import autocast, grad_scaler
+from .runtime import autocast, grad_scaler, require_finite, scaled_step
 from .train import OPTIMIZERS
 from .train_gan import Session, pixel_terms
 
@@ -41,12 +41,8 @@ def train_diffusion(spec, lr_paths, hr_paths, out_model, out_log_csv, out_json, 
         x, y = s.batch()
         with autocast(device, s.amp):
             total, terms = diffusion_loss(model, s.loss_fn, x, y)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {step}; lower `lr` (now {cfg['lr']})")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
+        require_finite(total, step, cfg["lr"])
+        scaled_step(total, opt, scaler)
         row = {"loss": total.item(), **{f"eps_{k}": v.item() for k, v in terms.items()}, "lr": opt.param_groups[0]["lr"]}
         sch.step()
         return row

@@ -33,7 +33,19 @@ from . import train as base
 from .io import InputError, write_csv, write_json
 from .losses import LOSSES, build_loss
 from .models import ARCHS, build_model, save_trained
-from .runtime import autocast, count_parameters, get_logger, grad_scaler, load_checkpoint, resolve_device, save_checkpoint, seed_everything, set_threads
+from .runtime import (
+    autocast,
+    count_parameters,
+    get_logger,
+    grad_scaler,
+    load_checkpoint,
+    require_finite,
+    resolve_device,
+    save_checkpoint,
+    scaled_step,
+    seed_everything,
+    set_threads,
+)
 
 GAN_DEFAULTS = {"n_critic": 1, "d_lr": None, "betas": [0.9, 0.99], "schedule": "step", "gan_start": 0, "critic": {}}
 
@@ -241,10 +253,7 @@ def train_gan(spec, lr_paths, hr_paths, out_model, out_log_csv, out_json, checkp
                     fake = gen(x)
                 with autocast(device, s.amp):
                     d_loss, d_terms = adv_fn.critic_loss(critic, y, fake.float())
-                opt_d.zero_grad(set_to_none=True)
-                scaler_d.scale(d_loss).backward()
-                scaler_d.step(opt_d)
-                scaler_d.update()
+                scaled_step(d_loss, opt_d, scaler_d)
                 counts["critic_steps"] += 1
             row.update({"critic_loss": d_loss.item(), **{k: v.item() for k, v in d_terms.items()}})
             sch_d.step()
@@ -258,12 +267,8 @@ def train_gan(spec, lr_paths, hr_paths, out_model, out_log_csv, out_json, checkp
                 total = total + g_adv
                 terms.update(g_terms)
         critic.requires_grad_(True)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {step}; lower `lr` (now {cfg['lr']})")
-        opt_g.zero_grad(set_to_none=True)
-        scaler_g.scale(total).backward()
-        scaler_g.step(opt_g)
-        scaler_g.update()
+        require_finite(total, step, cfg["lr"])
+        scaled_step(total, opt_g, scaler_g)
         counts["generator_steps"] += 1
         row.update({"loss": total.item(), **{k: v.item() for k, v in terms.items()}, "lr": opt_g.param_groups[0]["lr"],
                     "d_lr": opt_d.param_groups[0]["lr"]})
