@@ -116,7 +116,7 @@ if INFER_BLOCKS > 1:
         conda:
             "../envs/torch.yaml"
         script:
-            "../workflow/scripts/infer_block.py"
+            "../workflow/scripts/infer.py"
 
     rule infer_gather:
         """Join the blocks of a scattered inference into the specimen's SR volume (same output as one job)."""

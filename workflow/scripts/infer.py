@@ -1,4 +1,4 @@
-"""Snakemake `infer` rule: tiled SR of one test specimen's real LR (srseg.infer.run_infer)."""
+"""Snakemake `infer` and `infer_block` rules: tiled SR of a test specimen's real LR, or of one block of its sections."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "a")  # noqa: F821, SIM115  tqdm + tracebacks go to the rule log
@@ -14,5 +14,6 @@ run_infer(
     pairs_json=snakemake.input.pairs,  # noqa: F821
     device=snakemake.params.device,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    block=int(snakemake.wildcards.block) if "block" in snakemake.wildcards.keys() else None,  # noqa: F821
     **snakemake.params.infer,  # noqa: F821
 )
