@@ -11,10 +11,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# config.yaml is the default run (the embedded demo). `--configfile other.yaml` replaces it
-# rather than being merged into it, so an example config (config/zoo.yaml,
-# config/isbi.yaml) is complete on its own; pass `--configfile config.yaml extra.yaml`
-# to layer overrides on the demo.
+# Every key has its default in schemas/config.schema.yaml; a config file holds only what
+# differs (rules/common.smk layers it on the defaults and checks it). config.yaml is the
+# embedded demo and is read only when no --configfile is given, so your own config never
+# picks up the demo's specimens; `--configfile a.yaml b.yaml` layers files left to right.
 if not workflow.config_settings.configfiles:
 
     configfile: "config.yaml"
@@ -24,15 +24,18 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/generate.smk"
 include: "rules/ingest.smk"
-include: "rules/simulate.smk"
 include: "rules/align.smk"
+include: "rules/pairs.smk"
+include: "rules/degrade.smk"
 include: "rules/denoise.smk"
-include: "rules/sr.smk"
+include: "rules/train.smk"
+include: "rules/infer.smk"
+include: "rules/affinity.smk"
 include: "rules/segment.smk"
 include: "rules/metrics.smk"
 include: "rules/report.smk"
-include: "rules/provenance.smk"
 
 
 rule all:

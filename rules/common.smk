@@ -1,59 +1,83 @@
-# Helpers shared by all rules files: config slices, folds, wildcard constraints.
-# Rules receive only their own slice of config through params, so that editing
-# one model (or recipe, or stage) reruns exactly the jobs that depend on it.
+# Helpers shared by every rules file: the resolved config, folds, paths, params and resources.
+#
+# The config is resolved once, here, before any rule is defined: the schema's defaults
+# (schemas/config.schema.yaml) are layered under the user's keys, and every key at every
+# depth is checked (srseg.config), so a typo or a wrong value fails before any job runs
+# with one sentence naming the dotted key. Nothing imported here loads torch or OpenCV.
+#
+# Params are what decides a rerun. Each rule gets only its own slice of the config
+# (`stage(...)`, `model_params(...)`), in canonical form (keys sorted at every depth, one
+# type per number), plus `code`: a digest of the library modules the rule executes
+# (`code(...)`). So reordering or reformatting the config reruns nothing, editing one model
+# reruns its branch, and editing src/srseg/models/edsr_arch.py reruns what edsr trained.
 
-import copy
-import glob as _glob
-import os as _os
-import re as _re
+from pathlib import Path
 
-from snakemake.utils import validate
+from srseg import config as srseg_config
+from srseg.config import canonical, catalog, code_digest
 
-from srseg.config import check_config
-from srseg.simulate import check_section_blocks
-from srseg.io import InputError
+# resolved in place: scripts see the same config through snakemake.config
+_resolved = srseg_config.resolve(config, Path.cwd())
+config.clear()
+config.update(_resolved)
 
-validate(config, "../schemas/config.schema.yaml")
-check_config(config)
-
-SPECIMENS = list(config["specimens"])
-RECIPES = list(config.get("degradations", {}))
-MODELS = list(config["models"])
+SPECIMENS = sorted(config["specimens"])
+RECIPES = sorted(config["degradations"])
+MODELS = sorted(config["models"])
 TRAIN_DATA = list(config["train_data"])
-THRESHOLDS = [float(t) for t in config["segmentation"]["thresholds"]]
+THRESHOLDS = sorted(float(t) for t in config["segmentation"]["thresholds"])
+FOLDS = srseg_config.folds(config)
+ARCH = {m: catalog.archs()[config["models"][m]["arch"]] for m in MODELS}
 # Rows that need no training: they are scored like any model, with data "none".
-UNTRAINED = [m for m, spec in config["models"].items() if spec["arch"] == "bicubic"]
-TRAINED = [m for m in MODELS if m not in UNTRAINED]
+UNTRAINED = [m for m in MODELS if not ARCH[m].trained]
+TRAINED = [m for m in MODELS if ARCH[m].trained]
+GPU = 1 if config["gpu"] else 0
 
-
-def _folds():
-    splits = config["splits"]
-    if splits == "leave_one_out":
-        return {s: {"train": [t for t in SPECIMENS if t != s], "test": [s]} for s in SPECIMENS}
-    return {name: {"train": list(f["train"]), "test": list(f["test"])} for name, f in splits.items()}
-
-
-FOLDS = _folds()
 
 wildcard_constraints:
     specimen="|".join(SPECIMENS),
-    recipe="|".join(RECIPES) if RECIPES else "__none__",
+    recipe="|".join(RECIPES) or "__none__",
     model="|".join(MODELS + ["hr"]),
     fold="|".join(FOLDS),
     data="|".join(["real", "none", "denoised"] + RECIPES),
+    block=r"\d+",
 
 
-def model_slice(model):
-    """A trained model's config: global training defaults overridden by its entry."""
-    merged = copy.deepcopy(config.get("training", {}))
-    merged.update(copy.deepcopy(config["models"][model]))
-    merged.setdefault("seed", config["seed"])
-    merged.setdefault("device", config["device"])
-    return merged
+# ---------------------------------------------------------------- params and resources
 
 
-def gpu_resources():
-    return 1 if config.get("gpu", False) else 0
+def stage(name):
+    """A top-level config section in canonical form (a rule's params)."""
+    return canonical(config[name])
+
+
+def code(*modules):
+    """Digest of the library code a rule executes: editing it reruns the rule (see srseg.config.digest)."""
+    return code_digest(*modules)
+
+
+def model_params(model):
+    """One model's complete slice: its entry over `training:`, only the keys its arch kind uses."""
+    return srseg_config.model_settings(config, model)
+
+
+def model_code(model, stage_module):
+    """The stage's code plus the model's own *_arch.py (another model's file never reruns it)."""
+    return code_digest(stage_module, ARCH[model].module)
+
+
+def job_resources(mem_gb, minutes, gpu=False):
+    """Portable resources; memory and runtime grow with each retry `attempt` (profiles/slurm retries)."""
+    out = {
+        "mem_mb": lambda wildcards, attempt: int(mem_gb * 1000) * attempt,
+        "runtime": lambda wildcards, attempt: int(minutes) * attempt,
+    }
+    if gpu:
+        out["gpu"] = GPU
+    return out
+
+
+# ---------------------------------------------------------------- folds and rows
 
 
 def data_for(model):
@@ -62,9 +86,13 @@ def data_for(model):
 
 
 def scored_rows():
-    """(model, data) pairs that appear in the tables, plus the `hr` upper bound."""
-    rows = [(m, d) for m in MODELS for d in data_for(m)]
+    """(model, data) pairs that appear in the tables, plus the `hr` upper bound last."""
+    rows = [(m, d) for m in UNTRAINED for d in data_for(m)]
+    rows += [(m, d) for m in TRAINED for d in data_for(m)]
     return rows + [("hr", "none")]
+
+
+SR_ROWS = [r for r in scored_rows() if r[0] != "hr"]  # rows with an SR image (hr is the reference)
 
 
 def test_specimens(fold):
@@ -73,27 +101,6 @@ def test_specimens(fold):
 
 def train_specimens(fold):
     return FOLDS[fold]["train"]
-
-
-def lr_path(data, specimen):
-    """The LR input a model trains on: the acquired LR (real, denoised), or a synthetic one."""
-    if data in ("real", "denoised"):
-        return f"results/pairs/{specimen}/lr.tif"
-    return f"results/degrade/{data}/{specimen}/lr.tif"
-
-
-def hr_target_path(data, specimen):
-    """The HR a model learns to produce: denoised HR for data 'denoised' (EMSR's third strategy), else real HR."""
-    if data == "denoised":
-        return f"results/denoise/{specimen}/hr.tif"
-    return f"results/pairs/{specimen}/hr.tif"
-
-
-def sr_image(model, data, fold, specimen):
-    """The image that gets segmented and scored for one table row."""
-    if model == "hr":
-        return f"results/pairs/{specimen}/hr.tif"
-    return f"results/infer/{model}/{data}/{fold}/{specimen}.tif"
 
 
 def per_test_specimen(pattern, rows=None, **fmt):
@@ -106,107 +113,147 @@ def per_test_specimen(pattern, rows=None, **fmt):
     return out
 
 
+# ---------------------------------------------------------------- paths of results/
+# One place for the layout (README, "Results layout"); rules use these instead of literals.
+
+
+def ingested(specimen, name):
+    return f"results/ingest/{specimen}/{name}"
+
+
+def aligned(specimen, name):
+    return f"results/align/{specimen}/{name}"
+
+
+def paired(specimen, name):
+    return f"results/pairs/{specimen}/{name}"
+
+
+def trained(model, data, fold, name):
+    return f"results/train/{model}/{data}/{fold}/{name}"
+
+
+def inferred(model, data, fold, specimen, ext="tif"):
+    return f"results/infer/{model}/{data}/{fold}/{specimen}.{ext}"
+
+
+def affinity_model(fold, name="model.pt"):
+    return f"results/affinity/{fold}/{name}"
+
+
+def segmented(model, data, fold, specimen, name):
+    return f"results/segment/{model}/{data}/{fold}/{specimen}/{name}"
+
+
+def segmentations(model, data, fold, specimen):
+    """The segmentations of one image, one per threshold, in THRESHOLDS order."""
+    return [segmented(model, data, fold, specimen, f"t{t}.tif") for t in THRESHOLDS]
+
+
+def referenced(fold, specimen, ext="tif"):
+    return f"results/reference/{fold}/{specimen}.{ext}"
+
+
+def lr_path(data, specimen):
+    """The LR input a model trains on: the acquired LR (real, denoised), or a synthetic one."""
+    if data in ("real", "denoised"):
+        return paired(specimen, "lr.tif")
+    return f"results/degrade/{data}/{specimen}/lr.tif"
+
+
+def hr_target_path(data, specimen):
+    """The HR a model learns to produce: denoised HR for data 'denoised' (EMSR's third strategy), else real HR."""
+    if data == "denoised":
+        return f"results/denoise/{specimen}/hr.tif"
+    return paired(specimen, "hr.tif")
+
+
+def sr_image(model, data, fold, specimen):
+    """The image that gets segmented and scored for one table row."""
+    if model == "hr":
+        return paired(specimen, "hr.tif")
+    return inferred(model, data, fold, specimen)
+
+
 # ---------------------------------------------------------------- ingest
 
 
-PHANTOM_SPECIMENS = [s for s, e in config["specimens"].items() if (e or {}).get("phantom") is not None]
-
-
-def is_phantom(specimen):
-    return specimen in PHANTOM_SPECIMENS
+def specimen_entry(specimen):
+    return config["specimens"][specimen]
 
 
 def generated_dir(specimen):
     """results/phantom/{s} or results/simulate/{s} for a generated specimen, else None."""
-    entry = config["specimens"][specimen] or {}
-    if entry.get("phantom") is not None:
+    entry = specimen_entry(specimen)
+    if "phantom" in entry:
         return f"results/phantom/{specimen}"
-    if entry.get("simulate") is not None:
+    if "simulate" in entry:
         return f"results/simulate/{specimen}"
     return None
 
 
-def is_generated(specimen):
-    return generated_dir(specimen) is not None
+PHANTOM_SPECIMENS = [s for s in SPECIMENS if "phantom" in specimen_entry(s)]
+SIMULATED_SPECIMENS = [s for s in SPECIMENS if "simulate" in specimen_entry(s)]
 
 
 def has_labels(specimen):
     """Generated specimens always have labels; a user specimen when its `labels` key is set."""
-    return is_generated(specimen) or bool((config["specimens"][specimen] or {}).get("labels"))
+    return generated_dir(specimen) is not None or bool(specimen_entry(specimen)["labels"])
 
 
 SPECIMENS_WITH_LABELS = [s for s in SPECIMENS if has_labels(s)]
 
 
-def _source_files(source):
-    """Files behind a user path (file, folder or glob), so Snakemake tracks their mtimes.
+def source_files(source):
+    """Files behind a user path (file, folder, glob or file.h5:/dataset), so Snakemake tracks their mtimes."""
+    from srseg.io import H5_SOURCE, list_sections
+    import glob as _glob
+    import os as _os
 
-    A path that matches nothing is returned as is: Snakemake then reports it missing.
-    """
-    h5 = _re.match(r"^(.*\.(?:h5|hdf5|hdf)):/?.+$", source, flags=_re.IGNORECASE)
-    if h5 and not _os.path.isfile(source):  # file.h5:/dataset -> the HDF5 file itself
+    h5 = H5_SOURCE.match(source)
+    if h5 and not _os.path.isfile(source):
         return [h5.group(1)]
-    if _os.path.isdir(source):
-        files = [_os.path.join(source, f) for f in sorted(_os.listdir(source))
-                 if f.lower().endswith((".tif", ".tiff", ".png"))]
-    elif _glob.has_magic(source):
-        files = sorted(_glob.glob(source))
-    else:
-        files = [source]
-    return files or [source]
-
-
-def _user_source(specimen, key):
-    value = (config["specimens"][specimen] or {}).get(key)
-    if not value:
-        raise ValueError(f"config key specimens.{specimen}.{key} is missing; give a TIFF, folder or glob path")
-    return str(value)
+    if _os.path.isdir(source) or _glob.has_magic(source):
+        return list_sections(source)
+    return [source]
 
 
 def ingest_source(specimen, key):
-    """The path (phantom/simulate output, or the user's TIFF/folder/glob) ingest reads for lr/hr/labels."""
-    if is_generated(specimen):
+    """What ingest reads for lr/hr/labels: the generated stack, or the user's TIFF/folder/glob/HDF5."""
+    if generated_dir(specimen):
         return f"{generated_dir(specimen)}/{key}.tif"
-    return _user_source(specimen, key)
+    return specimen_entry(specimen)[key]
 
 
 def ingest_inputs(wildcards):
     s = wildcards.specimen
-    if is_generated(s):
+    if generated_dir(s):
         d = generated_dir(s)
         return {"lr": f"{d}/lr.tif", "hr": f"{d}/hr.tif", "meta": f"{d}/meta.json"}
-    return {"lr": _source_files(_user_source(s, "lr")), "hr": _source_files(_user_source(s, "hr"))}
+    return {"lr": source_files(ingest_source(s, "lr")), "hr": source_files(ingest_source(s, "hr"))}
 
 
-# ---------------------------------------------------------------- simulate
-
-
-check_section_blocks(config["specimens"])
-
-SIMULATED_SPECIMENS = [s for s, e in config["specimens"].items() if (e or {}).get("simulate") is not None]
+def labels_inputs(wildcards):
+    return {
+        "labels": source_files(ingest_source(wildcards.specimen, "labels")),
+        "meta": ingested(wildcards.specimen, "meta.json"),
+    }
 
 
 def simulate_inputs(wildcards):
     """The source stack (and labels) files, so Snakemake reruns when they change."""
-    sim = config["specimens"][wildcards.specimen]["simulate"]
-    inputs = {"source": _source_files(str(sim["source"]))}
-    if sim.get("labels"):
-        inputs["labels"] = _source_files(str(sim["labels"]))
+    sim = specimen_entry(wildcards.specimen)["simulate"]
+    inputs = {"source": source_files(sim["source"])}
+    if sim["labels"]:
+        inputs["labels"] = source_files(sim["labels"])
     return inputs
-
-
-# ---------------------------------------------------------------- align
 
 
 def align_inputs(wildcards):
     """Ingest outputs, plus the true transform of generated specimens (align then reports error_px)."""
     s = wildcards.specimen
-    inputs = {
-        "lr": f"results/ingest/{s}/lr.tif",
-        "hr": f"results/ingest/{s}/hr.tif",
-        "meta": f"results/ingest/{s}/meta.json",
-    }
-    if is_generated(s):
+    inputs = {"lr": ingested(s, "lr.tif"), "hr": ingested(s, "hr.tif"), "meta": ingested(s, "meta.json")}
+    if generated_dir(s):
         inputs["truth"] = f"{generated_dir(s)}/truth.json"
     return inputs
 
@@ -222,21 +269,21 @@ def affinity_train_specimens(fold):
 def reference_inputs(wildcards):
     """The specimen's labels if it has them, else the `hr` row's segmentations + the fold's best threshold."""
     if has_labels(wildcards.specimen):
-        return {"labels": f"results/pairs/{wildcards.specimen}/labels.tif"}
+        return {"labels": paired(wildcards.specimen, "labels.tif")}
     return {
-        "threshold": f"results/affinity/{wildcards.fold}/threshold.json",
-        "segs": expand(f"results/segment/hr/none/{wildcards.fold}/{wildcards.specimen}/t{{thr}}.tif", thr=THRESHOLDS),
+        "threshold": affinity_model(wildcards.fold, "threshold.json"),
+        "segs": segmentations("hr", "none", wildcards.fold, wildcards.specimen),
     }
 
 
 # ---------------------------------------------------------------- report
-
 
 # name: (caption file in report/, category, subcategory) of each registered output
 REPORT_ITEMS = {
     "summary": ("summary", "Summary", "Tables"),
     "per_specimen": ("per_specimen", "Summary", "Tables"),
     "paired_tests": ("paired_tests", "Summary", "Tables"),
+    "cost": ("cost", "Summary", "Tables"),
     "metric_bars": ("metric_bars", "Summary", "Figures"),
     "alignment_qc": ("alignment_qc", "Alignment", "Figures"),
     "qualitative": ("qualitative", "Image quality", "Figures"),
@@ -251,24 +298,17 @@ REPORT_ITEMS = {
 }
 
 
-def report_slice():
-    return config.get("report") or {}
-
-
 def report_example():
     """(fold, specimen) of the qualitative figures: report.example_specimen, else the first fold's first test specimen."""
-    wanted = report_slice().get("example_specimen")
+    wanted = config["report"]["example_specimen"]
     for fold, split in FOLDS.items():
         if wanted is None or wanted in split["test"]:
             return fold, wanted or split["test"][0]
-    raise InputError(f"config key report.example_specimen: {wanted!r} is no fold's test specimen; "
-                     f"use one of {', '.join(s for f in FOLDS.values() for s in f['test'])}")
 
 
 EXAMPLE_FOLD, EXAMPLE_SPECIMEN = report_example()
-SR_ROWS = [r for r in scored_rows() if r[0] != "hr"]  # rows with an SR image (hr is the reference)
 
 
-def _registered(path, name):
+def registered(path, name):
     caption, category, subcategory = REPORT_ITEMS[name]
     return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory)

@@ -1,28 +1,28 @@
-# Image metrics (PSNR, SSIM, FRC against real HR) and segmentation metrics
-# (VOI, adapted Rand, F1 against the reference labels) of one table row
-# (model, training data) on one test specimen of one fold.
+# Scores of one table row (model, training data) on one test specimen of one fold: image
+# quality against real HR, and the segmentation against the reference labels.
 
 
 rule image_metrics:
     """Per-section PSNR / SSIM / FRC of the SR image against its HR pair (not for the `hr` row: HR is the reference)."""
     input:
         sr=lambda w: sr_image(w.model, w.data, w.fold, w.specimen),
-        hr="results/pairs/{specimen}/hr.tif",
-        pairs="results/pairs/{specimen}/pairs.json",
+        hr=paired("{specimen}", "hr.tif"),
+        pairs=paired("{specimen}", "pairs.json"),
     output:
         scores="results/metrics/image/{model}/{data}/{fold}/{specimen}.csv",
         frc="results/metrics/image/{model}/{data}/{fold}/{specimen}_frc.csv",
     wildcard_constraints:
         model="|".join(MODELS),  # the `hr` row is the reference itself: no image metrics
     params:
-        metrics=config.get("metrics", {}),
+        metrics=stage("metrics"),
+        code=code("srseg.metrics.image"),
     log:
         "logs/image_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
         "benchmarks/image_metrics/{model}/{data}/{fold}/{specimen}.tsv"
+    threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 30 * attempt,
+        **job_resources(4, 30),
     conda:
         "../envs/data.yaml"
     script:
@@ -32,22 +32,23 @@ rule image_metrics:
 rule seg_metrics:
     """Per-section VOI / adapted Rand / F1 of the segmentation at every threshold against the reference labels."""
     input:
-        segs=expand("results/segment/{{model}}/{{data}}/{{fold}}/{{specimen}}/t{thr}.tif", thr=THRESHOLDS),
-        reference="results/reference/{fold}/{specimen}.tif",
-        reference_json="results/reference/{fold}/{specimen}.json",
-        threshold="results/affinity/{fold}/threshold.json",
+        segs=segmentations("{model}", "{data}", "{fold}", "{specimen}"),
+        reference=referenced("{fold}", "{specimen}"),
+        reference_json=referenced("{fold}", "{specimen}", "json"),
+        threshold=affinity_model("{fold}", "threshold.json"),
     output:
         scores="results/metrics/seg/{model}/{data}/{fold}/{specimen}.csv",
     params:
-        segmentation=config["segmentation"],
-        metrics=config.get("metrics", {}),
+        segmentation=lambda w: canonical({"thresholds": THRESHOLDS, "fixed_threshold": config["segmentation"]["fixed_threshold"]}),
+        metrics=stage("metrics"),
+        code=code("srseg.metrics.segmentation"),
     log:
         "logs/seg_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
         "benchmarks/seg_metrics/{model}/{data}/{fold}/{specimen}.tsv"
+    threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 30 * attempt,
+        **job_resources(4, 30),
     conda:
         "../envs/data.yaml"
     script:

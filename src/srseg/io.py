@@ -13,8 +13,10 @@ renames it, so a failed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -233,3 +235,121 @@ def read_labels(path) -> tuple[np.ndarray, list[float] | None]:
         if not np.all(np.mod(vol, 1) == 0):
             raise InputError(f"{path}: labels must be integer instance IDs, found fractional values")
     return vol.astype(np.uint64), voxel
+
+
+# --------------------------------------------------------------------------- stacks on disk (headers only)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+H5_SOURCE = re.compile(r"^(.*\.(?:h5|hdf5|hdf)):(/?.+)$", flags=re.IGNORECASE)
+
+
+def natural_key(path: str) -> list:
+    """Sort key that orders embedded numbers numerically: s2 < s10."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+
+
+def list_sections(spec: str) -> list[str]:
+    """The 2D image files of a folder or glob, in natural order."""
+    if os.path.isdir(spec):
+        files = [str(p) for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        where = f"folder {spec}"
+    else:
+        files = [f for f in glob.glob(spec) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        where = f"pattern {spec}"
+    if not files:
+        raise InputError(f"{where}: no .tif/.tiff/.png files found; check the path in config.yaml")
+    return sorted(files, key=natural_key)
+
+
+def source_exists(source: str) -> bool:
+    """A TIFF/PNG file, a folder or glob with images, or file.h5:/dataset whose file exists."""
+    h5 = H5_SOURCE.match(source)
+    if h5 and not os.path.isfile(source):
+        return os.path.isfile(h5.group(1))
+    if os.path.isfile(source):
+        return True
+    if os.path.isdir(source) or glob.has_magic(source):
+        try:
+            return bool(list_sections(source))
+        except InputError:
+            return False
+    return False
+
+
+def stack_info(source: str) -> tuple[tuple[int, int, int], list | None] | None:
+    """((z, y, x), voxel_nm or None) of a stack from its headers, without reading pixels; None if unknown.
+
+    Used before any job runs (section counts, HR-in-LR containment); HDF5 and unreadable
+    files give None and are checked when ingest reads them.
+    """
+    try:
+        if H5_SOURCE.match(source) and not os.path.isfile(source):
+            return None
+        if os.path.isfile(source):
+            files = [source]
+        else:
+            files = list_sections(source)
+        first = files[0]
+        if first.lower().endswith(".png"):
+            from PIL import Image
+
+            with Image.open(first) as im:
+                shape2d, voxel = (im.height, im.width), None
+            pages = 1
+        else:
+            with tifffile.TiffFile(first) as tif:
+                series = tif.series[0]
+                shape = tuple(int(s) for s in series.shape)
+                voxel = _voxel_from_tiff(tif)
+            shape = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
+            if len(shape) == 2:
+                shape = (1,) + shape
+            if len(shape) != 3:
+                return None
+            pages, shape2d = shape[0], shape[1:]
+        z = pages if len(files) == 1 else len(files)
+        if len(files) > 1 and voxel is not None:
+            voxel = [None] + list(voxel[1:])
+        return (int(z), int(shape2d[0]), int(shape2d[1])), voxel
+    except Exception:  # noqa: BLE001 - unreadable headers are ingest's to report, with its own message
+        return None
+
+
+def peek_checkpoint(path: str | os.PathLike) -> dict | None:
+    """The plain (non-tensor) top-level entries of a PyTorch checkpoint, read without torch.
+
+    torch.save writes a zip holding `<name>/data.pkl`; unpickling it with tensors replaced by
+    None gives keys such as `arch`, `net`, `scale` of an srseg model.pt, so a wrong `init:`
+    is found before any job runs on a login node without torch. Returns None for other
+    formats (they are checked when the train job loads them). Hand-written: torch has no
+    metadata-only reader.
+    """
+    import pickle
+    import zipfile
+
+    class _Stub:  # stands in for tensors, storages and any other non-builtin class
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __setstate__(self, state):
+            pass
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module in ("collections", "builtins", "copyreg", "_codecs"):
+                return super().find_class(module, name)
+            return _Stub
+
+        def persistent_load(self, pid):
+            return None
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            with archive.open(name) as handle:
+                state = _Unpickler(handle).load()
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: the train job checks it with torch
+        return None
+    if not isinstance(state, dict):
+        return None
+    return {k: v for k, v in state.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}

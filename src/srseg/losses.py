@@ -23,16 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .io import InputError
+from .registry import Registry
 
 #: loss name -> class; pixel losses take (pred, target), model-aware ones also (model, lr)
-LOSSES: dict[str, type] = {}
+LOSSES: Registry[type] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
         cls.loss_name = name
-        LOSSES[name] = cls
-        return cls
+        return LOSSES.register(name, cls)
 
     return deco
 
@@ -197,7 +197,7 @@ class EMSRLoss(nn.Module):
 def _weighted_pixel_losses(spec: dict, where: str) -> list[tuple[float, nn.Module]]:
     out = []
     for name, weight in spec.items():
-        cls = LOSSES.get(name)
+        cls = LOSSES[name] if name in LOSSES else None
         if cls is None or not issubclass(cls, PixelLoss):
             pixel = sorted(k for k, c in LOSSES.items() if issubclass(c, PixelLoss))
             raise InputError(f"{where}: unknown pixel loss {name!r}; use one of: {', '.join(pixel)}")

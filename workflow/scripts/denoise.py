@@ -1,14 +1,12 @@
-"""Snakemake `denoise` rule: denoised HR target for the `denoised` training data (srseg.denoise.run_denoise)."""
-import sys
+"""Snakemake rule `denoise`: denoised HR target of train_data `denoised` (srseg.denoise.run_denoise)."""
+from srseg.denoise import run_denoise
+from srseg.entry import rule_log
 
-sys.stderr = open(snakemake.log[0], "a")  # noqa: F821, SIM115  tqdm + tracebacks go to the rule log
-
-from srseg.denoise import run_denoise  # noqa: E402
-
-run_denoise(
-    hr_path=snakemake.input.hr,  # noqa: F821
-    out_hr=snakemake.output.hr,  # noqa: F821
-    out_json=snakemake.output.info,  # noqa: F821
-    params=dict(snakemake.params.denoise),  # noqa: F821
-    log_file=snakemake.log[0],  # noqa: F821
-)
+with rule_log(snakemake) as log:
+    run_denoise(
+        hr_path=snakemake.input.hr,
+        out_hr=snakemake.output.hr,
+        out_json=snakemake.output.info,
+        params=dict(snakemake.params.denoise),
+        log=log,
+    )

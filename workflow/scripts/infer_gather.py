@@ -1,13 +1,12 @@
-"""Snakemake `infer` rule when infer.blocks_z > 1: join the blocks (srseg.infer.run_gather_blocks)."""
-import sys
+"""Snakemake rule `infer_gather`: join the blocks of a scattered inference (srseg.infer.run_infer_gather)."""
+from srseg.entry import rule_log
+from srseg.infer import run_infer_gather
 
-sys.stderr = open(snakemake.log[0], "a")  # noqa: F821, SIM115  tracebacks go to the rule log
-
-from srseg.infer import run_gather_blocks  # noqa: E402
-
-run_gather_blocks(
-    block_tifs=list(snakemake.input.tifs),  # noqa: F821
-    block_jsons=list(snakemake.input.infos),  # noqa: F821
-    out_tif=snakemake.output.tif,  # noqa: F821
-    out_json=snakemake.output.info,  # noqa: F821
-)
+with rule_log(snakemake) as log:
+    run_infer_gather(
+        block_tifs=list(snakemake.input.tifs),
+        block_jsons=list(snakemake.input.infos),
+        out_tif=snakemake.output.tif,
+        out_json=snakemake.output.info,
+        log=log,
+    )

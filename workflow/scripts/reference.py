@@ -1,16 +1,14 @@
-# Snakemake entry point of rule `reference`: one library call.
-import sys
-
-sys.stderr = open(snakemake.log[0], "a")  # tqdm + tracebacks go to the rule log
-
+"""Snakemake rule `reference`: the labels a test specimen is scored against (srseg.segment.run_reference)."""
+from srseg.entry import rule_log
 from srseg.segment import run_reference
 
-run_reference(
-    output=snakemake.output.labels,
-    output_json=snakemake.output.meta,
-    labels=snakemake.input.get("labels"),
-    threshold_json=snakemake.input.get("threshold"),
-    segmentations=list(snakemake.input.get("segs", [])),
-    thresholds=snakemake.params.thresholds,
-    log=snakemake.log[0],
-)
+with rule_log(snakemake) as log:
+    run_reference(
+        output=snakemake.output.labels,
+        output_json=snakemake.output.meta,
+        labels=snakemake.input.get("labels"),
+        threshold_json=snakemake.input.get("threshold"),
+        segmentations=list(snakemake.input.get("segs", [])),
+        thresholds=list(snakemake.params.thresholds),
+        log=log,
+    )

@@ -1,21 +1,16 @@
-# Snakemake entry point of rule `segment`: one library call.
-import sys
-
-sys.stderr = open(snakemake.log[0], "a")  # tqdm + tracebacks go to the rule log
-
+"""Snakemake rule `segment`: affinities + fragments + waterz at every threshold (srseg.segment.run_segment)."""
+from srseg.entry import rule_log
 from srseg.segment import run_segment
 
-seg = snakemake.params.segmentation
-run_segment(
-    image=snakemake.input.image,
-    model=snakemake.input.model,
-    segmentations=list(snakemake.output.segs),
-    segment_json=snakemake.output.info,
-    thresholds=seg["thresholds"],
-    seed_min_distance=seg["seed_min_distance"],
-    merge_function=seg.get("merge_function", "mean"),
-    device=snakemake.params.device,
-    cache_dir=snakemake.params.cache,
-    threads=snakemake.threads,
-    log=snakemake.log[0],
-)
+with rule_log(snakemake) as log:
+    run_segment(
+        image=snakemake.input.image,
+        model=snakemake.input.model,
+        segmentations=list(snakemake.output.segs),
+        segment_json=snakemake.output.info,
+        segmentation=dict(snakemake.params.segmentation),
+        cache_dir=snakemake.params.cache,
+        device=snakemake.config["device"],
+        threads=snakemake.threads,
+        log=log,
+    )

@@ -1,14 +1,16 @@
-import sys; sys.stderr = open(snakemake.log[0], "a")  # tqdm + tracebacks go to the rule log
-
+"""Snakemake rule `simulate`: LR + HR acquisitions simulated from a real HR stack (srseg.simulate.run_simulate)."""
+from srseg.entry import rule_log
 from srseg.simulate import run_simulate
 
-run_simulate(
-    params=dict(snakemake.params.spec),
-    out_lr=snakemake.output.lr,
-    out_hr=snakemake.output.hr,
-    out_labels=snakemake.output.labels,
-    out_meta=snakemake.output.meta,
-    out_truth=snakemake.output.truth,
-    specimen=snakemake.wildcards.specimen,
-    threads=snakemake.threads,
-)
+with rule_log(snakemake) as log:
+    run_simulate(
+        params=dict(snakemake.params.spec),
+        out_lr=snakemake.output.lr,
+        out_hr=snakemake.output.hr,
+        out_labels=snakemake.output.labels,
+        out_meta=snakemake.output.meta,
+        out_truth=snakemake.output.truth,
+        specimen=snakemake.wildcards.specimen,
+        threads=snakemake.threads,
+        log=log,
+    )

@@ -21,35 +21,30 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from ..io import InputError
+from ..registry import Registry
 from ..runtime import load_checkpoint, save_checkpoint
 
 #: arch name -> nn.Module class whose __init__ takes (scale, **net)
-ARCHS: dict[str, type] = {}
+ARCHS: Registry[type] = Registry("architecture")
 
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: make an architecture buildable by its config name."""
 
     def deco(cls: type) -> type:
-        if name in ARCHS and ARCHS[name] is not cls:
-            raise ValueError(f"architecture {name!r} is registered twice")
         cls.arch_name = name
-        ARCHS[name] = cls
-        return cls
+        return ARCHS.register(name, cls)
 
     return deco
 
 
 def check_arch(name) -> type:
-    if name not in ARCHS:
-        raise InputError(
-            f"unknown architecture {name!r} in the model's `arch:` key; use one of: {', '.join(sorted(ARCHS))}"
-        )
-    return ARCHS[name]
+    return ARCHS.get(name, "the model's arch")
 
 
 def check_scale(scale, allowed: Callable[[int], bool] | None = None, arch: str = "", hint: str = "") -> int:
@@ -126,7 +121,6 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.to(device).eval(), meta
 
 
-# Import the architecture files so that they register themselves.
-for _module in ("bicubic_arch", "srcnn_arch", "edsr_arch", "emsr_arch", "rcan_arch", "swinir_arch", "pssr_arch",
-                "wgan_arch", "esrgan_arch", "sr3_arch"):  # GAN and diffusion models (srseg.train_gan / train_diffusion)
-    importlib.import_module(f"{__name__}.{_module}")
+# Every models/*_arch.py registers itself when imported: adding a model is one new file.
+for _path in sorted(Path(__file__).parent.glob("*_arch.py")):
+    importlib.import_module(f"{__name__}.{_path.stem}")

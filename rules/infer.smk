@@ -1,0 +1,78 @@
+# Infer: super-resolve every test specimen's real LR with each (model, training data) of its
+# fold, tiled with blended overlap. Untrained baselines (bicubic) have data "none" and no
+# model file. `infer.blocks_z: N > 1` scatters one specimen over N jobs of consecutive
+# sections (one GPU each) that infer_gather joins into the very file `infer` writes
+# (byte-identical to one job).
+
+
+def model_file(wildcards):
+    if wildcards.model in UNTRAINED:
+        return []
+    return [trained(wildcards.model, wildcards.data, wildcards.fold, "model.pt")]
+
+
+rule infer:
+    """Super-resolve a test specimen's real LR, tiled, onto the HR grid (bicubic: data 'none', no model file)."""
+    input:
+        lr=paired("{specimen}", "lr.tif"),
+        pairs=paired("{specimen}", "pairs.json"),
+        model=model_file,
+    output:
+        tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
+        info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
+    wildcard_constraints:
+        model="|".join(MODELS),
+    params:
+        infer=stage("infer"),
+        # untrained baselines are built from their arch spec (trained models from model.pt)
+        arch=lambda w: model_params(w.model) if w.model in UNTRAINED else None,
+        code=lambda w: model_code(w.model, "srseg.infer"),
+    log:
+        "logs/infer/{model}/{data}/{fold}/{specimen}.log",
+    benchmark:
+        "benchmarks/infer/{model}/{data}/{fold}/{specimen}.tsv"
+    threads: 1
+    resources:
+        **job_resources(8, 60, gpu=True),
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/infer.py"
+
+
+INFER_BLOCKS = config["infer"]["blocks_z"]
+
+if INFER_BLOCKS > 1:
+
+    ruleorder: infer_gather > infer
+
+    use rule infer as infer_block with:
+        output:
+            tif="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.tif",
+            info="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.json",
+        log:
+            "logs/infer_block/{model}/{data}/{fold}/{specimen}/block{block}.log",
+        benchmark:
+            "benchmarks/infer_block/{model}/{data}/{fold}/{specimen}/block{block}.tsv"
+
+    rule infer_gather:
+        """Join the blocks of a scattered inference into the specimen's SR volume (same output as one job)."""
+        input:
+            tifs=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.tif", b=range(INFER_BLOCKS)),
+            infos=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.json", b=range(INFER_BLOCKS)),
+        output:
+            tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
+            info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
+        wildcard_constraints:
+            model="|".join(MODELS),
+        params:
+            code=code("srseg.infer"),
+        log:
+            "logs/infer_gather/{model}/{data}/{fold}/{specimen}.log",
+        threads: 1
+        resources:
+            **job_resources(8, 30),
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow/scripts/infer_gather.py"

@@ -1,0 +1,242 @@
+"""The configuration schema: the one place that holds every key, its type, range and default.
+
+`schemas/config.schema.yaml` is read once; `normalise` layers a user's config on its
+defaults (and turns YAML's number spellings into one type: `1e-3` is a string for YAML 1.1,
+`1` and `1.0` are an int and a float), and `validate` checks the result with jsonschema and
+turns the most specific error into one sentence naming the dotted key and the fix.
+
+Written by hand where jsonschema has no answer: applying defaults through `$ref`, `oneOf` and
+`if/then` branches (its validators only check), and the one-line messages with a "did you
+mean" suggestion (its messages print whole sub-schemas).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from ..io import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    if not SCHEMA_PATH.is_file():
+        raise InputError(f"{SCHEMA_PATH}: the config schema is missing; install srseg from its repository (pip install -e .)")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+def is_valid(value, schema: dict) -> bool:
+    """`value` against a sub-schema of the config schema (its $refs resolve against the root)."""
+    return _validator().evolve(schema=schema).is_valid(value)
+
+
+def deref(schema: dict) -> dict:
+    """A sub-schema with its `$ref` (a JSON pointer into the root) merged under its own keys."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        target = load_schema()
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def subschema(*path: str) -> dict:
+    """The schema of a dotted path, e.g. subschema("affinity", "augment"); map entries by "*"."""
+    schema = deref(load_schema())
+    for key in path:
+        if key == "*":
+            schema = deref(schema["additionalProperties"])
+        else:
+            schema = deref(schema["properties"][key])
+    return schema
+
+
+# --------------------------------------------------------------------------- defaults + number types
+
+
+def _types(schema: dict) -> set[str]:
+    t = schema.get("type")
+    return set(t) if isinstance(t, list) else {t} if t else set()
+
+
+def _coerce(value, schema: dict):
+    """One spelling per number: numbers are floats, integers ints, YAML 1.1's '1e-3' a float."""
+    types = _types(schema)
+    if isinstance(value, bool):
+        return value
+    if "integer" in types and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if "number" in types and "integer" not in types:
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str) and "string" not in types:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
+def normalise(value, schema: dict | None = None):
+    """A deep copy of `value` with every absent key that has a default filled in, numbers coerced.
+
+    Objects get their properties' defaults, map entries (additionalProperties) are normalised
+    each, `allOf` parts apply (an `if/then` part only where its `if` holds), and of `oneOf` /
+    `anyOf` the first branch that the normalised value satisfies is taken.
+    """
+    schema = deref(load_schema() if schema is None else schema)
+    value = copy.deepcopy(value)
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            for branch in schema[key]:
+                candidate = normalise(value, branch)
+                if is_valid(candidate, deref(branch)):
+                    return candidate
+    value = _coerce(value, schema)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            sub = deref(sub)
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            if key in props:
+                value[key] = normalise(value[key], props[key])
+            elif isinstance(extra, dict):
+                value[key] = normalise(value[key], extra)
+        for part in schema.get("allOf", []):
+            part = deref(part)
+            if "if" in part:
+                branch = part.get("then") if is_valid(value, part["if"]) else part.get("else")
+                if branch is not None:
+                    value = normalise(value, branch)
+            else:
+                value = normalise(value, part)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value = [normalise(v, schema["items"]) for v in value]
+    return value
+
+
+def defaults(*path: str) -> dict:
+    """The defaults of one section, e.g. defaults("affinity") or defaults("models", "*") (none)."""
+    return normalise({}, subschema(*path))
+
+
+def section(path: str, given: dict | None = None) -> dict:
+    """`given` (a partial slice, e.g. a library caller's) over the defaults of `path` (dotted), validated.
+
+    The workflow passes complete slices; library callers and tests may pass only what differs.
+    """
+    keys = tuple(path.split("."))
+    schema = subschema(*keys)
+    value = normalise(dict(given or {}), schema)
+    validate(value, schema, where=path)
+    return value
+
+
+# --------------------------------------------------------------------------- one-line errors
+
+
+def dotted(path) -> str:
+    """models.edsr.net.depths[0]: keys joined by dots, list indexes in brackets."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def suggest(word: str, options) -> str:
+    """'; did you mean X?' for the nearest option, else the list of options."""
+    options = sorted(str(o) for o in options)
+    near = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    if near:
+        return f"; did you mean {near[0]}?"
+    return f"; valid: {', '.join(options)}" if options else ""
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _leaves(error):
+    """The errors under a oneOf/anyOf (its context), else the error itself."""
+    if error.context and error.validator != "propertyNames":
+        for sub in error.context:
+            yield from _leaves(sub)
+    else:
+        yield error
+
+
+def _most_specific(errors):
+    """The deepest error (the one closest to the offending key); unknown keys and enums first among equals."""
+    rank = {"additionalProperties": 0, "required": 1, "enum": 2, "const": 3}
+    leaves = [leaf for e in errors for leaf in _leaves(e)]
+    # a oneOf of a number and a range reports both branches; the branch of the value's own type wins
+    typed = [e for e in leaves if e.validator != "type"] or leaves
+    return max(typed, key=lambda e: (len(e.absolute_path), -rank.get(e.validator, 9)))
+
+
+def message(error, where: str = "") -> str:
+    """One sentence for a jsonschema error: the dotted key, what is wrong, the fix."""
+    path = [p for p in ([where] if where else [])] + list(error.absolute_path)
+    key = dotted(path) or "config"
+    schema, value = error.schema, error.instance
+    if error.validator == "additionalProperties":
+        allowed = set(deref(schema).get("properties", {}))
+        unknown = sorted(k for k in value if k not in allowed)
+        if unknown:
+            k = unknown[0]
+            return f"{dotted(path + [k])}: unknown key{suggest(k, allowed)} (remove it or fix the spelling)"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        return f"{dotted(path + missing[:1])}: missing; this key is required here"
+    if error.validator in ("enum", "const"):
+        options = error.validator_value if error.validator == "enum" else [error.validator_value]
+        hint = suggest(value, options) if isinstance(value, str) else ""
+        hint = "" if hint.startswith("; valid") else hint
+        return f"{key}: {_short(value)} is not one of {', '.join(map(str, options))}{hint}"
+    if "propertyNames" in error.absolute_schema_path:  # jsonschema reports a bad name at its parent's path
+        name = error.instance
+        if name in ("hr", "none", "real", "denoised"):
+            return f"{dotted(path + [name])}: the name {name!r} is reserved (hr, none, real, denoised); rename it"
+        return f"{dotted(path + [name])}: invalid name; use letters, digits, _ and - (starting with a letter or digit)"
+    if error.validator == "type":
+        want = error.validator_value
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"{key}: {_short(value)} should be of type {want}"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[error.validator]
+        return f"{key}: {_short(value)} must be {op} {error.validator_value}"
+    if error.validator in ("minItems", "maxItems"):
+        return f"{key}: {_short(value)} has the wrong length ({error.validator} {error.validator_value})"
+    if error.validator == "minProperties":
+        return f"{key}: needs at least {error.validator_value} entries"
+    if error.validator == "uniqueItems":
+        return f"{key}: {_short(value)} lists an entry twice; give each once"
+    if error.validator == "pattern":
+        hint = deref(schema).get("description", f"match {error.validator_value}")
+        return f"{key}: {_short(value)} is not valid; expected {hint}"
+    return f"{key}: {_short(value)} is invalid ({error.validator})"
+
+
+def validate(value, schema: dict | None = None, where: str = "") -> None:
+    """Raise InputError with one sentence for the most specific schema violation of `value`."""
+    validator = _validator() if schema is None else _validator().evolve(schema=schema)
+    errors = list(validator.iter_errors(value))
+    if errors:
+        raise InputError(message(_most_specific(errors), where))
