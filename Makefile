@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --show-failed-logs
 	$(BIN)/snakemake --cores $(CORES) --report results/report/report.html
 	@echo
 	@echo "Summary table: results/report/tables/summary.md (also .csv, .tex)"

@@ -23,7 +23,7 @@ rule train_affinity:
         affinity=stage("affinity"),
         segmentation=segmentation_choice(),
         seed=config["seed"],
-        code=code("srseg.affinity"),
+        code=code("srseg.ruler"),
     log:
         "logs/train_affinity/{fold}.log",
     benchmark:

@@ -56,6 +56,14 @@ def code(*modules):
     return code_digest(*modules)
 
 
+def package_modules(package):
+    """Every module of a package: for packages whose plug-in files are found at run time (metrics)."""
+    return [m for m in srseg_config.digest.modules() if m == package or m.startswith(package + ".")]
+
+
+METRIC_MODULES = package_modules("srseg.metrics")
+
+
 def model_params(model):
     """One model's complete slice: its entry over `training:`, only the keys its arch kind uses."""
     return srseg_config.model_settings(config, model)

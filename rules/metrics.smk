@@ -15,7 +15,7 @@ rule image_metrics:
         model="|".join(MODELS),  # the `hr` row is the reference itself: no image metrics
     params:
         metrics=stage("metrics"),
-        code=code("srseg.metrics.image"),
+        code=code(*METRIC_MODULES),
     log:
         "logs/image_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
@@ -41,7 +41,7 @@ rule seg_metrics:
     params:
         segmentation=lambda w: canonical({"thresholds": THRESHOLDS, "fixed_threshold": config["segmentation"]["fixed_threshold"]}),
         metrics=stage("metrics"),
-        code=code("srseg.metrics.segmentation"),
+        code=code(*METRIC_MODULES),
     log:
         "logs/seg_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:

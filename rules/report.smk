@@ -32,7 +32,7 @@ rule report:
         cfg=stage("report"),
         rows=scored_rows(),
         example={"fold": EXAMPLE_FOLD, "specimen": EXAMPLE_SPECIMEN},
-        code=code("srseg.report"),
+        code=code("srseg.report", *METRIC_MODULES),
     log:
         "logs/report/report.log",
     benchmark:

@@ -4,7 +4,6 @@
 # *_arch.py. Training resumes from results/train/{model}/{data}/{fold}/checkpoint.pt (kept
 # after training, so raising `steps` continues; a checkpoint of other settings is ignored).
 
-TRAIN_MODULE = "srseg.training"
 
 
 rule train:
@@ -21,8 +20,10 @@ rule train:
         data="|".join(["real", "denoised"] + RECIPES),
     params:
         spec=lambda w: model_params(w.model),
-        # the bicubic arch scores every model's validation patches (the bar to clear)
-        code=lambda w: code_digest(TRAIN_MODULE, ARCH[w.model].module, "srseg.models.bicubic_arch"),
+        # the engine, the model's training kind and own arch file, and the bicubic arch that
+        # scores every model's validation patches (the bar to clear)
+        code=lambda w: code_digest("srseg.training", ARCH[w.model].training_module, ARCH[w.model].module,
+                                   "srseg.models.bicubic_arch"),
     log:
         "logs/train/{model}/{data}/{fold}.log",
     benchmark:

@@ -1,4 +1,8 @@
-"""Affinity network: targets, U-Net shapes, training (loss goes down, resume), prediction, bad input."""
+"""Affinity network: targets, U-Net shapes, training (loss goes down, resume), prediction, bad input.
+
+Training runs through the one training engine (kind `affinity`); what every kind shares
+(freeze, init, exact resume, fingerprint) is tested per kind in test_training_kinds.py.
+"""
 
 import numpy as np
 import pandas as pd
@@ -7,10 +11,13 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from srseg import affinity
-from srseg.affinity import AffinityUNet, affinity_targets
+from srseg import affinity, ruler
+from srseg.affinity import AffinityTraining, AffinityUNet, affinity_targets
+from srseg.config import section
 from srseg.io import InputError, read_json, write_image, write_labels
 from srseg.runtime import load_checkpoint
+from srseg.training import train
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -23,6 +30,16 @@ def one_torch_thread():
 
 TINY = {"features": 4, "depth": 2, "batch": 2, "patch": 24, "lr": 3e-3, "log_every": 5, "val_every": 10,
         "checkpoint_every": 10, "tile": 32, "overlap": 8}
+SEGMENTATION = section("segmentation", {"thresholds": [0.3, 0.7]})
+
+
+def _train(volumes: dict, settings: dict, out, seed=0, **kw) -> tuple[AffinityTraining, dict]:
+    """Train on in-memory (image, labels) specimens through the engine; (kind, train.json dict)."""
+    settings = {**section("affinity", settings), "seed": seed}
+    kind = AffinityTraining(settings, affinity.split_specimens(volumes, settings["val_fraction"]), inputs={})
+    info = train(kind, model=str(out / "model.pt"), log_csv=str(out / "log.csv"), train_json=str(out / "train.json"),
+                 device="cpu", where="affinity", **kw)
+    return kind, info
 
 
 def cells(shape, n, seed):
@@ -95,58 +112,53 @@ def test_training_patches_have_true_affinities_at_patch_edges():
     labels = np.ones((4, 40, 40), np.uint64)
     rng = np.random.default_rng(0)
     for dim in (2, 3):
-        x, y = affinity.sample_batch([(image, labels)], rng, 6, 16, dim, patch_z=2, aug={"flip": True})
+        aug = section("affinity", {"augment": {"prob": 0.0}})["augment"]  # flips only
+        x, y = affinity.sample_batch([(image, labels)], rng, 6, 16, dim, patch_z=2, aug=aug)
         assert x.shape[-2:] == (16, 16) and y.shape[1] == (2 if dim == 2 else 3)
         assert y.min() == 1.0
 
 
 def test_augmentation_is_seeded_and_in_range():
     patch = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
-    aug = affinity.DEFAULTS["augment"] | {"prob": 1.0}
+    aug = section("affinity")["augment"] | {"prob": 1.0}
     a = affinity.augment_intensity(patch, np.random.default_rng(3), aug)
     b = affinity.augment_intensity(patch, np.random.default_rng(3), aug)
     assert np.array_equal(a, b) and not np.array_equal(a, patch)
     assert a.min() >= 0 and a.max() <= 1
 
 
-def test_a_few_steps_lower_the_loss():
-    image, labels = cells((4, 48, 48), 12, seed=0)
-    net, rows, info = affinity.train_affinity([(image[:3], labels[:3])], {**TINY, "steps": 40}, seed=0,
-                                              val_volumes=[(image[3:], labels[3:])], progress=False)
-    losses = [r["loss"] for r in rows]
-    assert losses[-1] < 0.8 * losses[0]
-    val = [r["val_loss"] for r in rows if not np.isnan(r["val_loss"])]
+def test_a_few_steps_lower_the_loss(tmp_path):
+    image, labels = cells((4, 48, 48), 12, seed=0)  # 3 training sections, 1 validation section
+    _, info = _train({"s": (image, labels)}, {**TINY, "steps": 40}, tmp_path)
+    rows = pd.read_csv(tmp_path / "log.csv")
+    assert rows["step"].tolist() == list(range(5, 41, 5))  # one row per log_every steps, loss averaged over them
+    assert rows["loss"].iloc[-1] < 0.8 * rows["loss"].iloc[0]
+    val = rows["val_loss"].dropna().tolist()
     assert len(val) == 4 and val[-1] < val[0]
-    assert info["steps"] == 40 and info["steps_per_second"] > 0
+    assert info["steps"] == 40 and info["steps_per_s"] > 0 and info["final_val_loss"] == val[-1]
 
 
-def test_resume_after_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
+def test_resume_after_checkpoint_gives_the_same_model(tmp_path):
     image, labels = cells((3, 40, 40), 10, seed=1)
-    params = {**TINY, "steps": 20}
-    ref, ref_rows, _ = affinity.train_affinity([(image, labels)], params, seed=0, progress=False)
+    params = {**TINY, "steps": 20, "log_every": 3}  # a log interval spans the step-10 checkpoint
+    ref, _ = _train({"s": (image, labels)}, params, tmp_path / "ref")
 
-    calls = {"n": 0}
-    real = affinity.sample_batch
-
-    def crash_after_15(*a, **k):  # the job dies at step 15, after the step-10 checkpoint
-        calls["n"] += 1
-        if calls["n"] == 15:
+    def crash_at_15(step):  # the job dies at step 15, after the step-10 checkpoint
+        if step == 15:
             raise RuntimeError("killed")
-        return real(*a, **k)
 
-    ckpt = tmp_path / "checkpoint.pt"
-    monkeypatch.setattr(affinity, "sample_batch", crash_after_15)
+    out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="killed"):
-        affinity.train_affinity([(image, labels)], params, seed=0, checkpoint=ckpt, progress=False)
-    assert load_checkpoint(ckpt)["step"] == 10
-    monkeypatch.setattr(affinity, "sample_batch", real)
-    net, rows, info = affinity.train_affinity([(image, labels)], params, seed=0, checkpoint=ckpt, progress=False)
+        _train({"s": (image, labels)}, params, out, on_step=crash_at_15)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 10
+    net, info = _train({"s": (image, labels)}, params, out)
     assert info["resumed_from_step"] == 10
-    for k, v in ref.state_dict().items():
-        assert torch.equal(v, net.state_dict()[k]), k
-    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, net.model.state_dict()[k]), k
+    a, b = pd.read_csv(tmp_path / "ref" / "log.csv"), pd.read_csv(out / "log.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
     # a checkpoint written for other params is ignored, not resumed
-    _, _, info2 = affinity.train_affinity([(image, labels)], {**params, "lr": 1e-4}, seed=0, checkpoint=ckpt, progress=False)
+    _, info2 = _train({"s": (image, labels)}, {**params, "lr": 1e-4}, out)
     assert info2["resumed_from_step"] is None
 
 
@@ -157,7 +169,7 @@ def test_bad_pairs_raise_input_error():
     with pytest.raises(InputError, match="all background"):
         affinity.check_pair(image, np.zeros((2, 8, 8), np.uint64), "s")
     with pytest.raises(InputError, match="affinity.dim"):
-        affinity.affinity_params({"dim": 4})
+        section("affinity", {"dim": 4})
 
 
 def test_validation_sections_are_the_last_ones():
@@ -174,26 +186,28 @@ def test_run_train_affinity_writes_outputs(tmp_path):
         write_image(paths[name][0], image, [50, 10, 10], "uint8")
         write_labels(paths[name][1], labels, [50, 10, 10])
     out = tmp_path / "aff"
-    affinity.run_train_affinity(
+    ruler.run_train_affinity(
         hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
         model=str(out / "model.pt"), log_csv=str(out / "log.csv"), train_json=str(out / "train.json"),
-        threshold_json=str(out / "threshold.json"), params={**TINY, "steps": 10}, thresholds=[0.3, 0.7],
-        seed=0, device="cpu")
+        threshold_json=str(out / "threshold.json"), affinity=section("affinity", {**TINY, "steps": 10}),
+        segmentation=SEGMENTATION, seed=0, device="cpu")
     log = pd.read_csv(out / "log.csv")
-    assert list(log.columns) == ["step", "loss", "val_loss", "lr", "seconds"] and log["step"].iloc[-1] == 10
+    assert list(log.columns) == ["step", "loss", "lr", "val_loss", "seconds"] and log["step"].iloc[-1] == 10
     info = read_json(out / "train.json")
     assert info["validation_sections"] == {"a": [3, 4], "b": [3, 4]} and info["device"] == "cpu"
-    assert info["torch_version"] == torch.__version__ and info["steps_per_second"] > 0
+    assert info["train_sections"] == {"a": [0, 3], "b": [0, 3]} and info["train_specimens"] == ["a", "b"]
+    assert info["torch_version"] == torch.__version__ and info["steps_per_s"] > 0
     assert read_json(out / "threshold.json")["best_threshold"] in (0.3, 0.7)
     net = affinity.load_affinity_model(out / "model.pt")
     assert net.config() == {"dim": 2, "features": 4, "depth": 2}
-    assert not (out / "checkpoint.pt").exists()
+    assert net.params == section("affinity", {**TINY, "steps": 10})  # complete: segment reads its tiles
+    assert (out / "checkpoint.pt").exists()  # kept, as for SR models: raising steps continues
 
     write_labels(paths["b"][1], np.zeros((4, 40, 40), np.uint16), [50, 10, 10])
     with pytest.raises(InputError, match="all background"):
-        affinity.run_train_affinity(
+        ruler.run_train_affinity(
             hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
             model=str(tmp_path / "x" / "model.pt"), log_csv=str(tmp_path / "x" / "log.csv"),
             train_json=str(tmp_path / "x" / "t.json"), threshold_json=str(tmp_path / "x" / "th.json"),
-            params=TINY, thresholds=[0.5], device="cpu")
+            affinity=section("affinity", TINY), segmentation=SEGMENTATION, device="cpu")
     assert not (tmp_path / "x" / "model.pt").exists()

@@ -1,98 +1,349 @@
-"""A mistake in config.yaml fails before any job runs, with a sentence naming the key."""
+"""Config you can trust: one schema with every default, strict at every depth, checked before any job.
+
+Every misconfiguration below must fail at `snakemake -n` time, with the full dotted key at
+the start of the message's first line, and leave nothing under results/.
+"""
+
+from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from srseg.config import check_config
+from srseg import config as C
+from srseg.config import catalog, schema
 from srseg.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = str(ROOT / "schemas" / "config.schema.yaml")
+DEMO = yaml.safe_load((ROOT / "config.yaml").read_text())
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-@pytest.fixture()
-def demo():
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+def write_stack(path: Path, shape, voxel_nm) -> str:
+    vz, vy, vx = voxel_nm
+    tifffile.imwrite(path, (np.random.default_rng(0).random(shape) * 255).astype(np.uint8), imagej=True,
+                     resolution=(1e3 / vx, 1e3 / vy), metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"})
+    return path.name
 
 
-def check(config):
-    validate(config, SCHEMA)
-    check_config(config, ROOT)
+def own_specimen(tmp: Path, name: str, hr_shape=(4, 64, 64), lr_shape=(4, 40, 40), offset=(0, 300, 300)) -> dict:
+    """A user specimen of real files: LR at 33 nm, HR at 10 nm, HR field inside LR by default."""
+    return {"lr": write_stack(tmp / f"{name}_lr.tif", lr_shape, (50, 33, 33)),
+            "hr": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
+            "labels": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
+            "hr_offset_nm": list(offset)}
 
 
-def test_demo_config_is_valid(demo):
-    check(demo)
+def fake_checkpoint(path: Path, arch: str) -> str:
+    torch = pytest.importorskip("torch")
+    torch.save({"arch": arch, "net": {}, "scale": 3, "state_dict": {"w": torch.zeros(2)}}, path)
+    return path.name
 
 
-@pytest.mark.parametrize(
-    "mutate, key",
-    [
-        (lambda c: c.update(modles=c.pop("models")), "modles"),
-        (lambda c: c["segmentation"].update(thresholds="0.5"), "thresholds"),
-        (lambda c: c["infer"].update(tile=-4), "tile"),
-        (lambda c: c["degradations"]["bicubic"].update(kind="nearest"), "nearest"),
-        (lambda c: c["specimens"]["alpha"]["phantom"].update(noise="loud"), "loud"),
-    ],
-)
-def test_schema_errors_name_the_key(demo, mutate, key):
-    mutate(demo)
-    with pytest.raises(WorkflowError, match=key):
-        validate(demo, SCHEMA)
+def setter(*keys, value):
+    def apply(cfg, tmp):
+        d = cfg
+        for k in keys[:-1]:
+            d = d.setdefault(k, {})
+        d[keys[-1]] = value
+    return apply
 
 
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda c: c["models"]["edsr"].update(arch="edsrr"), "models.edsr.arch"),
-        (lambda c: c["models"]["edsr"].update(loss={"l3": 1}), "models.edsr.loss"),
-        (lambda c: c.update(train_data=["real", "blurry"]), "train_data"),
-        (lambda c: c.update(splits={"f": {"train": ["alpha"], "test": ["alpha"]}}), "splits.f"),
-        (lambda c: c.update(splits={"f": {"train": ["alpha"], "test": ["delta"]}}), "splits.f.test"),
-        (lambda c: c["specimens"].update(own={"lr": "raw/missing_lr.tif", "hr": "raw/missing_hr.tif"}),
-         "specimens.own.lr"),
-        (lambda c: c["segmentation"].update(fixed_threshold=0.4), "fixed_threshold"),
-    ],
-)
-def test_cross_reference_errors_name_the_key(demo, mutate, message):
-    mutate(demo)
-    validate(demo, SCHEMA)
-    with pytest.raises(InputError, match=message.replace(".", r"\.")):
-        check_config(demo, ROOT)
+def models(**entries):
+    """Replace the default models by these entries (plus edsr/emsr/bicubic of the defaults)."""
+    def apply(cfg, tmp):
+        cfg["models"] = {**copy.deepcopy(C.defaults()["models"]), **entries}
+    return apply
 
 
-def test_snakemake_refuses_bad_config_before_any_job(tmp_path, demo):
-    bad = copy.deepcopy(demo)
-    bad["models"]["srcnn"]["arch"] = "srcnnn"
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump(bad))
-    snakemake = Path(sys.executable).parent / "snakemake"
-    proc = subprocess.run(
-        [str(snakemake), "-n", "--configfile", str(cfg), "--directory", str(ROOT)],
-        capture_output=True, text=True, cwd=ROOT,
-    )
+def model_key(model, key, value):
+    def apply(cfg, tmp):
+        cfg["models"] = copy.deepcopy(C.defaults()["models"])
+        cfg["models"][model][key] = value
+    return apply
+
+
+def pop_model_key(model, key):
+    def apply(cfg, tmp):
+        cfg["models"] = copy.deepcopy(C.defaults()["models"])
+        cfg["models"][model].pop(key)
+    return apply
+
+
+def user_specimens(**kw):
+    def apply(cfg, tmp):
+        cfg["specimens"] = {"own1": own_specimen(tmp, "own1"), "own2": own_specimen(tmp, "own2", **kw)}
+    return apply
+
+
+def with_init(arch_in_file):
+    def apply(cfg, tmp):
+        cfg["models"] = copy.deepcopy(C.defaults()["models"])
+        cfg["models"]["edsr"]["init"] = fake_checkpoint(tmp / "init.pt", arch_in_file)
+    return apply
+
+
+GAN = {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 1}, "loss": {"l1": 100, "wgan_gp": {"weight": 1}}}
+
+# (id, change of the demo config, dotted key the message must start with)
+MISCONFIGURATIONS = [
+    ("nested typo in a model", model_key("srcnn", "stpes", 10), "models.srcnn.stpes"),
+    ("typo lr_halve_evry", model_key("srcnn", "lr_halve_evry", 5), "models.srcnn.lr_halve_evry"),
+    ("typo under training", setter("training", "chekpoint_every", value=5), "training.chekpoint_every"),
+    ("typo under affinity", setter("affinity", "stesp", value=5), "affinity.stesp"),
+    ("typo in a recipe", setter("degradations", "bicubic", value={"kind": "bicubic", "blur_sigm": 3}),
+     "degradations.bicubic.blur_sigm"),
+    ("key of another recipe kind", setter("degradations", "bicubic", value={"kind": "bicubic", "noise_gain": 0.1}),
+     "degradations.bicubic.noise_gain"),
+    ("typo in augment", setter("affinity", "augment", value={"nosie": 0.1}), "affinity.augment.nosie"),
+    ("top-level typo", setter("modles", value={}), "modles"),
+    ("specimen typo", setter("specimens", "alpha", value={"phantm": {"seed": 1}}), "specimens.alpha.phantm"),
+    ("missing loss", pop_model_key("srcnn", "loss"), "models.srcnn.loss"),
+    ("unknown net key", model_key("edsr", "net", {"n_feat": 3}), "models.edsr.net.n_feat"),
+    ("unknown optimizer", model_key("edsr", "optimizer", "adma"), "models.edsr.optimizer"),
+    ("init file missing", model_key("edsr", "init", "nope.pt"), "models.edsr.init"),
+    ("init of another arch", with_init("srcnn"), "models.edsr.init"),
+    ("unknown merge function", setter("segmentation", "merge_function", value="meen"), "segmentation.merge_function"),
+    ("bad C++ scoring type", setter("segmentation", "merge_function",
+                                    value="OneMinus<MeanAfinity<RegionGraphType, ScoreValue>>"),
+     "segmentation.merge_function"),
+    ("context on a one-section arch", model_key("emsr", "context", 1), "models.emsr.context"),
+    ("GAN key on a CNN", model_key("edsr", "n_critic", 5), "models.edsr.n_critic"),
+    ("GAN without adversarial loss", models(wgan={**GAN, "loss": {"l1": 1}}), "models.wgan.loss"),
+    ("adversarial loss on a CNN", model_key("edsr", "loss", {"l1": 1, "wgan_gp": {"weight": 1}}),
+     "models.edsr.loss.wgan_gp"),
+    ("unknown critic key", models(wgan={**GAN, "critic": {"chanels": [8]}}), "models.wgan.critic.chanels"),
+    ("model-aware loss on diffusion", models(sr3={"arch": "sr3", "loss": {"emsr": {"l1": 1}}}), "models.sr3.loss.emsr"),
+    ("unknown arch", model_key("edsr", "arch", "edsrr"), "models.edsr.arch"),
+    ("unknown loss", model_key("edsr", "loss", {"l3": 1}), "models.edsr.loss.l3"),
+    ("unknown loss option", model_key("emsr", "loss", {"emsr": {"lamdas": [1, 1, 1]}}), "models.emsr.loss.emsr.lamdas"),
+    ("loss on an untrained arch", model_key("bicubic", "loss", {"l1": 1}), "models.bicubic.loss"),
+    ("freeze as a string", model_key("edsr", "freeze", "head."), "models.edsr.freeze"),
+    ("reserved model name", models(hr={"arch": "edsr", "loss": {"l1": 1}}), "models.hr"),
+    ("wrong type", setter("specimens", "alpha", value={"phantom": {"seed": 1, "noise": "loud"}}),
+     "specimens.alpha.phantom.noise"),
+    ("string for a list", setter("segmentation", "thresholds", value="0.5"), "segmentation.thresholds"),
+    ("out of range", setter("infer", "tile", value=-4), "infer.tile"),
+    ("unknown recipe kind", setter("degradations", "bicubic", value={"kind": "nearest"}), "degradations.bicubic.kind"),
+    ("fixed threshold not swept", setter("segmentation", "fixed_threshold", value=0.4), "segmentation.fixed_threshold"),
+    ("device", setter("device", value="gpu"), "device"),
+    ("unknown training data", setter("train_data", value=["real", "blurnoise"]), "train_data"),
+    ("number as text", setter("training", "lr", value="fast"), "training.lr"),
+    ("overlap vs tile", setter("infer", "overlap", value=40), "infer.overlap"),
+    ("unknown specimen in a split", setter("splits", value={"f": {"train": ["alpha"], "test": ["alpa"]}}),
+     "splits.f.test"),
+    ("specimen in train and test", setter("splits", value={"f": {"train": ["alpha"], "test": ["alpha"]}}), "splits.f"),
+    ("missing hr", setter("specimens", "own", value={"lr": "config.yaml"}), "specimens.own.hr"),
+    ("missing file", setter("specimens", "own", value={"lr": "raw/none_lr.tif", "hr": "raw/none_hr.tif",
+                                                        "hr_offset_nm": [0, 0, 0]}), "specimens.own.lr"),
+    ("example specimen", setter("report", "example_specimen", value="zeta"), "report.example_specimen"),
+    ("single-section stack", user_specimens(hr_shape=(1, 64, 64), lr_shape=(1, 40, 40)), "specimens.own2"),
+    ("HR field larger than LR", user_specimens(hr_shape=(4, 160, 160)), "specimens.own2.hr_offset_nm"),
+    ("HR field outside LR", user_specimens(offset=(0, 900, 0)), "specimens.own2.hr_offset_nm"),
+    ("simulate without labels", setter("specimens", "sim", value={"simulate": {"source": "config.yaml",
+                                                                              "lr_voxel_nm": [50, 16, 16]}}),
+     "specimens.sim.simulate.labels"),
+    ("affinity init missing", setter("affinity", "init", value="ruler.pt"), "affinity.init"),
+    ("blocks vs sections", setter("infer", "blocks_z", value=20), "infer.blocks_z"),
+]
+
+
+def bad_config(tmp: Path, change) -> dict:
+    cfg = copy.deepcopy(DEMO)
+    change(cfg, tmp)
+    return cfg
+
+
+@pytest.mark.parametrize("name, change, key", MISCONFIGURATIONS, ids=[m[0] for m in MISCONFIGURATIONS])
+def test_misconfiguration_names_its_dotted_key(tmp_path, name, change, key):
+    with pytest.raises(InputError) as err:
+        C.resolve(bad_config(tmp_path, change), tmp_path)
+    first = str(err.value).splitlines()[0]
+    assert first.startswith(key + ":") or first.startswith(key + "."), first
+    assert len(str(err.value).splitlines()) == 1 and len(first) < 400  # one sentence, not a schema dump
+
+
+def _plan(tmp: Path, cfg: dict) -> subprocess.CompletedProcess:
+    (tmp / "bad.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.run([*SNAKEMAKE, "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp),
+                           "--configfile", str(tmp / "bad.yaml")], capture_output=True, text=True, cwd=tmp)
+
+
+def test_every_misconfiguration_fails_at_plan_time_before_any_job(tmp_path):
+    """Through snakemake -n: the sentence (dotted key first) right under Snakemake's error header, no results/."""
+    dirs = []
+    for i, (_, change, _) in enumerate(MISCONFIGURATIONS):
+        d = tmp_path / f"case{i}"
+        d.mkdir()
+        dirs.append((d, bad_config(d, change)))
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda a: _plan(*a), dirs))
+    for (name, _, key), (d, _), proc in zip(MISCONFIGURATIONS, dirs, procs):
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, name
+        lines = out.splitlines()
+        header = next(i for i, line in enumerate(lines) if re.match(r"^InputError in file", line))
+        assert lines[header + 1].startswith(key), f"{name}: {lines[header + 1]!r}"
+        assert not (d / "results").exists(), name
+        assert len(out.splitlines()) < 15, f"{name}: {len(lines)} lines"
+
+
+def test_a_job_time_input_error_reaches_the_console_as_one_line(tmp_path):
+    """Bad input only ingest can see (pixels): the console shows `InputError: <sentence>`, not only the log."""
+    cfg = {"specimens": {"own1": own_specimen(tmp_path, "own1"), "own2": own_specimen(tmp_path, "own2")}}
+    tifffile.imwrite(tmp_path / "own2_hr.tif", np.full((4, 64, 64), 7, np.uint8), imagej=True,
+                     resolution=(100, 100), metadata={"axes": "ZYX", "spacing": 0.05, "unit": "um"})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([*SNAKEMAKE, "results/ingest/own2/meta.json", "--cores", "1", "--snakefile",
+                           str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", "c.yaml"],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0
-    assert "models.srcnn.arch" in proc.stdout + proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("InputError: ")]
+    assert lines and "constant" in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "results/ingest/own2/meta.json").exists()
 
 
-def test_zoo_overlay_plans_every_model_data_fold_row():
-    """config/zoo.yaml (every model x loss of the studies) plans one train job per row."""
-    zoo = yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
-    demo = yaml.safe_load((ROOT / "config.yaml").read_text())
-    models = {**demo["models"], **zoo["models"]}
-    trained = [m for m, spec in models.items() if spec["arch"] != "bicubic"]
-    folds = len(demo["specimens"])  # leave-one-out
-    snakemake = Path(sys.executable).parent / "snakemake"
-    proc = subprocess.run(
-        [str(snakemake), "-n", "--quiet", "rules", "--configfile", "config.yaml", "config/zoo.yaml"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    counts = dict(line.split()[:2] for line in proc.stdout.splitlines() if len(line.split()) == 2)
-    assert int(counts["train"]) == len(trained) * len(zoo["train_data"]) * folds
+# ------------------------------------------------------------------- one source of truth
+
+
+def test_every_key_has_a_description_and_objects_are_closed():
+    for key, sch, _ in schema.leaves():
+        assert sch.get("description"), f"{key} has no description"
+
+    def closed(sch, path=()):
+        sch = schema.deref(sch)
+        if "properties" in sch and path[-1:] not in (("degradations",), ("denoise",)) and "allOf" not in sch:
+            assert sch.get("additionalProperties") is False, f"{'.'.join(path)} accepts unknown keys"
+        for k, sub in sch.get("properties", {}).items():
+            closed(sub, path + (k,))
+        if isinstance(sch.get("additionalProperties"), dict):
+            closed(sch["additionalProperties"], path + ("*",))
+        for part in sch.get("allOf", []):
+            if "then" in part:
+                assert part["then"].get("additionalProperties") is False, f"{'.'.join(path)} branch is open"
+
+    closed(schema.load_schema())
+
+
+def test_no_default_lives_in_python_code():
+    for path in (ROOT / "src" / "srseg").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^[A-Z_]*DEFAULTS\s*=", text, re.M), f"{path} holds a DEFAULTS dict"
+    for path in list((ROOT / "rules").glob("*.smk")) + list((ROOT / "workflow" / "scripts").glob("*.py")):
+        assert "config.get(" not in path.read_text(), f"{path} reads config with a fallback default"
+
+
+def test_demo_config_holds_only_what_differs():
+    defaults = C.defaults()
+    for key, value in DEMO.items():
+        if key != "specimens":
+            assert C.normalise({key: value})[key] != defaults[key], f"config.yaml repeats the default of {key}"
+    assert set(DEMO) == {"specimens"}
+
+
+@pytest.mark.parametrize("name", ["isbi.yaml", "zoo.yaml"])
+def test_example_configs_hold_only_their_differences(name):
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+    defaults = C.defaults()
+    for key, value in cfg.items():
+        if key in ("specimens", "models"):
+            continue
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict) and key != "degradations":
+            for sub, v in value.items():
+                assert C.normalise({key: {sub: v}})[key][sub] != defaults[key][sub], f"{name} repeats {key}.{sub}"
+        else:
+            assert C.normalise({key: value})[key] != defaults[key], f"{name} repeats {key}"
+
+
+def test_readme_key_table_matches_the_schema():
+    readme = (ROOT / "README.md").read_text()
+    table = C.schema.markdown_table()
+    assert table in readme, "README's config key table is out of date: paste `python -m srseg.config` into it"
+
+
+def test_layered_defaults_equal_an_explicit_config():
+    explicit = C.resolve({**C.defaults(), "specimens": DEMO["specimens"]})
+    assert C.resolve(DEMO) == explicit
+
+
+# ------------------------------------------------------------------- canonical params
+
+
+def _sorted_deep(value):
+    if isinstance(value, dict):
+        return {k: _sorted_deep(value[k]) for k in sorted(value, reverse=True)}
+    return value
+
+
+def test_params_do_not_depend_on_key_order_or_number_spelling():
+    cfg = copy.deepcopy(DEMO)
+    cfg["training"] = {"lr": 0.001, "steps": 300}
+    other = _sorted_deep(copy.deepcopy(cfg))
+    other["training"] = {"steps": 300.0, "lr": "1e-3"}  # YAML 1.1 reads 1e-3 as text
+    a, b = C.resolve(cfg), C.resolve(other)
+    assert repr(C.model_settings(a, "edsr")) == repr(C.model_settings(b, "edsr"))
+    assert repr(C.canonical(a)) == repr(C.canonical(b))
+
+
+def test_writing_out_a_default_is_the_same_model():
+    a = C.resolve(DEMO)
+    cfg = copy.deepcopy(DEMO)
+    cfg["models"] = copy.deepcopy(C.defaults()["models"])
+    cfg["models"]["edsr"]["net"]["res_scale"] = 1.0  # the arch's own default
+    cfg["models"]["edsr"]["freeze"] = []
+    assert C.model_settings(a, "edsr") == C.model_settings(C.resolve(cfg), "edsr")
+
+
+def test_model_slice_holds_only_the_keys_its_kind_uses():
+    cfg = copy.deepcopy(DEMO)
+    cfg["models"] = {**C.defaults()["models"], "wgan": GAN}
+    cfg["training"] = {"n_critic": 3}
+    resolved = C.resolve(cfg)
+    assert "n_critic" not in C.model_settings(resolved, "edsr")
+    assert C.model_settings(resolved, "wgan")["n_critic"] == 3
+    assert C.model_settings(resolved, "bicubic") == {"arch": "bicubic", "net": {}}
+
+
+# ------------------------------------------------------------------- code digests
+
+
+def test_code_digest_follows_the_code_a_rule_runs(tmp_path, monkeypatch):
+    from srseg.config import digest
+
+    arch = catalog.archs()
+    assert "srseg.models.edsr_arch" not in digest.closure("srseg.infer")  # archs are found at run time
+    assert "srseg.models.common" in digest.closure(arch["edsr"].module)
+    assert "srseg.config" not in " ".join(digest.closure("srseg.infer"))
+    edsr, srcnn = digest.code_digest("srseg.infer", arch["edsr"].module), digest.code_digest("srseg.infer", arch["srcnn"].module)
+    original = arch["edsr"].path.read_text()
+    edited = {arch["edsr"].path: original.replace("res_scale: float = 1.0", "res_scale: float = 0.5")}
+    docs = {arch["edsr"].path: original.replace('"""', '"""An edited docstring. ', 1) + "\n# a comment\n"}
+    for files, changes in ((edited, True), (docs, False)):
+        monkeypatch.setattr(digest.Path, "read_text", lambda self, _f=files, _r=Path.read_text: _f.get(self, None) or _r(self))
+        for fn in (digest.module_digest, digest.code_digest, digest._tree, digest.imports):
+            fn.cache_clear()
+        assert (digest.code_digest("srseg.infer", arch["edsr"].module) != edsr) is changes
+        assert digest.code_digest("srseg.infer", arch["srcnn"].module) == srcnn
+        monkeypatch.undo()
+        for fn in (digest.module_digest, digest.code_digest, digest._tree, digest.imports):
+            fn.cache_clear()
+
+
+# ------------------------------------------------------------------- light planning
+
+
+def test_planning_imports_neither_torch_nor_opencv():
+    code = ("import sys, yaml; from srseg import config as C; "
+            f"C.resolve(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); "
+            "from srseg.config import digest, catalog; digest.code_digest('srseg.training', 'srseg.infer'); catalog.archs(); "
+            "bad = [m for m in ('torch', 'cv2', 'waterz', 'skimage', 'matplotlib') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, zoom
 
+from srseg.config import model_spec
 from srseg.io import InputError, write_image
 from srseg.models import build_model, load_trained
-from srseg.train import adapt_channels, freeze_parameters, load_init, train_sr
+from srseg.training import adapt_channels, freeze_parameters, load_init, run_train
 
 NET = {"n_feats": 8, "n_blocks": 2}
 
@@ -74,7 +75,12 @@ def _pairs(tmp_path):
 
 
 SPEC = {"arch": "edsr", "net": NET, "loss": {"l1": 1}, "steps": 4, "batch": 2, "patch": 8, "lr": 1e-2,
-        "checkpoint_every": 4, "val_every": 4, "val_patches": 2, "seed": 0, "device": "cpu"}
+        "checkpoint_every": 4, "val_every": 4, "val_patches": 2, "seed": 0}
+
+
+def _train(entry, lrs, hrs, out, name="edsr_ft"):
+    return run_train(model_spec(entry, name=name), lrs, hrs, str(out / "model.pt"), str(out / "log.csv"),
+                     str(out / "train.json"), device="cpu", name=name)
 
 
 def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
@@ -84,7 +90,7 @@ def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
     load_init(start, str(tmp_path / "rgb.pt"), "edsr")
     spec = {**SPEC, "init": str(tmp_path / "rgb.pt"), "freeze": ["head.", "body.0."]}
     out = tmp_path / "run"
-    info = train_sr(spec, lrs, hrs, str(out / "model.pt"), str(out / "log.csv"), str(out / "train.json"))
+    info = _train(spec, lrs, hrs, out)
     saved = json.loads((out / "train.json").read_text())
     assert saved["init"]["channel_adapted"] == ["head.weight", "tail.bias", "tail.weight"]
     assert saved["frozen_parameters"] == info["frozen_parameters"] == [
@@ -99,8 +105,9 @@ def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
 def test_bad_freeze_prefix_fails_before_training(tmp_path):
     lrs, hrs = _pairs(tmp_path)
     out = tmp_path / "run"
-    with pytest.raises(InputError, match="prefix 'heads.' matches no parameter"):
-        train_sr({**SPEC, "freeze": ["heads."]}, lrs, hrs, str(out / "model.pt"), str(out / "log.csv"), str(out / "train.json"))
+    with pytest.raises(InputError, match=r"models.edsr_ft.freeze: prefix 'heads.' matches no parameter; "
+                                         r"valid top-level prefixes are body., head., tail."):
+        _train({**SPEC, "freeze": ["heads."]}, lrs, hrs, out)
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(InputError, match="list of parameter-name prefixes"):
         freeze_parameters(build_model({"arch": "edsr", "net": NET}, 2), "head.")

@@ -5,11 +5,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, zoom
 
+from srseg.config import model_spec
 from srseg.io import InputError, write_image
 from srseg.losses import LOSSES, build_loss, gradient_penalty
 from srseg.models import build_model, load_trained, save_trained
-from srseg.train import train_sr
-from srseg.train_gan import pixel_terms
+from srseg.training import run_train
 
 TINY = {
     "wgan": {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 2, "noise": True}, "critic": {"channels": [8, 16]},
@@ -18,7 +18,7 @@ TINY = {
                "loss": {"l1": 1, "ragan": {"weight": 0.01}}},
 }
 BASE = {"lr": 1e-3, "steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 2, "val_patches": 2,
-        "seed": 3, "device": "cpu", "n_critic": 3}
+        "seed": 3, "n_critic": 3}
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +40,9 @@ def pairs(tmp_path):
     return [str(tmp_path / "lr.tif")], [str(tmp_path / "hr.tif")]
 
 
-def _train(spec, pairs, out, **kw):
-    return train_sr(spec, pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"), str(out / "train.json"), **kw)
+def _train(entry, pairs, out, **kw):
+    return run_train(model_spec(entry), pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"),
+                     str(out / "train.json"), device="cpu", **kw)
 
 
 @pytest.mark.parametrize("arch", ["wgan", "esrgan"])
@@ -88,11 +89,18 @@ def test_relativistic_average_loss_by_hand():
 
 
 def test_adversarial_loss_needs_gan_arch(pairs, tmp_path):
-    spec = {"arch": "edsr", "net": {"n_feats": 4, "n_blocks": 1}, "loss": {"l1": 1, "wgan_gp": {"weight": 1}}, **BASE}
-    with pytest.raises(InputError, match="no critic"):
-        _train(spec, pairs, tmp_path)
+    base = {k: v for k, v in BASE.items() if k != "n_critic"}
+    edsr = {"arch": "edsr", "net": {"n_feats": 4, "n_blocks": 1}, "loss": {"l1": 1}, **base}
+    adversarial = {"l1": 1, "wgan_gp": {"weight": 1}}
+    with pytest.raises(InputError, match="no critic"):  # the config check
+        _train({**edsr, "loss": adversarial}, pairs, tmp_path)
     with pytest.raises(InputError, match="exactly one adversarial"):
         _train({**TINY["wgan"], **BASE, "loss": {"l1": 1}}, pairs, tmp_path)
+    out = [str(tmp_path / f) for f in ("m.pt", "l.csv", "t.json")]
+    with pytest.raises(InputError, match="no critic"):  # and the train job, for a slice built by hand
+        run_train({**model_spec(edsr), "loss": adversarial}, *pairs, *out)
+    with pytest.raises(InputError, match="exactly one adversarial"):
+        run_train({**model_spec({**TINY["wgan"], **BASE}), "loss": {"l1": 1}}, *pairs, *out)
 
 
 def test_generator_l1_decreases_on_fixed_batch():
@@ -113,7 +121,7 @@ def test_generator_l1_decreases_on_fixed_batch():
         d_loss, _ = adv.critic_loss(critic, y, gen(x).detach())
         opt_d.zero_grad(), d_loss.backward(), opt_d.step()
         pred = gen(x)
-        total, _ = pixel_terms(loss_fn, pred, y, gen, x)
+        total, _ = loss_fn.evaluate(pred, y, gen, x)
         total = total + adv.generator_loss(critic, y, pred)[0]
         opt_g.zero_grad(), total.backward(), opt_g.step()
     with torch.no_grad():

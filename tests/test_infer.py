@@ -94,7 +94,7 @@ def test_run_infer_writes_hr_grid_tiff_and_throughput_json(tmp_path):
     save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
     info = run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"),
                      model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"),
-                     tile=16, overlap=4, batch=4, device="cpu")
+                     settings={"tile": 16, "overlap": 4, "batch": 4}, device="cpu")
     vol, voxel, dtype = read_image(tmp_path / "sr.tif")
     assert vol.shape == (2, 90, 84) and dtype == "uint8"
     assert voxel == pytest.approx([50, 10, 10])
@@ -106,7 +106,8 @@ def test_run_infer_writes_hr_grid_tiff_and_throughput_json(tmp_path):
 def test_run_infer_bicubic_without_model_file(tmp_path):
     lr = _specimen(tmp_path)
     run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "bic.tif"), str(tmp_path / "bic.json"),
-              arch_spec={"arch": "bicubic"}, pairs_json=str(tmp_path / "pairs.json"), tile=24, overlap=8, device="cpu")
+              arch_spec={"arch": "bicubic"}, pairs_json=str(tmp_path / "pairs.json"),
+              settings={"tile": 24, "overlap": 8}, device="cpu")
     out = tifffile.imread(tmp_path / "bic.tif")
     lr8 = np.rint(lr * 255) / 255
     ref = _whole(build_model({"arch": "bicubic"}, 3), lr8.astype(np.float32))
@@ -123,7 +124,7 @@ def test_run_infer_bad_inputs_leave_no_output(tmp_path):
     with pytest.raises(InputError, match="must be trained"):
         run_infer(*args, arch_spec=spec, scale=3, device="cpu")
     with pytest.raises(InputError, match="overlap"):
-        run_infer(*args, arch_spec={"arch": "bicubic"}, scale=3, tile=16, overlap=8, device="cpu")
+        run_infer(*args, arch_spec={"arch": "bicubic"}, scale=3, settings={"tile": 16, "overlap": 8}, device="cpu")
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="bad.pt"):
         run_infer(*args, model_path=str(tmp_path / "bad.pt"), device="cpu")

@@ -6,12 +6,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
+from srseg.config import resolve
 from scipy import ndimage as ndi
 
 from srseg.io import InputError, read_json, read_labels, read_tiff
 from srseg.phantom import generate_specimen, read_truth, run_phantom
 
-CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+CONFIG = resolve(yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text()))
 DEMO = {name: entry["phantom"] for name, entry in CONFIG["specimens"].items() if "phantom" in entry}
 # The demo geometry with a smaller field: same voxel sizes, same non-integer ratio 3.3.
 SMALL = {**CONFIG["phantom"], "hr_shape": [3, 160, 160], "lr_margin_nm": 400}
@@ -182,7 +184,7 @@ def test_lr_is_a_separate_acquisition_with_its_own_contrast(small):
 def test_config_typos_and_missing_seed_are_refused():
     with pytest.raises(InputError, match="cell_radius"):
         generate_specimen({**DEMO["alpha"], "cell_radius": 300}, SMALL)
-    with pytest.raises(InputError, match="'seed' is missing"):
+    with pytest.raises(InputError, match=r"phantom\.seed: missing"):
         generate_specimen({"noise": 0.1}, SMALL)
 
 

@@ -2,13 +2,16 @@
 
 The tree mimics what the upstream rules write (DESIGN.md layout): 2 folds
 (leave-one-specimen-out over 2 specimens) x 3 trained models x 2 training data
-x 4 test sections, plus the bicubic baseline and the HR upper bound.
+x 4 test sections, plus the bicubic baseline and the HR upper bound. Metric
+columns the tree does not know (a registered toy metric) get random values.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from srseg.io import InputError, write_image, write_labels
-from srseg.report import FIGURE_FORMATS, FIGURE_NAMES, TABLE_FORMATS, TABLE_NAMES, check_config, run_report
+from srseg.io import InputError, read_json, write_image, write_json, write_labels
+from srseg.metrics import IMAGE, METRICS, SEGMENTATION, columns, metric
+from srseg.report import (
+    FIGURE_FORMATS,
+    FIGURE_NAMES,
+    TABLE_FORMATS,
+    TABLE_NAMES,
+    output_paths,
+    run_report,
+)
 from srseg.report.stats import bh_qvalues, describe, paired_wilcoxon
 
 SPECIMENS = ["alpha", "beta"]
@@ -53,6 +64,8 @@ def _tree(root: Path, seed: int = 0) -> dict:
                                         "ssim": 0.5 + PSNR[(model, data)] / 100 + rng.normal(0, 0.01, N_SECTIONS),
                                         "frc_mean": 0.2 + rng.uniform(0, 0.1, N_SECTIONS),
                                         "frc_cutoff_nm": 40.0, "psnr_norm": 0.0, "ssim_norm": 0.0, "frc_mean_norm": 0.0})
+                    for name in [n for n in columns(IMAGE) if n not in img]:
+                        img[name] = rng.uniform(0, 1, N_SECTIONS)
                     path = res / "metrics/image" / model / data / fold / f"{specimen}.csv"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     img.sample(frac=1, random_state=1).to_csv(path, index=False)  # row order must not matter
@@ -65,7 +78,9 @@ def _tree(root: Path, seed: int = 0) -> dict:
                     frc_csvs.append(str(path))
                     path = res / "infer" / model / data / fold / f"{specimen}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps({"voxels_per_s": 2e6 if model == "bicubic" else 5e5, "device": "cpu"}))
+                    vps = 2e6 if model == "bicubic" else 5e5
+                    path.write_text(json.dumps({"voxels_per_s": vps, "compute_seconds": 36 * 36 * 4 / vps,
+                                                "device": "cpu", "seconds": 1.0}))
                     infer_jsons.append(str(path))
                 seg_rows = []
                 for s in sections:
@@ -80,7 +95,10 @@ def _tree(root: Path, seed: int = 0) -> dict:
                                          "is_best": t == best_t, "is_fixed": t == 0.5})
                 path = res / "metrics/seg" / model / data / fold / f"{specimen}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                pd.DataFrame(seg_rows).to_csv(path, index=False)
+                seg_frame = pd.DataFrame(seg_rows)
+                for name in [n for n in columns(SEGMENTATION) if n not in seg_frame]:
+                    seg_frame[name] = rng.uniform(0, 1, len(seg_frame))
+                seg_frame.to_csv(path, index=False)
                 seg_csvs.append(str(path))
     train_jsons, train_logs = [], []
     for model in TRAINED:
@@ -89,6 +107,7 @@ def _tree(root: Path, seed: int = 0) -> dict:
                 d = res / "train" / model / data / fold
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "train.json").write_text(json.dumps({"parameters": 1000 * (TRAINED.index(model) + 1),
+                                                          "steps": 40, "arch": model,
                                                           "train_seconds_total": 60.0 + 30 * (fold == "beta"),
                                                           "wall_seconds_this_run": 1.0,
                                                           "steps_per_s": 5.0, "device": "cpu"}))
@@ -143,7 +162,9 @@ def _tree(root: Path, seed: int = 0) -> dict:
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     kwargs = _tree(root)
-    run_report(**kwargs, cfg=FAST, log=str(root / "report.log"))
+    written = run_report(**kwargs, cfg=FAST, log=str(root / "report.log"))
+    declared = output_paths(kwargs["tables_dir"], kwargs["figures_dir"])  # what rules/report.smk declares
+    assert {k: sorted(v) for k, v in written.items()} == {k: sorted(v) for k, v in declared.items()}
     return root, kwargs
 
 
@@ -201,8 +222,28 @@ def test_summary_numbers_equal_independent_computation(report):
         best[best["model"] == "hr"]["voi_sum"].mean())
     edsr = summary[(summary["model"] == "edsr") & (summary["data"] == "real")].iloc[0]
     assert edsr["n_params"] == 2000
-    assert edsr["train_minutes_mean"] == pytest.approx(75 / 60)
+
+
+def test_cost_table_holds_every_timing_and_summary_none(report):
+    _, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    summary = pd.read_csv(tables / "summary.csv")
+    timing = ("minutes", "seconds", "_s_", "per_s", "mvox", "gvox", "device")
+    assert not [c for c in summary.columns if any(t in c for t in timing)]
+    assert "Train" not in (tables / "summary.md").read_text().splitlines()[2]
+    cost = pd.read_csv(tables / "cost.csv", keep_default_na=False, na_values=[""]).set_index(["model", "data"])
+    assert list(cost.index) == ROWS[:-1]  # hr has neither training nor inference
+    edsr = cost.loc[("edsr", "real")]
+    assert edsr["n_params"] == 2000 and edsr["steps"] == 40 and edsr["train_device"] == "cpu"
+    assert edsr["train_minutes_mean"] == pytest.approx(75 / 60)  # folds: 60 s and 90 s
+    assert edsr["steps_per_s_mean"] == pytest.approx(5.0)
     assert edsr["infer_mvox_per_s_mean"] == pytest.approx(0.5)
+    assert edsr["infer_s_per_gvox"] == pytest.approx(2000)
+    assert edsr["infer_compute_s_total"] == pytest.approx(2 * 36 * 36 * 4 / 5e5)
+    bicubic = cost.loc[("bicubic", "none")]
+    assert math.isnan(bicubic["train_minutes_mean"]) and bicubic["infer_mvox_per_s_mean"] == pytest.approx(2.0)
+    md = (tables / "cost.md").read_text()
+    assert "Train (min)" in md and "Infer (s/Gvox)" in md
 
 
 def test_best_marker_on_the_right_row(report):
@@ -280,32 +321,125 @@ def test_figures_written_as_png_and_pdf(report):
             assert len(data) > 2000, f"{name}.{ext} looks empty"
 
 
-def test_same_inputs_give_same_bytes(report, tmp_path):
-    """Tables and figures are byte-identical when rebuilt (seeded bootstrap, no dates in PNG/PDF)."""
-    from srseg.report import collect, figures, tables
+def _retime(kwargs, factor: float) -> None:
+    """What a second run of one config changes: every wall-clock number."""
+    for path in kwargs["train_jsons"] + kwargs["infer_jsons"]:
+        info = read_json(path)
+        for key in ("train_seconds_total", "wall_seconds_this_run", "steps_per_s", "voxels_per_s",
+                    "compute_seconds", "seconds"):
+            if key in info:
+                info[key] *= factor
+        write_json(path, info)
+    for path in kwargs["train_logs"]:
+        log = pd.read_csv(path)
+        log["seconds"] *= factor
+        log.to_csv(path, index=False)
 
-    _, kwargs = report
-    seg = collect.load_seg_metrics(kwargs["seg_csvs"])
-    sections = tables.section_table(collect.load_image_metrics(kwargs["image_csvs"]), seg)
-    tests = tables.paired_tests(sections, ROWS)
-    summary = tables.summary_table(sections, collect.load_train_info(kwargs["train_jsons"]),
-                                   collect.load_infer_info(kwargs["infer_jsons"]), tests, ROWS,
-                                   FAST["n_boot"], 0.95, FAST["seed"], 0.5)
-    tables.write_table(summary, tmp_path)
-    figures.threshold_curves(seg, ROWS, tmp_path, FAST["dpi"])
-    for path in sorted(tmp_path.iterdir()):
-        old = Path(kwargs["tables_dir" if path.suffix in (".csv", ".md", ".tex") else "figures_dir"]) / path.name
-        assert path.read_bytes() == old.read_bytes(), path.name
+
+def _moved(kwargs, old: Path, new: Path):
+    """run_report's arguments with every path under `old` moved under `new`."""
+    def move(v):
+        if isinstance(v, str) and v.startswith(str(old)):
+            return str(new / Path(v).relative_to(old))
+        if isinstance(v, list):
+            return [move(x) for x in v]
+        return {k: move(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return move(kwargs)
+
+
+def test_two_runs_differing_only_in_run_times_give_identical_bytes(report, tmp_path):
+    """Every table but cost, and every figure, is byte-identical across two runs of one config."""
+    root, kwargs = report
+    shutil.copytree(root / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report"))
+    again = _moved(kwargs, root, tmp_path)
+    _retime(again, 1.7)
+    run_report(**again, cfg=FAST)
+    first = output_paths(kwargs["tables_dir"], kwargs["figures_dir"])
+    second = output_paths(again["tables_dir"], again["figures_dir"])
+    for a, b in zip(first["tables"] + first["figures"], second["tables"] + second["figures"]):
+        same = Path(a).read_bytes() == Path(b).read_bytes()
+        assert same != Path(a).name.startswith("cost."), Path(a).name  # cost differs, nothing else
 
 
 def test_bad_input_fails_early_without_outputs(tmp_path):
     kwargs = _tree(tmp_path)
     broken = Path(kwargs["seg_csvs"][3])
     pd.read_csv(broken).drop(columns=["voi_sum"]).to_csv(broken, index=False)
-    with pytest.raises(InputError, match=r"voi_sum.*rerun"):
+    with pytest.raises(InputError, match=r"voi_sum.*rerun the seg_metrics rule"):
         run_report(**kwargs, cfg=FAST)
     assert not Path(kwargs["tables_dir"]).exists() and not Path(kwargs["figures_dir"]).exists()
     with pytest.raises(InputError, match="report.n_bootstrap"):
-        check_config({"n_bootstrap": 10})
+        run_report(**kwargs, cfg={"n_bootstrap": 10})
     with pytest.raises(InputError, match="report.confidence"):
-        check_config({"confidence": 95})
+        run_report(**kwargs, cfg={"confidence": 95})
+
+
+@pytest.mark.parametrize("files, key, rule", [
+    ("train_jsons", "train_seconds_total", "train"),
+    ("train_jsons", "parameters", "train"),
+    ("infer_jsons", "voxels_per_s", "infer"),
+    ("infer_jsons", "device", "infer"),
+    ("align_jsons", "residual_px", "align"),
+])
+def test_producer_json_missing_a_declared_key_names_file_and_key(tmp_path, files, key, rule):
+    kwargs = _tree(tmp_path)
+    path = kwargs[files][1]
+    info = read_json(path)
+    del info[key]
+    write_json(path, info)
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: .* lacks '{key}'; rerun the {rule} rule"):
+        run_report(**kwargs, cfg=FAST)
+    assert not Path(kwargs["tables_dir"]).exists()
+
+
+def test_training_log_missing_a_declared_column_names_file_and_column(tmp_path):
+    kwargs = _tree(tmp_path)
+    path = kwargs["train_logs"][0]
+    pd.read_csv(path).drop(columns=["val_l1"]).to_csv(path, index=False)
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: training log lacks 'val_l1'; rerun the train rule"):
+        run_report(**kwargs, cfg=FAST)
+
+
+def test_null_values_and_optional_keys_read_as_nan(tmp_path):
+    from srseg.report import collect
+
+    kwargs = _tree(tmp_path)
+    write_json(kwargs["align_jsons"][0], {**read_json(kwargs["align_jsons"][0]), "error_px": 0.25})
+    qc = collect.load_align_qc(kwargs["align_pngs"], kwargs["align_jsons"])
+    assert qc[0]["error_px"] == 0.25 and math.isnan(qc[1]["error_px"])  # error_px: optional
+    write_json(kwargs["infer_jsons"][0], {**read_json(kwargs["infer_jsons"][0]), "voxels_per_s": None})
+    assert math.isnan(collect.load_infer_info(kwargs["infer_jsons"])["voxels_per_s"].iloc[0])
+
+
+@pytest.fixture
+def toy_metric(monkeypatch):
+    """A toy image metric, registered for one test only (the registry is restored afterwards)."""
+    monkeypatch.setattr(METRICS, "_items", dict(METRICS._items))
+
+    @metric("toy", IMAGE, "Toy", unit="au", decimals=1, higher_is_better=False, tested=True)
+    def _toy(pair) -> float:
+        return float(np.abs(pair.pred - pair.ref).mean())
+
+    return "toy"
+
+
+def test_a_registered_metric_becomes_a_column_of_every_metric_table(tmp_path, toy_metric):
+    kwargs = _tree(tmp_path)  # its image CSVs get a column per registered metric
+    run_report(**kwargs, cfg=FAST)
+    tables = Path(kwargs["tables_dir"])
+    image = _concat(kwargs["image_csvs"])
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    row = summary[(summary["model"] == "edsr") & (summary["data"] == "real")].iloc[0]
+    x = image[(image["model"] == "edsr") & (image["data"] == "real")]["toy"]
+    assert row["toy_mean"] == pytest.approx(x.mean()) and {"toy_ci_low", "toy_ci_high", "toy_p"} <= set(summary)
+    md = (tables / "summary.md").read_text()
+    assert "Toy (au)" in md and "p Toy" in md
+    per = pd.read_csv(tables / "per_specimen.csv")
+    assert "toy_mean" in per and "Toy (au)" in (tables / "per_specimen.md").read_text()
+    tests = pd.read_csv(tables / "paired_tests.csv")
+    assert (tests["metric"] == "toy").sum() == len(ROWS) - 1
+    # metrics CSVs written before the metric existed: the report says which rule to rerun
+    path = Path(kwargs["image_csvs"][0])
+    pd.read_csv(path).drop(columns=["toy"]).to_csv(path, index=False)
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: image-metrics CSV lacks 'toy'; rerun the image_metrics rule"):
+        run_report(**kwargs, cfg=FAST)

@@ -6,10 +6,10 @@ expensive branches that did not change must not be recomputed. One tiny run (1 f
 2 models x 2 training-data kinds, 5 training steps) is built once in a temporary
 copy of the workflow, then each edit is dry-run (`snakemake -n`) and undone.
 
-Library changes (src/srseg) do not trigger reruns: rules run scripts that import the
-installed package, and Snakemake does not hash imported modules. Bump
-srseg.__version__ (recorded in results/report/provenance.json) and rerun with
-`--forcerun <rule>` when a library change should invalidate results.
+Library changes rerun what they affect: every rule's params carry a digest of the srseg
+modules it executes (srseg.config.digest), so the copy of the workflow here gets its own
+copy of src/ (first on PYTHONPATH) that the tests edit. Reordering the config's keys, or
+spelling a number another way, plans nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def tiny_config() -> dict:
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(workdir / "src")}
     res = subprocess.run([*SNAKEMAKE, *args, *TARGETS], cwd=workdir, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
@@ -55,9 +55,12 @@ def planned(workdir: Path) -> set[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     work = tmp_path_factory.mktemp("rerun")
-    for name in ("Snakefile", "rules", "workflow", "schemas", "report", "envs"):
+    for name in ("Snakefile", "rules", "workflow", "schemas", "report", "envs", "src"):
         src = SRC / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, work / name)
     (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     snakemake(work, "--cores", "2")
     assert all((work / t).is_file() for t in TARGETS)
@@ -124,3 +127,54 @@ def test_editing_a_script_reruns_only_its_rule(run_dir):
         script.write_text(original)
         os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert planned(run_dir) == set()
+
+
+def _reversed_keys(value):
+    if isinstance(value, dict):
+        return {k: _reversed_keys(value[k]) for k in sorted(value, reverse=True)}
+    return value
+
+
+def test_reordering_keys_and_respelling_numbers_plans_nothing(run_dir):
+    path = run_dir / "config.yaml"
+    original = path.read_text()
+    cfg = _reversed_keys(yaml.safe_load(original))
+    cfg["training"]["lr"] = "1e-3"  # YAML 1.1 reads this as text; the same 0.001
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        assert planned(run_dir) == set()
+    finally:
+        path.write_text(original)
+
+
+def edit_library(work: Path, module: str, old: str, new: str):
+    path = work / "src" / "srseg" / module
+    original = path.read_text()
+    assert old in original, f"{module} no longer contains {old!r}; update the test"
+    path.write_text(original.replace(old, new, 1))
+    return path, original
+
+
+def test_editing_a_model_file_reruns_only_that_models_branch(run_dir):
+    path, original = edit_library(run_dir, "models/edsr_arch.py", "res_scale: float = 1.0", "res_scale: float = 0.5")
+    try:
+        assert planned(run_dir) == branch(model="edsr")  # srcnn's jobs and the shared stages stay
+    finally:
+        path.write_text(original)
+    assert planned(run_dir) == set()
+
+
+def test_a_docstring_edit_reruns_nothing(run_dir):
+    path, original = edit_library(run_dir, "models/edsr_arch.py", '"""', '"""Edited docs. ')
+    try:
+        assert planned(run_dir) == set()
+    finally:
+        path.write_text(original)
+
+
+def test_editing_the_metrics_code_reruns_only_the_metrics(run_dir):
+    path, original = edit_library(run_dir, "metrics/image.py", "FRC_THRESHOLD = 1.0 / 7.0", "FRC_THRESHOLD = 1.0 / 7.5")
+    try:
+        assert planned(run_dir) == {j for j in branch() if j[0] == "image_metrics"}
+    finally:
+        path.write_text(original)

@@ -7,7 +7,12 @@ import waterz
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from srseg.io import InputError, write_json, write_labels
-from srseg.metrics import contingency_table, rand_from_table, run_seg_metrics, segmentation_scores
+from srseg.metrics import (
+    contingency_table,
+    rand_from_table,
+    run_seg_metrics,
+    segmentation_scores,
+)
 
 
 def _random_pair(seed, shape=(3, 24, 24)):

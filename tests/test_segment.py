@@ -7,7 +7,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.metrics import adapted_rand_error
 
-from srseg import affinity, segment
+from srseg import affinity, ruler, segment
+from srseg.config import section
 from srseg.affinity import AffinityUNet, affinity_targets
 from srseg.io import InputError, read_json, read_labels, write_image, write_json, write_labels
 from srseg.metrics import segmentation_scores
@@ -166,11 +167,12 @@ def test_choose_threshold_uses_validation_not_test(tmp_path, monkeypatch):
     write_image(hr, image, [50, 10, 10], "float32")
     write_labels(lab, train_labels, [50, 10, 10])
     out = tmp_path / "affinity"
-    affinity.run_train_affinity(
+    ruler.run_train_affinity(
         hr=[str(hr)], labels=[str(lab)], model=str(out / "model.pt"), log_csv=str(out / "log.csv"),
         train_json=str(out / "train.json"), threshold_json=str(out / "threshold.json"),
-        params={"features": 4, "depth": 2, "steps": 2, "batch": 1, "patch": 16, "val_fraction": 0.25,
-                "augment": False}, thresholds=THRESHOLDS, seed=0, device="cpu")
+        affinity=section("affinity", {"features": 4, "depth": 2, "steps": 2, "batch": 1, "patch": 16,
+                                      "val_fraction": 0.25, "augment": {"flip": False, "prob": 0.0}}),
+        segmentation=section("segmentation", {"thresholds": THRESHOLDS}), seed=0, device="cpu")
     choice = read_json(out / "threshold.json")
     assert choice["best_threshold"] >= 0.7
     assert choice["criterion"] == "voi_sum"
@@ -184,12 +186,12 @@ def test_run_segment_writes_one_volume_per_threshold(tmp_path):
     net = AffinityUNet(2, 4, 2)
     model = tmp_path / "model.pt"
     save_checkpoint(model, {"net": net.config(), "state_dict": net.state_dict(),
-                            "params": affinity.affinity_params({"tile": 32, "overlap": 8, "batch": 2})})
+                            "params": section("affinity", {"tile": 32, "overlap": 8, "batch": 2})})
     image = tmp_path / "img.tif"
     write_image(image, render(voronoi((2, 40, 44), 8, seed=7), 7), [50, 10, 10], "uint8")
     segs = [str(tmp_path / "seg" / f"{segment.threshold_name(t)}.tif") for t in THRESHOLDS]
-    segment.run_segment(str(image), str(model), segs, str(tmp_path / "seg" / "segment.json"), THRESHOLDS,
-                        cache_dir=str(tmp_path / "cache"), device="cpu")
+    segment.run_segment(str(image), str(model), segs, str(tmp_path / "seg" / "segment.json"),
+                        {"thresholds": THRESHOLDS}, cache_dir=str(tmp_path / "cache"), device="cpu")
     for path in segs:
         lab, voxel = read_labels(path)
         assert lab.shape == (2, 40, 44) and voxel == pytest.approx([50, 10, 10])
@@ -197,7 +199,7 @@ def test_run_segment_writes_one_volume_per_threshold(tmp_path):
     assert info["affinity_voxels_per_second"] > 0 and info["agglomeration_voxels_per_second"] > 0
     assert info["voxels"] == 2 * 40 * 44 and set(info["segments"]) == {str(t) for t in THRESHOLDS}
     with pytest.raises(InputError, match="name it t0.1.tif"):
-        segment.run_segment(str(image), str(model), segs[::-1], str(tmp_path / "x.json"), THRESHOLDS)
+        segment.run_segment(str(image), str(model), segs[::-1], str(tmp_path / "x.json"), {"thresholds": THRESHOLDS})
 
 
 def test_threshold_name():

@@ -11,8 +11,9 @@ import yaml
 
 from srseg.align import align_volume
 from srseg.io import InputError, read_image, read_json, read_labels
+from srseg.config import resolve
+from srseg.config.checks import check_section_blocks
 from srseg.simulate import (
-    check_section_blocks,
     load_source,
     poisson_gaussian,
     run_simulate,
@@ -102,7 +103,7 @@ def test_overlapping_section_blocks_of_one_source_are_refused():
 
 
 def test_isbi_config_leave_one_out_never_tests_on_a_training_section():
-    cfg = yaml.safe_load((ROOT / "config" / "isbi.yaml").read_text())
+    cfg = resolve(yaml.safe_load((ROOT / "config" / "isbi.yaml").read_text()))
     specimens = cfg["specimens"]
     assert cfg["splits"] == "leave_one_out" and len(specimens) == 3
     check_section_blocks(specimens)

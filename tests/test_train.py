@@ -1,4 +1,4 @@
-"""SR training: loss goes down, outputs, deterministic resume after a kill, bad input."""
+"""SR training (srseg.training.run_train): loss goes down, outputs, deterministic resume after a kill, bad input."""
 
 import json
 
@@ -8,16 +8,17 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, zoom
 
+from srseg.config import model_spec
 from srseg.io import InputError, write_image
 from srseg.losses import build_loss
 from srseg.models import build_model, load_trained, save_trained
-from srseg.train import train_sr
+from srseg.training import run_train
 
 TINY_EMSR = {"arch": "emsr", "net": {"channels": 8, "n_basic": 1, "n_res": 1, "heads": 2},
              "loss": {"emsr": {"l1": 1, "lambdas": [1, 1, 1], "noise_sigma": 5}}}
 TINY_EDSR = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 2}, "loss": {"l1": 1}}
 BASE = {"optimizer": "adam", "lr": 1e-3, "lr_halve_every": 3, "steps": 6, "batch": 2, "patch": 8,
-        "checkpoint_every": 2, "val_every": 3, "val_patches": 4, "amp": True, "seed": 5, "device": "cpu"}
+        "checkpoint_every": 2, "val_every": 3, "val_patches": 4, "amp": True, "seed": 5}
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -49,8 +50,10 @@ def pairs(tmp_path):
     return lrs, hrs
 
 
-def _run(spec, pairs, out, **kw):
-    return train_sr(spec, pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"), str(out / "train.json"), **kw)
+def _run(entry, pairs, out, **kw):
+    """Train a (partial) model entry: its complete slice comes from the schema's defaults."""
+    return run_train(model_spec(entry), pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"),
+                     str(out / "train.json"), device="cpu", **kw)
 
 
 @pytest.mark.parametrize("spec", [
@@ -153,28 +156,37 @@ def test_fine_tune_from_init_reports_keys_that_do_not_fit(pairs, tmp_path):
 
 def test_bad_inputs_raise_before_training_and_leave_no_outputs(pairs, tmp_path):
     spec = {**TINY_EDSR, **BASE}
-    cases = [
-        ({**spec, "patch": 40}, "smaller than the training patch"),
+    out = tmp_path / "out"
+    # the config's own checks (schema, registries) refuse these before any job
+    for bad, words in [
         ({**spec, "arch": "resnet9000"}, "unknown architecture"),
         ({**spec, "loss": {"l3": 1}}, "unknown loss"),
-        ({**spec, "arch": "bicubic", "net": {}}, "no trainable parameters"),
-        ({**spec, "optimizer": "lbfgs"}, "unknown optimizer"),
+        ({**spec, "arch": "bicubic", "net": {}}, "not trained"),
+        ({**spec, "optimizer": "lbfgs"}, "optimizer"),
         ({**spec, "steps": 0}, "steps"),
-    ]
-    for bad, words in cases:
+    ]:
         with pytest.raises(InputError, match=words):
-            _run(bad, pairs, tmp_path / "out")
+            _run(bad, pairs, out)
+    # the train job's own checks
+    with pytest.raises(InputError, match="smaller than the training patch"):
+        _run({**spec, "patch": 40}, pairs, out)
+    with pytest.raises(InputError, match="no trainable parameters"):
+        run_train(model_spec({"arch": "bicubic"}), *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+    with pytest.raises(InputError, match="lack .*model_spec"):
+        run_train({"arch": "edsr", "kind": "supervised", "loss": {"l1": 1}}, *pairs,
+                  *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
     # HR that is not an integer multiple of LR
     rng = np.random.default_rng(0)
     write_image(tmp_path / "odd_hr.tif", rng.random((3, 33, 33)).astype(np.float32), [50, 10, 10])
     with pytest.raises(InputError, match="integer multiple"):
-        train_sr(spec, pairs[0][:1], [str(tmp_path / "odd_hr.tif")], *(str(tmp_path / "out" / f) for f in ("m.pt", "l.csv", "t.json")))
-    # init checkpoints: another arch, a corrupt file
+        run_train(model_spec(spec), pairs[0][:1], [str(tmp_path / "odd_hr.tif")], *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+    # init checkpoints: another arch, a corrupt file (checked again by the job: the file may change after planning)
     emsr = {"arch": "emsr", "net": TINY_EMSR["net"]}
     save_trained(tmp_path / "emsr.pt", build_model(emsr, 2), emsr, 2)
-    with pytest.raises(InputError, match="trained as arch 'emsr'"):
-        _run({**spec, "init": str(tmp_path / "emsr.pt")}, pairs, tmp_path / "out")
+    checked = model_spec(spec)
+    with pytest.raises(InputError, match="models.edsr.init: .* trained as arch 'emsr'"):
+        run_train({**checked, "init": str(tmp_path / "emsr.pt")}, *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     with pytest.raises(InputError, match="corrupt.pt"):
-        _run({**spec, "init": str(tmp_path / "corrupt.pt")}, pairs, tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+        _run({**spec, "init": str(tmp_path / "corrupt.pt")}, pairs, out)
+    assert not out.exists() or not any(out.iterdir())

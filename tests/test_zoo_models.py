@@ -16,7 +16,8 @@ from srseg.io import InputError, read_image, read_json, write_image
 from srseg.losses import build_loss
 from srseg.models import build_model, load_trained, save_trained
 from srseg.models.swinir_arch import SwinLayer, relative_position_index
-from srseg.train import train_sr
+from srseg.config import model_spec
+from srseg.training import run_train
 
 TINY = {
     "rcan": {"n_feats": 8, "n_groups": 2, "n_blocks": 1, "reduction": 4},
@@ -165,14 +166,14 @@ def test_context_model_trains_and_infers_a_volume(tmp_path):
         write_image(tmp_path / name / "lr.tif", lr, [50, 20, 20], "uint8")
         write_image(tmp_path / name / "hr.tif", hr, [50, 10, 10], "uint8")
         paths.append((str(tmp_path / name / "lr.tif"), str(tmp_path / name / "hr.tif")))
-    spec = {"arch": "rcan", "net": TINY["rcan"], "context": 1, "loss": {"l1": 1}, "steps": 4, "batch": 2,
-            "patch": 8, "checkpoint_every": 4, "val_every": 4, "val_patches": 2, "seed": 0, "device": "cpu"}
+    spec = model_spec({"arch": "rcan", "net": TINY["rcan"], "context": 1, "loss": {"l1": 1}, "steps": 4, "batch": 2,
+                       "patch": 8, "checkpoint_every": 4, "val_every": 4, "val_patches": 2})
     out = tmp_path / "train"
-    info = train_sr(spec, [p[0] for p in paths], [p[1] for p in paths], str(out / "model.pt"),
-                    str(out / "log.csv"), str(out / "train.json"))
+    info = run_train(spec, [p[0] for p in paths], [p[1] for p in paths], str(out / "model.pt"),
+                     str(out / "log.csv"), str(out / "train.json"), device="cpu")
     assert info["context"] == 1 and np.isfinite(info["final_val_l1"])
     res = run_infer(paths[0][0], str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"), model_path=str(out / "model.pt"),
-                    tile=8, overlap=2, batch=4, device="cpu")
+                    settings={"tile": 8, "overlap": 2, "batch": 4}, device="cpu")
     sr, _, dtype = read_image(tmp_path / "sr.tif")
     assert sr.shape == (5, 32, 32) and dtype == "uint8" and res["context"] == 1
     assert read_json(tmp_path / "sr.json")["hr_shape"] == [5, 32, 32]

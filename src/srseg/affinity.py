@@ -16,21 +16,21 @@ affinity is 0 everywhere, so sections are segmented independently (the right
 choice when sections are thick and z-alignment is imperfect). In 3D mode the
 U-Net uses anisotropic kernels (1x3x3 at full resolution, 3x3x3 deeper) and
 pools only in y/x, because EM sections are several times thicker than pixels.
+
+Training (rule train_affinity, `run_train_affinity`) is a kind of the one training engine
+(srseg.training.engine): `AffinityTraining` contributes the U-Net, the augmented patch
+sampler, the class-balanced BCE step and the validation loss; init:, freeze:, AMP, the
+device, fingerprinted resume and the kept checkpoint work as for every SR model.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
 import platform
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -38,53 +38,9 @@ from torch import nn
 from tqdm import tqdm
 
 from . import runtime
-from .io import InputError, read_image, read_labels, write_csv, write_json
-
-# Defaults for keys of config["affinity"] that the demo config may leave out.
-DEFAULTS = {
-    "dim": 2,
-    "features": 12,           # demo-sized: 400 steps take ~60 s on one CPU thread
-    "depth": 3,
-    "steps": 400,
-    "lr": 2.0e-3,
-    "batch": 4,
-    "patch": 96,
-    "patch_z": 4,             # 3D mode only: sections per training patch
-    "val_fraction": 0.25,
-    "val_every": 100,
-    "log_every": 20,
-    "checkpoint_every": 200,
-    "balance": True,          # class-balanced BCE: without it short runs can collapse to "all connected"
-    "tile": 256,              # prediction tile side (y, x)
-    "tile_z": 8,              # 3D prediction tile depth
-    "overlap": 32,            # prediction tile overlap (y, x); z overlap is 2 in 3D
-    "augment": {
-        "flip": True,          # random flips and 90-degree rotations in y/x
-        "prob": 0.8,           # probability that a patch gets intensity augmentation
-        "contrast": 0.3,       # gain ~ U(1 - c, 1 + c), offset ~ U(-c/2, c/2)
-        "gamma": 0.3,          # gamma ~ exp(U(-g, g))
-        "blur_sigma": 1.5,     # Gaussian blur sigma ~ U(0, s) pixels (SR outputs are softer than HR)
-        "noise": 0.05,         # additive Gaussian noise sigma ~ U(0, n)
-    },
-}
-
-
-def affinity_params(params: dict | None) -> dict:
-    """config["affinity"] merged over DEFAULTS (nested for `augment`)."""
-    merged = copy.deepcopy(DEFAULTS)
-    for key, value in (params or {}).items():
-        if key == "augment" and isinstance(value, dict):
-            merged["augment"].update(value)
-        elif key == "augment" and not value:
-            merged["augment"] = {"flip": False, "prob": 0.0, "contrast": 0.0, "gamma": 0.0, "blur_sigma": 0.0, "noise": 0.0}
-        else:
-            merged[key] = value
-    if int(merged["dim"]) not in (2, 3):
-        raise InputError(f"config key affinity.dim: {merged['dim']!r} is not supported; use 2 or 3")
-    if not 0.0 < float(merged["val_fraction"]) < 1.0:
-        raise InputError(f"config key affinity.val_fraction: {merged['val_fraction']} must be between 0 and 1 (exclusive)")
-    return merged
-
+from .io import InputError, read_image, read_labels, write_json
+from .training.engine import KINDS, Kind, train
+from .training.weights import trainable
 
 # --------------------------------------------------------------------------- targets
 
@@ -228,27 +184,27 @@ def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
 
 
 def augment_intensity(patch: np.ndarray, rng: np.random.Generator, aug: dict) -> np.ndarray:
-    """Random contrast, gamma, blur and noise on a float image in [0, 1].
+    """Random contrast, gamma, blur and noise on a float image in [0, 1]; `aug` is the `affinity.augment` slice.
 
     Why: the network is trained on HR but applied to SR outputs, which are
     softer and differently contrasted; seeing such variation in training keeps
     the segmentation from collapsing on them.
     """
-    if rng.random() >= float(aug.get("prob", 0.0)):
+    if rng.random() >= float(aug["prob"]):
         return patch
     out = patch.astype(np.float32, copy=True)
-    c = float(aug.get("contrast", 0.0))
+    c = float(aug["contrast"])
     if c > 0:
         out = out * rng.uniform(1 - c, 1 + c) + rng.uniform(-c / 2, c / 2)
-    g = float(aug.get("gamma", 0.0))
+    g = float(aug["gamma"])
     if g > 0:
         out = np.clip(out, 0, 1) ** np.exp(rng.uniform(-g, g))
-    s = float(aug.get("blur_sigma", 0.0))
+    s = float(aug["blur_sigma"])
     if s > 0:
         sigma = rng.uniform(0, s)
         # blur in y/x only: SR works per section
         out = ndimage.gaussian_filter(out, sigma=(0,) * (out.ndim - 2) + (sigma, sigma))
-    n = float(aug.get("noise", 0.0))
+    n = float(aug["noise"])
     if n > 0:
         out = out + rng.normal(0, rng.uniform(0, n), out.shape).astype(np.float32)
     return np.clip(out, 0, 1).astype(np.float32)
@@ -269,8 +225,8 @@ def sample_batch(
     with the image; targets are computed after augmentation (so a flip never
     turns a predecessor into a successor) and the margin is then dropped, so
     the first row of a patch gets its true affinity, not an artificial 0.
+    `aug` is the `affinity.augment` slice; None: no augmentation at all.
     """
-    aug = aug or {}
     imgs, tgts = [], []
     for _ in range(batch):
         image, labels = volumes[int(rng.integers(len(volumes)))]
@@ -283,7 +239,7 @@ def sample_batch(
         x0 = int(rng.integers(0, nx - p - 2 + 1))
         sl = (slice(z0, z0 + pz + 2 * mz), slice(y0, y0 + p + 2), slice(x0, x0 + p + 2))
         img, lab = image[sl], labels[sl]
-        if aug.get("flip", False):
+        if aug is not None and aug["flip"]:
             k = int(rng.integers(4))
             img, lab = np.rot90(img, k, axes=(1, 2)), np.rot90(lab, k, axes=(1, 2))
             if rng.random() < 0.5:
@@ -292,7 +248,9 @@ def sample_batch(
                 img, lab = img[::-1], lab[::-1]
         aff = affinity_targets(np.ascontiguousarray(lab), dim=dim)
         inner = (slice(mz, mz + pz), slice(1, 1 + p), slice(1, 1 + p))
-        img = augment_intensity(np.ascontiguousarray(img[inner]), rng, aug)
+        img = np.ascontiguousarray(img[inner])
+        if aug is not None:
+            img = augment_intensity(img, rng, aug)
         aff = aff[(slice(None),) + inner]
         if dim == 2:
             imgs.append(img[0][None])          # (1, P, P)
@@ -398,162 +356,19 @@ def predict_affinities(
 
 
 def load_affinity_model(path, device: torch.device | str = "cpu") -> AffinityUNet:
-    """Rebuild the network saved by `train_affinity` (architecture read from the file)."""
+    """Rebuild the network saved by the train_affinity rule (architecture read from the file).
+
+    `net.params` is the complete `affinity:` slice it was trained with (prediction tiles)."""
     state = runtime.load_checkpoint(path, map_location="cpu")
-    if "net" not in state or "state_dict" not in state:
+    if not isinstance(state, dict) or "net" not in state or "state_dict" not in state:
         raise InputError(f"{path}: not an affinity model written by srseg; retrain it with the train_affinity rule")
     net = AffinityUNet(**state["net"])
     net.load_state_dict(state["state_dict"])
-    net.params = affinity_params(state.get("params"))  # training config: prediction tile defaults
+    net.params = state.get("params")
     return net.to(device).eval()
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _fingerprint(volumes) -> str:
-    """Hash of the training data, so a checkpoint is only resumed on the data it was trained on."""
-    h = hashlib.blake2b(digest_size=16)
-    for image, labels in volumes:
-        for arr in (image, labels):
-            arr = np.ascontiguousarray(arr)
-            h.update(str((arr.shape, arr.dtype.str)).encode())
-            h.update(arr.data)
-    return h.hexdigest()
-
-
-def train_affinity(
-    volumes: Sequence[tuple[np.ndarray, np.ndarray]],
-    params: dict,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    checkpoint: str | Path | None = None,
-    val_volumes: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-    logger=None,
-    progress: bool = True,
-) -> tuple[AffinityUNet, list[dict], dict]:
-    """Train an AffinityUNet on (image, labels) volumes; return (net, log rows, info).
-
-    Checkpoints every `checkpoint_every` steps to `checkpoint` (atomically) and
-    resumes from it when it exists and was written for the same params and seed
-    (a changed config starts afresh). Logs every `log_every` steps; the
-    validation loss (on `val_volumes`, no augmentation) every `val_every` steps.
-    """
-    p = affinity_params(params)
-    dim = int(p["dim"])
-    device = torch.device(device)
-    key = _params_hash({"params": p, "seed": seed, "data": _fingerprint(volumes)})
-    rng = runtime.seed_everything(seed)
-    net = AffinityUNet(dim, p["features"], p["depth"]).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
-    steps = int(p["steps"])
-    # cosine decay to 5 % of lr: a short CPU budget converges better than at constant lr
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
-    scaler = runtime.grad_scaler(device)
-    start, rows, elapsed, resumed = 0, [], 0.0, None
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = runtime.load_checkpoint(checkpoint, map_location=device)
-        if state.get("key") == key:
-            net.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start, rows, elapsed, resumed = state["step"], state["rows"], state["elapsed"], state["step"]
-            if logger:
-                logger.info("resumed from %s at step %d", checkpoint, start)
-        elif logger:
-            logger.info("ignoring %s: written for other params", checkpoint)
-
-    # the patch must fit every training section (with a 1-px margin) and the U-Net's pooling
-    m = net.multiple
-    patch = min(int(p["patch"]), min(min(v[0].shape[1:]) for v in volumes) - 2)
-    patch -= patch % m
-    if patch < m:
-        raise InputError(f"training sections of {min(min(v[0].shape[1:]) for v in volumes)} pixels are too small for "
-                         f"affinity.depth {p['depth']}; lower affinity.depth or give larger sections")
-    val_batch = _validation_batch(val_volumes, dim, p)
-    running, count = 0.0, 0
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=start, desc="affinity training", unit="step", disable=not progress, mininterval=2)
-    for step in range(start + 1, steps + 1):
-        net.train()
-        x, y = sample_batch(volumes, rng, int(p["batch"]), patch, dim, int(p["patch_z"]), p["augment"])
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        with runtime.autocast(device):
-            logits = net(x)
-        loss = affinity_loss(logits, y, bool(p["balance"]))
-        runtime.scaled_step(loss, opt, scaler)
-        lr_now = opt.param_groups[0]["lr"]
-        sched.step()
-        running += float(loss.detach())
-        count += 1
-        bar.update(1)
-        val_due = val_batch is not None and (step % int(p["val_every"]) == 0 or step == steps)
-        if step % int(p["log_every"]) == 0 or step == steps or val_due:
-            val_loss = _val_loss(net, val_batch, device, p) if val_due else float("nan")
-            row = {"step": step, "loss": running / count, "val_loss": val_loss,
-                   "lr": lr_now, "seconds": elapsed + time.perf_counter() - t0}
-            rows.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if logger:
-                logger.info("step %d loss %.4f val_loss %.4f", step, row["loss"], row["val_loss"])
-            running, count = 0.0, 0
-        if checkpoint is not None and (step % int(p["checkpoint_every"]) == 0 or step == steps):
-            runtime.save_checkpoint(checkpoint, {
-                "key": key, "step": step, "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "rows": rows, "elapsed": elapsed + time.perf_counter() - t0,
-            })
-    bar.close()
-    wall = elapsed + time.perf_counter() - t0
-    info = {"steps": steps, "resumed_from_step": resumed, "wall_seconds": wall,
-            "steps_per_second": (steps - start) / max(time.perf_counter() - t0, 1e-9) if steps > start else None}
-    return net.eval(), rows, info
-
-
-def _validation_batch(val_volumes, dim: int, p: dict):
-    """Centre crops (at most 2 patches wide) of the validation sections with their targets."""
-    if not val_volumes:
-        return None
-    side = 2 * int(p["patch"])
-    imgs, tgts = [], []
-    for image, labels in val_volumes:
-        nz, ny, nx = image.shape
-        cy, cx = min(side, ny), min(side, nx)
-        m = 2 ** (int(p["depth"]) - 1)
-        cy, cx = cy - cy % m, cx - cx % m
-        y0, x0 = (ny - cy) // 2, (nx - cx) // 2
-        aff = affinity_targets(labels, dim)[:, :, y0:y0 + cy, x0:x0 + cx]
-        img = image[:, y0:y0 + cy, x0:x0 + cx]
-        if dim == 2:
-            imgs += [im[None] for im in img]
-            tgts += [aff[1:, z] for z in range(nz)]
-        else:
-            imgs.append(img[None])
-            tgts.append(aff)
-    return imgs, tgts
-
-
-@torch.no_grad()
-def _val_loss(net, val_batch, device, p) -> float:
-    net.eval()
-    imgs, tgts = val_batch
-    total, n = 0.0, 0
-    for img, tgt in zip(imgs, tgts):
-        x = torch.from_numpy(np.ascontiguousarray(img[None])).to(device)
-        y = torch.from_numpy(np.ascontiguousarray(tgt[None])).to(device)
-        with runtime.autocast(device):
-            logits = net(x)
-        total += float(affinity_loss(logits, y, bool(p["balance"]))) * y.numel()
-        n += y.numel()
-    return total / max(n, 1)
 
 
 def split_specimens(pairs: dict[str, tuple[np.ndarray, np.ndarray]], val_fraction: float):
@@ -567,34 +382,131 @@ def split_specimens(pairs: dict[str, tuple[np.ndarray, np.ndarray]], val_fractio
     return out
 
 
-def run_train_affinity(
-    hr: Sequence[str],
-    labels: Sequence[str],
-    model: str,
-    log_csv: str,
-    train_json: str,
-    threshold_json: str,
-    params: dict,
-    thresholds: Sequence[float],
-    seed_min_distance: int = 3,
-    merge_function: str = "mean",
-    seed: int = 0,
-    device: str = "auto",
-    threads: int | None = None,
-    log: str | None = None,
-) -> None:
-    """Snakemake entry point of rule train_affinity (one fold).
+def training_patch(volumes, settings: dict) -> int:
+    """The patch side: `patch`, shrunk to fit every training section (1-px margin) and the U-Net's pooling."""
+    m = 2 ** (int(settings["depth"]) - 1)
+    smallest = min(min(image.shape[1:]) for image, _ in volumes)
+    patch = min(int(settings["patch"]), smallest - 2)
+    patch -= patch % m
+    if patch < m:
+        raise InputError(f"training sections of {smallest} pixels are too small for affinity.depth {settings['depth']}; "
+                         "lower affinity.depth or give larger sections")
+    return patch
 
-    Trains on the first (1 - val_fraction) sections of every training specimen,
-    then segments the held-back validation sections at every threshold and
-    writes the one with the lowest mean VOI sum to threshold.json: the test
-    specimen is never looked at.
+
+def validation_batch(val_volumes, dim: int, settings: dict):
+    """Centre crops (at most 2 patches wide) of the validation sections with their targets."""
+    side, m = 2 * int(settings["patch"]), 2 ** (int(settings["depth"]) - 1)
+    imgs, tgts = [], []
+    for image, labels in val_volumes:
+        nz, ny, nx = image.shape
+        cy, cx = min(side, ny), min(side, nx)
+        cy, cx = cy - cy % m, cx - cx % m
+        y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+        aff = affinity_targets(labels, dim)[:, :, y0:y0 + cy, x0:x0 + cx]
+        img = image[:, y0:y0 + cy, x0:x0 + cx]
+        if dim == 2:
+            imgs += [im[None] for im in img]
+            tgts += [aff[1:, z] for z in range(nz)]
+        else:
+            imgs.append(img[None])
+            tgts.append(aff)
+    return imgs, tgts
+
+
+def cosine_decay(steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: cosine from 1 to 5 % over `steps` (a short CPU budget converges better than constant lr)."""
+    return lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+
+
+@KINDS.register("affinity")
+class AffinityTraining(Kind):
+    """The affinity U-Net as a training kind: augmented patches, class-balanced BCE, validation loss.
+
+    `settings` is the complete `affinity:` slice plus `seed`; `splits` is `split_specimens`'s
+    specimen -> (train pair, validation pair, validation section range); `inputs` names the
+    files they came from (their bytes are fingerprinted).
     """
-    from .segment import choose_threshold  # segment imports this module
 
-    logger = runtime.get_logger("srseg.affinity", log)
-    runtime.set_threads(threads)
-    p = affinity_params(params)
+    name = "affinity"
+    val_columns = ("val_loss",)
+    # `steps` shapes the cosine decay, so it stays in the fingerprint; tiles only matter for prediction
+    untracked = frozenset({"checkpoint_every", "val_every", "log_every", "tile", "tile_z", "overlap"})
+
+    def __init__(self, settings: dict, splits: dict, inputs: dict[str, list[str]]):
+        super().__init__(settings, inputs, "affinity")
+        self.dim = int(settings["dim"])
+        self.volumes = [train_pair for train_pair, _, _ in splits.values()]
+        self.validation = {name: val_pair for name, (_, val_pair, _) in splits.items()}
+        self.specimens = {name: sections for name, (_, _, sections) in splits.items()}  # validation section ranges
+        self.patch = training_patch(self.volumes, settings)
+
+    def log_every(self) -> int:
+        return int(self.settings["log_every"])
+
+    def build(self, rng, device) -> None:
+        s = self.settings
+        self.rng, self.device = rng, device
+        self.model = AffinityUNet(self.dim, s["features"], s["depth"])
+        self.val_batch = validation_batch(list(self.validation.values()), self.dim, s)
+
+    def optimise(self) -> None:
+        self.optimizer = torch.optim.Adam(trainable(self.model), lr=float(self.settings["lr"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_decay(int(self.settings["steps"])))
+        self.scaler = runtime.grad_scaler(self.device)
+        self.model.train()
+
+    def parts(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+
+    def rates(self) -> dict[str, float]:
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def step(self, step: int) -> dict[str, float]:
+        s = self.settings
+        x, y = sample_batch(self.volumes, self.rng, int(s["batch"]), self.patch, self.dim, int(s["patch_z"]), s["augment"])
+        x, y = runtime.to_device(x, self.device), runtime.to_device(y, self.device)
+        with runtime.autocast(self.device, self.amp):
+            logits = self.model(x)
+        loss = affinity_loss(logits, y, bool(s["balance"]))
+        runtime.require_finite(loss, step, s["lr"])
+        runtime.scaled_step(loss, self.optimizer, self.scaler)
+        self.scheduler.step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        total, n = 0.0, 0
+        for img, tgt in zip(*self.val_batch):
+            x = runtime.to_device(np.ascontiguousarray(img[None]), self.device)
+            y = runtime.to_device(np.ascontiguousarray(tgt[None]), self.device)
+            with runtime.autocast(self.device, self.amp):
+                logits = self.model(x)
+            total += float(affinity_loss(logits, y, bool(self.settings["balance"]))) * y.numel()
+            n += y.numel()
+        self.model.train()
+        return {"val_loss": total / max(n, 1)}
+
+    def describe(self) -> str:
+        return f"affinity net ({self.dim}D) on {', '.join(self.specimens)}"
+
+    def summary(self, rows) -> dict:
+        params = {k: v for k, v in self.settings.items() if k != "seed"}
+        return {"params": params, "host": platform.node(), "train_specimens": list(self.specimens),
+                "train_sections": {n: [0, va[0]] for n, va in self.specimens.items()},
+                "validation_sections": dict(self.specimens)}
+
+    def save(self, path: str, info: dict) -> None:
+        params = {k: v for k, v in self.settings.items() if k != "seed"}
+        runtime.save_checkpoint(path, {
+            "arch": "affinity", "net": self.model.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "params": params, "seed": self.settings["seed"], "torch_version": torch.__version__})
+
+
+def read_training_pairs(hr: Sequence[str], labels: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """specimen (the HR file's folder name) -> (image, labels), each pair checked."""
     if len(hr) != len(labels) or not hr:
         raise InputError("rule train_affinity needs one labels file per HR file and at least one labelled "
                          "training specimen; add labels to a training specimen")
@@ -604,36 +516,32 @@ def run_train_affinity(
         lab, _ = read_labels(lp)
         check_pair(image, lab, f"{lp}")
         pairs[str(Path(hp).parent.name)] = (image, lab)
-    splits = split_specimens(pairs, float(p["val_fraction"]))
-    dev = runtime.resolve_device(device)
-    logger.info("training affinity net (%dD) on %s, device %s", p["dim"], ", ".join(pairs), dev)
-    ckpt = Path(model).with_name("checkpoint.pt")
-    net, rows, info = train_affinity(
-        [s[0] for s in splits.values()], p, seed=seed, device=dev, checkpoint=ckpt,
-        val_volumes=[s[1] for s in splits.values()], logger=logger,
-    )
-    write_csv(log_csv, pd.DataFrame(rows, columns=["step", "loss", "val_loss", "lr", "seconds"]))
+    return pairs
 
-    predict: Callable[[np.ndarray], np.ndarray] = lambda img: predict_affinities(  # noqa: E731
-        net, img, dev, int(p["tile"]), int(p["overlap"]), int(p["batch"]), int(p["tile_z"]))
-    choice = choose_threshold(
-        predict, {name: s[1] for name, s in splits.items()}, thresholds,
-        seed_min_distance=seed_min_distance, dim=int(p["dim"]), merge_function=merge_function,
-    )
-    choice["validation_sections"] = {name: s[2] for name, s in splits.items()}
-    logger.info("best threshold on validation: %s", choice["best_threshold"])
 
-    runtime.save_checkpoint(model, {"net": net.config(), "state_dict": net.state_dict(), "params": p,
-                                     "seed": seed, "torch_version": torch.__version__})
-    write_json(train_json, {
-        "params": p, "seed": seed, "device": str(dev), "torch_version": torch.__version__,
-        "host": platform.node(), "threads": torch.get_num_threads(), "n_parameters": runtime.count_parameters(net),
-        "train_specimens": list(pairs), "train_sections": {n: [0, s[2][0]] for n, s in splits.items()},
-        "validation_sections": choice["validation_sections"],
-        "final_loss": rows[-1]["loss"] if rows else None,
-        "final_val_loss": next((r["val_loss"] for r in reversed(rows) if not math.isnan(r["val_loss"])), None),
-        **info,
-    })
-    write_json(threshold_json, choice)
-    if ckpt.exists():
-        ckpt.unlink()  # the run is complete; a forced rerun starts afresh
+def train_affinity_network(
+    hr: Sequence[str],
+    labels: Sequence[str],
+    model: str,
+    log_csv: str,
+    train_json: str,
+    affinity: dict,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    log: str | None = None,
+    checkpoint: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> AffinityTraining:
+    """Train the affinity U-Net on the first (1 - val_fraction) sections of every HR + labels pair.
+
+    `affinity` is the complete `affinity:` slice. Writes model.pt, log.csv, train.json (the
+    training engine; checkpoint.pt beside model.pt is kept) and returns the trained kind
+    (its `model`, `device`, validation sections)."""
+    pairs = read_training_pairs(hr, labels)
+    splits = split_specimens(pairs, float(affinity["val_fraction"]))
+    kind = AffinityTraining({**affinity, "seed": seed}, splits, {"hr": list(map(str, hr)), "labels": list(map(str, labels))})
+    train(kind, model=model, log_csv=log_csv, train_json=train_json, checkpoint=checkpoint, device=device,
+          threads=threads, log=log, where="affinity", on_step=on_step)
+    kind.model.eval()
+    return kind

@@ -37,23 +37,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .config import section
 from .log import get_logger
 from .io import InputError, atomic_path, read_image, read_json, write_json
 
-log = logging.getLogger("srseg.align")
+logger = logging.getLogger("srseg.align")
 
-DEFAULTS = {
-    "sift_ratio": 0.75,
-    "ransac_px": 1.5,
-    "min_inliers": 12,
-    "search_margin_lr_px": 24,
-    "max_scale_error": 0.05,
-    "max_rotation_deg": None,       # reject fits rotated more than this (None: no limit)
-    "refine": True,                 # ECC sub-pixel refinement after SIFT (False: SIFT + RANSAC only)
-    "ncc_fallback": True,           # sections SIFT cannot fit: place by normalised cross-correlation
-    "ncc_min_peak": 0.2,            # ... accepted only if the NCC peak is at least this high
-    "ncc_min_margin": 0.08,         # ... and beats every peak farther than 1/4 field away by this much
-}
 
 
 # --------------------------------------------------------------------------- geometry helpers
@@ -282,7 +271,7 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     `truth` (phantoms only) is {"matrices": [...], "lr_z": [...]} in the same
     convention; when given, qc gets error_px (RMS corner distance, LR pixels).
     """
-    p = {**DEFAULTS, **(params or {})}
+    p = section("align", params)
     ransac = float(p["ransac_px"])
     check_geometry(lr.shape, hr.shape, lr_voxel_nm, hr_voxel_nm, hr_offset_nm, where)
     n_hr = hr.shape[0]
@@ -557,9 +546,9 @@ def qc_figure(path, lr2d: np.ndarray, hr2d: np.ndarray, m: np.ndarray, title: st
 
 
 def run_align(lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, params: dict,
-              truth_path=None, log_path=None) -> dict:
+              truth_path=None, log=None) -> dict:
     """The `align` rule: read ingest outputs, align, write transform.json, qc.png, qc.json."""
-    get_logger(log.name, log_path)
+    get_logger(logger.name, log)
     meta = read_json(meta_path)
     for key in ("lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm"):
         if meta.get(key) is None:
@@ -567,12 +556,12 @@ def run_align(lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, para
     lr, _, _ = read_image(lr_path)
     hr, _, _ = read_image(hr_path)
     truth = read_json(truth_path) if truth_path else None
-    log.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
+    logger.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
     result = align_volume(lr, hr, meta["lr_voxel_nm"], meta["hr_voxel_nm"], meta["hr_offset_nm"],
                           params, truth=truth, where=str(meta_path))
     qc = result.pop("qc")
     qc["sections"] = result["sections"]
-    log.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})
+    logger.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})
     k = hr.shape[0] // 2
     lz = min(max(result["lr_z"][k], 0), lr.shape[0] - 1)
     title = f"{Path(hr_path).parent.name}: HR section {k} on LR section {lz}; residual {qc['residual_px']:.2f} px"

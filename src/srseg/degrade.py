@@ -29,7 +29,6 @@ WGAN-GP blurs with sigma 3 first, which already removes what antialiasing would)
 from __future__ import annotations
 
 import logging
-import numbers
 import zlib
 
 import cv2
@@ -38,18 +37,13 @@ from PIL import Image
 from skimage.util import random_noise
 from tqdm import tqdm
 
+from .config import checks, section
 from .log import get_logger
 from .io import InputError, read_image, read_json, write_image
 
-log = logging.getLogger("srseg.degrade")
+logger = logging.getLogger("srseg.degrade")
 
-KINDS = {
-    "bicubic": {},
-    "blur_noise": {"blur_sigma": [0, 3], "noise_pre": [20, 40], "noise_post": [5, 15]},
-    "pssr": {"blur_sigma": 5, "noise_gain": 0.5},
-    "blur_bilinear": {"blur_sigma": 3},
-}
-_ANTIALIAS = {"bicubic": True, "blur_noise": True, "pssr": False, "blur_bilinear": False}
+KINDS = ("bicubic", "blur_noise", "pssr", "blur_bilinear")  # their keys and defaults: the schema
 
 
 def derive_seed(seed: int, *names: str) -> int:
@@ -61,27 +55,11 @@ def derive_seed(seed: int, *names: str) -> int:
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and np.isfinite(float(x))
-
-
 def check_recipe(recipe: dict, name: str = "recipe") -> dict:
-    """Validate a recipe and fill the kind's defaults; InputError names the bad key."""
-    kind = recipe.get("kind")
-    if kind not in KINDS:
-        raise InputError(
-            f"config key degradations.{name}.kind: {kind!r} is not a known kind; use one of {', '.join(KINDS)}"
-        )
-    out = {**KINDS[kind], **recipe}
-    for key in KINDS[kind]:
-        v = out[key]
-        lo_hi = list(v) if isinstance(v, (list, tuple)) else [v, v]
-        ok = len(lo_hi) == 2 and all(_is_number(x) for x in lo_hi)
-        if not ok or not 0 <= float(lo_hi[0]) <= float(lo_hi[1]):
-            raise InputError(
-                f"config key degradations.{name}.{key}: {v!r} must be a number >= 0 or a range [lo, hi] with 0 <= lo <= hi"
-            )
-    return out
+    """A recipe with its kind's defaults (schemas/config.schema.yaml) filled in; InputError names the bad key."""
+    recipe = section("degradations.*", recipe, where=f"degradations.{name}")
+    checks.check_recipe(name, recipe)
+    return recipe
 
 
 def draw(value, rng: np.random.Generator) -> float:
@@ -113,7 +91,7 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
 def degrade_section(hr2d: np.ndarray, scale: int, recipe: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """One section: (lr, the parameters drawn)."""
     kind = recipe["kind"]
-    aa = bool(recipe.get("antialias", _ANTIALIAS[kind]))
+    aa = bool(recipe["antialias"])
     x = hr2d.astype(np.float32)
     if kind == "bicubic":
         return resize_down(x, scale, "bicubic", aa), {}
@@ -156,9 +134,9 @@ def degrade_volume(hr: np.ndarray, scale: int, recipe: dict, seed: int, return_p
 
 
 def run_degrade(hr_path, pairs_json, out_lr, recipe: dict, recipe_name: str, specimen: str, seed: int,
-                log_path=None) -> None:
+                log=None) -> None:
     """The `degrade` rule: degrade the paired HR of one specimen with one recipe."""
-    get_logger(log.name, log_path)
+    get_logger(logger.name, log)
     recipe = check_recipe(recipe, recipe_name)
     info = read_json(pairs_json)
     hr, _, dtype = read_image(hr_path)
@@ -167,5 +145,5 @@ def run_degrade(hr_path, pairs_json, out_lr, recipe: dict, recipe_name: str, spe
         raise InputError(f"{hr_path}: shape {list(hr.shape)} differs from pairs.json's {info['hr_shape']}; rerun pairs")
     s = derive_seed(seed, recipe_name, specimen)
     lr, drawn = degrade_volume(hr, scale, recipe, s, return_params=True)
-    log.info("degrade %s/%s: seed %d, LR %s, per-section parameters %s", recipe_name, specimen, s, lr.shape, drawn)
+    logger.info("degrade %s/%s: seed %d, LR %s, per-section parameters %s", recipe_name, specimen, s, lr.shape, drawn)
     write_image(out_lr, lr, info["lr_voxel_nm"], dtype)

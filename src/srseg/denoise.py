@@ -21,30 +21,12 @@ from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 from tqdm import tqdm
 
 from .io import InputError, read_image, write_image, write_json
+from .config import section
 from .log import get_logger  # torch-free: this stage runs in the data env
 
-#: method -> its settings with defaults
-METHODS = {
-    "nl_means": {"h": 0.8, "patch_size": 5, "patch_distance": 6},
-    "tv": {"weight": 0.05},
-    "gaussian": {"sigma": 1.0},
-}
-
-
-def check_denoise(params: dict) -> dict:
-    """The `denoise:` settings with defaults filled in; InputError on an unknown method or key."""
-    params = dict(params or {})
-    method = params.pop("method", "nl_means")
-    if method not in METHODS:
-        raise InputError(f"config key denoise.method: unknown method {method!r}; use one of: {', '.join(METHODS)}")
-    unknown = sorted(set(params) - set(METHODS[method]))
-    if unknown:
-        raise InputError(f"config key denoise: {', '.join(unknown)} not a setting of method {method!r}; accepted: {', '.join(METHODS[method])}")
-    cfg = {**METHODS[method], **params}
-    for key, value in cfg.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InputError(f"config key denoise.{key}: must be a number >= 0, got {value!r}")
-    return {"method": method, **cfg}
+def check_denoise(params: dict | None) -> dict:
+    """The `denoise:` settings with the method's defaults (schemas/config.schema.yaml); InputError names a bad key."""
+    return section("denoise", params)
 
 
 def noise_sigma(section: np.ndarray) -> float:
@@ -86,9 +68,9 @@ def denoise_volume(vol: np.ndarray, params: dict | None = None, progress: bool =
     return out
 
 
-def run_denoise(hr_path: str, out_hr: str, out_json: str, params: dict | None = None, log_file: str | None = None) -> dict:
+def run_denoise(hr_path: str, out_hr: str, out_json: str, params: dict | None = None, log: str | None = None) -> dict:
     """Denoise a paired HR TIFF; write it (same dtype and voxel size) and a json with the noise before and after."""
-    log = get_logger("srseg.denoise", log_file)
+    logger = get_logger("srseg.denoise", log)
     cfg = check_denoise(params)  # bad settings fail before any reading
     vol, voxel, dtype = read_image(hr_path)
     if vol.ndim != 3:
@@ -103,6 +85,6 @@ def run_denoise(hr_path: str, out_hr: str, out_json: str, params: dict | None = 
             "noise_sigma_before": float(np.mean(before)), "noise_sigma_after": float(np.mean(after)),
             "noise_sigma_before_per_section": before, "noise_sigma_after_per_section": after}
     write_json(out_json, info)
-    log.info("denoised %s (%s): estimated noise sigma %.4f -> %.4f", hr_path, cfg["method"],
+    logger.info("denoised %s (%s): estimated noise sigma %.4f -> %.4f", hr_path, cfg["method"],
              info["noise_sigma_before"], info["noise_sigma_after"])
     return info

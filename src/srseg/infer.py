@@ -20,8 +20,10 @@ import torch
 from tqdm import tqdm
 
 from .data import context_indices
+from .config import section
 from .io import InputError, from_float, read_image, read_json, read_tiff, write_json, write_tiff
 from .models import build_model, load_trained
+from .log import get_logger
 from .runtime import autocast, resolve_device, set_threads
 
 
@@ -195,16 +197,11 @@ def run_infer(
     arch_spec: dict | None = None,
     scale: int | None = None,
     pairs_json: str | None = None,
-    tile: int = 64,
-    overlap: int = 8,
-    batch: int = 8,
+    settings: dict | None = None,
+    block: int | None = None,
     device: str = "auto",
     threads: int = 1,
-    amp: bool = True,
-    samples: int = 1,
-    seed: int = 0,
-    blocks_z: int = 1,
-    block: int | None = None,
+    log: str | None = None,
 ) -> dict:
     """Super-resolve one LR TIFF with a trained model.pt (or an untrained arch_spec such as bicubic).
 
@@ -214,6 +211,10 @@ def run_infer(
     one job of a scattered inference that run_gather_blocks joins.
     """
     t0 = time.perf_counter()
+    cfg = section("infer", settings)
+    tile, overlap, batch, amp = cfg["tile"], cfg["overlap"], cfg["batch"], cfg["amp"]
+    samples, seed, blocks_z = cfg["samples"], cfg["seed"], cfg["blocks_z"]
+    get_logger("srseg.infer", log)
     check_tiling(tile, overlap, batch)
     set_threads(threads)
     dev = resolve_device(device)
@@ -279,7 +280,8 @@ def run_infer(
     return info
 
 
-def run_gather_blocks(block_tifs: list[str], block_jsons: list[str], out_tif: str, out_json: str) -> dict:
+def run_infer_gather(block_tifs: list[str], block_jsons: list[str], out_tif: str, out_json: str,
+                     log: str | None = None) -> dict:
     """Join the blocks of a scattered inference (run_infer with block=0..n-1) into one volume + info json.
 
     The TIFF is the blocks concatenated along z (bytes as the one-job result); the json is

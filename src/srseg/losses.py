@@ -257,7 +257,7 @@ def build_loss(spec: dict) -> CompositeLoss:
     return CompositeLoss(spec)
 
 
-# --- adversarial and perceptual losses (GAN archs wgan / esrgan; see srseg.train_gan) -------------
+# --- adversarial and perceptual losses (GAN archs wgan / esrgan; see srseg.training.kinds.gan) -------------
 # An adversarial entry is a mapping, e.g. ``loss: {l1: 100, wgan_gp: {weight: 1, gp: 10}}`` (WGAN-GP
 # SR: -C(G(z)) + gamma * L1, gamma = 100) or ``{l1: 1, perceptual: {weights: vgg19.pth}, ragan:
 # {weight: 0.1}}``. The GAN loop computes it with the critic; CompositeLoss alone cannot.

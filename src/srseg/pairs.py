@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 from .align import apply, compose, field_corners, invert
+from .config import section
 from .log import get_logger
 from .io import InputError, read_image, read_json, read_labels, write_image, write_json, write_labels
 
-log = logging.getLogger("srseg.pairs")
+logger = logging.getLogger("srseg.pairs")
 
-DEFAULTS = {"drop_empty": True, "margin_lr_px": 0.5, "blank_std": 1e-3}
 
 
 def integer_scale(lr_voxel_nm, hr_voxel_nm, where: str = "meta.json") -> int:
@@ -108,7 +108,7 @@ def warp_section(img: np.ndarray, m_pair_to_src: np.ndarray, shape_yx, labels: b
 def make_pairs(lr: np.ndarray, hr: np.ndarray, transform: dict, lr_voxel_nm, hr_voxel_nm,
                params: dict | None = None, where: str = "transform.json"):
     """Paired (lr, hr, info) volumes from an aligned specimen; info is pairs.json's content."""
-    p = {**DEFAULTS, **(params or {})}
+    p = section("pairs", params)
     scale = integer_scale(lr_voxel_nm, hr_voxel_nm, where)
     matrices = [np.asarray(m, float) for m in transform["matrices"]]
     lr_z = [int(z) for z in transform["lr_z"]]
@@ -173,9 +173,9 @@ def pair_labels(labels: np.ndarray, transform: dict, info: dict) -> np.ndarray:
 
 
 def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_json, params: dict,
-              log_path=None) -> dict:
+              log=None) -> dict:
     """The `pairs` rule: write paired lr.tif, hr.tif (input dtype) and pairs.json."""
-    get_logger(log.name, log_path)
+    get_logger(logger.name, log)
     meta = read_json(meta_path)
     transform = read_json(transform_path)
     lr, _, lr_dtype = read_image(lr_path)
@@ -184,15 +184,16 @@ def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_j
         raise InputError(f"{transform_path}: was made for HR shape {transform['hr_shape']}, not {list(hr.shape)}; rerun align")
     lr_p, hr_p, info = make_pairs(lr, hr, transform, meta["lr_voxel_nm"], meta["hr_voxel_nm"], params,
                                   where=str(transform_path))
-    log.info("pairs: scale %d, LR %s, HR %s, dropped %s", info["scale"], lr_p.shape, hr_p.shape, info["dropped"])
+    logger.info("pairs: scale %d, LR %s, HR %s, dropped %s", info["scale"], lr_p.shape, hr_p.shape, info["dropped"])
     write_image(out_lr, lr_p, info["lr_voxel_nm"], lr_dtype)
     write_image(out_hr, hr_p, info["hr_voxel_nm"], hr_dtype)
     write_json(out_json, info)
     return info
 
 
-def run_pairs_labels(labels_path, transform_path, pairs_json, out_labels) -> None:
+def run_pairs_labels(labels_path, transform_path, pairs_json, out_labels, log=None) -> None:
     """The `pairs_labels` rule: the specimen's labels on the paired-HR grid."""
+    get_logger(logger.name, log)
     labels, _ = read_labels(labels_path)
     transform = read_json(transform_path)
     info = read_json(pairs_json)

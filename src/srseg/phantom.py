@@ -45,45 +45,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
+from .config import section
 from .io import InputError, read_json, write_image, write_json, write_labels
-
-# Per-specimen phantom parameters (config `specimens.<name>.phantom`); only `seed` is required.
-SPECIMEN_DEFAULTS = {
-    "cell_radius_nm": 400.0,        # mean equivalent radius of a neuron cross-section
-    "membrane_contrast": 0.6,       # relative darkening at the membrane centre
-    "noise": 0.05,                  # sd of Gaussian noise on the HR image ([0, 1] units)
-    "lr_noise": 0.04,               # sd of Gaussian noise on the LR image
-    "membrane_nm": 30.0,            # FWHM of the dark membrane band
-    "cell_size_variation": 0.35,    # relative, smooth in space (big and small neurites)
-    "boundary_wobble": 0.25,        # displacement amplitude / cell radius: wavy membranes
-    "drift_per_section": 0.06,      # seed drift per section / cell radius: oblique neurites
-    "cell_brightness_sd": 0.05,     # per-neuron cytoplasm brightness spread
-    "texture": 0.05,                # amplitude of smooth cytoplasm texture
-    "grain": 0.035,                 # amplitude of fine (~15 nm) grain, resolved in HR only
-    "mito_density": 0.7,            # mean mitochondria per neuron cross-section
-    "vesicle_density": 1.2,         # vesicle clusters per um^2
-    "hr_psf_nm": 3.0,               # probe PSF sigma of the HR acquisition
-    "lr_psf_nm": 12.0,              # probe PSF sigma of the LR acquisition
-    "lr_contrast": 0.8,             # LR contrast curve: offset + contrast * x ** gamma
-    "lr_offset": 0.1,
-    "lr_gamma": 0.8,
-    "lr_brightness_drift": 0.02,    # sd of per-section LR brightness change
-}
-
-# Shared geometry (config `phantom:`); the defaults are the demo's.
-GEOMETRY_DEFAULTS = {
-    "hr_shape": [8, 288, 288],      # sections, y, x of the HR field
-    "hr_voxel_nm": [50, 10, 10],
-    "lr_voxel_nm": [50, 33, 33],    # non-integer ratio 3.3
-    "lr_margin_nm": 1200,           # LR field = HR field + this on every side (y, x)
-    "offset_error_lr_px": 3,        # metadata stage offset is off by up to this (y and x)
-    "max_rotation_deg": 2.0,
-    "max_scale_error": 0.02,
-    "fine_nm": None,                # tissue grid spacing; default half the HR pixel
-    "placement_jitter_lr_px": None, # HR field centre shifted uniformly by up to this; default margin / 4
-    "section_jitter_lr_px": 0.25,   # random-walk drift of the HR field per section (stage drift)
-}
-
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent random streams, so e.g. changing `noise` leaves the tissue alone."""
@@ -304,20 +267,13 @@ class _Tissue:
 
 
 def _merge(params: dict, geometry: dict) -> tuple[dict, dict]:
-    # unknown keys are refused so that a typo does not silently fall back to a default
-    for given, known, where in ((params, set(SPECIMEN_DEFAULTS) | {"seed"}, "specimens.<name>.phantom"),
-                                (geometry, set(GEOMETRY_DEFAULTS), "phantom")):
-        extra = sorted(set(given) - known)
-        if extra:
-            raise InputError(f"unknown key(s) {extra} in config {where}; known keys are {sorted(known)}")
-    if "seed" not in params:
-        raise InputError("phantom parameter 'seed' is missing; add it to specimens.<name>.phantom in config.yaml")
-    p = {**SPECIMEN_DEFAULTS, **params}
-    g = {**GEOMETRY_DEFAULTS, **geometry}
+    """The specimen's parameters and the shared geometry with their defaults (schemas/config.schema.yaml)."""
+    p = section("specimens.*.phantom", params, where="specimens.<name>.phantom")
+    g = section("phantom", geometry)
     g["hr_voxel_nm"] = [float(v) for v in g["hr_voxel_nm"]]
     g["lr_voxel_nm"] = [float(v) for v in g["lr_voxel_nm"]]
     if g["hr_voxel_nm"][0] != g["lr_voxel_nm"][0]:
-        raise InputError("config keys phantom.hr_voxel_nm and phantom.lr_voxel_nm must share z (one section thickness)")
+        raise InputError("phantom.lr_voxel_nm: its z must equal phantom.hr_voxel_nm's (one section thickness)")
     if g["fine_nm"] is None:
         g["fine_nm"] = min(g["hr_voxel_nm"][1:]) / 2
     if g["placement_jitter_lr_px"] is None:
@@ -376,8 +332,8 @@ def _placement(g: dict, n_sections: int, lr_shape_yx, rng) -> dict:
 def generate_specimen(params: dict, geometry: dict, progress: bool = False) -> dict:
     """Generate one phantom specimen (see module docstring).
 
-    params: the specimen's `phantom:` entry (seed; optional keys and their defaults in
-    SPECIMEN_DEFAULTS); geometry: config `phantom:` (optional keys in GEOMETRY_DEFAULTS).
+    params: the specimen's `phantom:` entry (seed, plus any key of the schema's
+    specimens.*.phantom); geometry: config `phantom:` (defaults in the schema).
     Returns lr, hr (float32 zyx in [0, 1]), labels (uint32 zyx, 0 = membrane),
     lr_voxel_nm, hr_voxel_nm, hr_offset_nm (metadata, with error) and truth.
     """
@@ -455,7 +411,7 @@ def _separate_touching(labels: np.ndarray) -> np.ndarray:
 
 
 def run_phantom(params: dict, geometry: dict, out_lr: str, out_hr: str, out_labels: str,
-                out_meta: str, out_truth: str, progress: bool = True, threads: int = 1) -> dict:
+                out_meta: str, out_truth: str, progress: bool = True, threads: int = 1, log=None) -> dict:
     """Generate one specimen and write lr/hr (uint8), labels, meta.json, truth.json (all atomic).
 
     meta.json holds what a microscope would record (voxel sizes, the stage offset

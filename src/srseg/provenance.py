@@ -87,7 +87,7 @@ def collect_provenance(config: dict, workflow_dir: str | Path = ".") -> dict:
     }
 
 
-def run_provenance(config: dict, out_json: str | Path, workflow_dir: str | Path = ".") -> dict:
+def run_provenance(config: dict, out_json: str | Path, workflow_dir: str | Path = ".", log: str | None = None) -> dict:
     """Write provenance.json atomically and return its content."""
     info = collect_provenance(config, workflow_dir)
     write_json(out_json, info)

@@ -1,14 +1,17 @@
-"""Device, precision, seeding and checkpoint helpers shared by every training loop.
+"""Device, precision, seeding and checkpoint helpers shared by the training engine and inference.
 
 One code path for CPU and GPU: `resolve_device` picks CUDA when present (or as
 configured), `autocast` turns on bfloat16/float16 mixed precision on CUDA only,
-and checkpoints are written atomically so a killed job can always resume from
-the last complete one.
+`to_device` / `prepare_model` use channels-last memory on CUDA, and checkpoints are
+written atomically so a killed job can always resume from the last complete one.
+`rng_state` / `restore_rng_state` capture every random stream a training step draws
+from (numpy Generator, torch CPU, CUDA), so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -63,6 +66,64 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def rng_state(rng: np.random.Generator, device: torch.device) -> dict:
+    """Every random stream of a training run: the numpy Generator, torch CPU and (on CUDA) the device's."""
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(rng: np.random.Generator, state: dict, device: torch.device) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:  # a CPU checkpoint resumed on a GPU has none
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@contextlib.contextmanager
+def isolated_rng(device: torch.device, seed: int):
+    """Run a block (validation) on its own seeded torch RNG and restore the training streams after it.
+
+    Sampling models (noise, diffusion) draw noise when validated; isolating it keeps the
+    training trajectory independent of how often it is validated, and every validation
+    sees the same noise.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _memory_format(ndim: int):
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy batch on the device: non-blocking copy, channels-last on CUDA (faster convolutions under AMP)."""
+    x = torch.from_numpy(array).to(device, non_blocking=True)
+    fmt = _memory_format(x.ndim) if device.type == "cuda" else None
+    return x.contiguous(memory_format=fmt) if fmt is not None else x
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a network to the device; on CUDA in the channels-last layout of its convolutions."""
+    model.to(device)
+    if device.type == "cuda":
+        dims = {p.ndim for p in model.parameters()} & {4, 5}
+        if len(dims) == 1:  # 2D or 3D convolutions; a mixed net keeps the default layout
+            model.to(memory_format=_memory_format(dims.pop()))
+    return model
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Hash of a file's bytes (inputs and init weights in a checkpoint's fingerprint)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def set_threads(n: int | None = None) -> None:

@@ -39,15 +39,9 @@ from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import runtime
+from .config import section
 from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
-
-# Shortcuts for waterz scoring functions (names as in funkelab lsd); all are prebuilt in waterz 0.10.
-MERGE_FUNCTIONS = {
-    "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
-    **{f"hist_quant_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256, false>>"
-       for q in (10, 25, 50, 75, 90)},
-}
-
+from .waterz_scoring import scoring_function
 
 def threshold_name(t: float) -> str:
     """File stem of the segmentation at threshold t: 0.5 -> 't0.5' (Python's shortest float repr)."""
@@ -164,10 +158,6 @@ def _c_stdout_to_stderr():
         os.close(saved)
 
 
-def _scoring_function(merge_function: str) -> str:
-    return MERGE_FUNCTIONS.get(merge_function, merge_function)
-
-
 def _waterz(affs, fragments, thresholds, scoring):
     import waterz
 
@@ -192,7 +182,7 @@ def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[fl
         raise InputError(f"fragments have shape {fragments.shape} but affinities {affs.shape[1:]}; "
                          "compute them from the same affinities")
     thresholds = sorted(float(t) for t in thresholds)
-    scoring = _scoring_function(merge_function)
+    scoring = scoring_function(merge_function)
     if dim == 3:
         frag, _, _ = relabel_sequential(fragments.astype(np.uint64))
         segs = _waterz(affs, frag, thresholds, scoring)
@@ -281,22 +271,21 @@ def run_segment(
     model: str,
     segmentations: Sequence[str],
     segment_json: str,
-    thresholds: Sequence[float],
-    seed_min_distance: int = 3,
-    merge_function: str = "mean",
-    device: str = "auto",
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch: int | None = None,
+    segmentation: dict | None = None,
     cache_dir: str | None = None,
+    device: str = "auto",
     threads: int | None = None,
     log: str | None = None,
 ) -> None:
     """Snakemake entry point of rule segment: affinities of one image, one label TIFF per threshold, throughput json.
 
-    `segmentations` are the output paths in the order of `thresholds`; tile
-    settings default to those the affinity model was trained with.
+    `segmentation` holds thresholds, seed_min_distance and merge_function (the
+    `segmentation:` slice); `segmentations` are the output paths in the order of the
+    sorted thresholds. Prediction tiles are those the affinity model was trained with.
     """
+    seg_cfg = section("segmentation", segmentation)
+    thresholds, seed_min_distance = sorted(seg_cfg["thresholds"]), seg_cfg["seed_min_distance"]
+    merge_function = seg_cfg["merge_function"]
     from .affinity import load_affinity_model, predict_affinities
 
     logger = runtime.get_logger("srseg.segment", log)
@@ -317,8 +306,7 @@ def run_segment(
     logger.info("segmenting %s %s with %s on %s", image, vol.shape, model, dev)
 
     t0 = time.perf_counter()
-    affs = predict_affinities(net, vol, dev, int(tile or p["tile"]), int(overlap if overlap is not None else p["overlap"]),
-                              int(batch or p["batch"]), int(p.get("tile_z", 8)))
+    affs = predict_affinities(net, vol, dev, int(p["tile"]), int(p["overlap"]), int(p["batch"]), int(p["tile_z"]))
     if dev.type == "cuda":
         import torch
 

@@ -44,63 +44,11 @@ from scipy import ndimage as ndi
 from scipy.signal import lfilter
 from tqdm import tqdm
 
+from .config import section
+from .labels import cell_mask_to_instances  # noqa: F401  (re-exported)
+from .stacks import check_image, read_stack
 from .io import InputError, to_float, write_image, write_json, write_labels
 
-DEFAULTS = {
-    "seed": 0,
-    "labels": None,                 # labels of the source stack (same shape), or None
-    "labels_kind": "instances",     # instances | cell_mask (nonzero = inside a cell, 0 = membrane)
-    "labels_connectivity": "2d",    # cell_mask -> instances per section (2d) or through z (3d)
-    "sections": None,               # [start, stop) of the source's sections (None: all)
-    "crop": None,                   # [y0, y1, x0, x1] source pixels to use (None: the whole field)
-    "source_voxel_nm": None,        # [z, y, x] of the source (None: from its TIFF metadata)
-    "lr_voxel_nm": None,            # [z, y, x] of the LR overview; z must equal the source's
-    "hr_field_fraction": 0.6,       # HR sub-field side / full field side
-    "psf_sigma_lr_px": 0.5,         # Gaussian probe PSF of the LR acquisition, LR pixels
-    "lr_contrast": 0.8,             # LR contrast curve: offset + contrast * x ** gamma
-    "lr_offset": 0.1,
-    "lr_gamma": 0.8,
-    "lr_dose": 300.0,               # electrons per unit intensity per LR pixel (Poisson); 0 = no shot noise
-    "lr_read_noise": 0.02,          # sd of Gaussian read noise, [0, 1] units
-    "scanline_noise": 0.015,        # sd of the per-row offset
-    "scanline_corr": 0.7,           # AR(1) correlation of the offsets of neighbouring rows
-    "hr_dose": 2000.0,              # the HR acquisition's own shot noise; 0 = none
-    "hr_read_noise": 0.01,
-    "max_rotation_deg": 2.0,        # stage rotation between the two acquisitions
-    "max_scale_error": 0.02,        # relative pixel-size calibration error
-    "offset_error_lr_px": 3.0,      # metadata stage offset off by up to this (y and x)
-    "section_jitter_hr_px": 0.7,    # sd of the per-section HR stage drift (random walk, rounded to px)
-}
-
-
-# ------------------------------------------------------------------------------------------ labels
-
-
-def cell_mask_to_instances(mask: np.ndarray, connectivity: str = "2d") -> np.ndarray:
-    """Instance IDs from a cell mask (nonzero = inside a cell, 0 = membrane / boundary).
-
-    Connected components of the cell pixels, with face connectivity only (4 in a
-    section) so that a thin membrane with a diagonal gap does not merge two
-    neurons. "2d": per section, IDs unique across the whole volume (sections too
-    far apart for z-linking, as in ISBI 2012); "3d": components through z.
-    Returns uint32 (z, y, x), 0 on the membrane.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim == 2:
-        mask = mask[None]
-    cells = mask > 0
-    if connectivity == "3d":
-        lab, _ = ndi.label(cells, structure=ndi.generate_binary_structure(3, 1))
-        return lab.astype(np.uint32)
-    if connectivity != "2d":
-        raise InputError(f"labels_connectivity {connectivity!r} is not known; use 2d or 3d")
-    out = np.zeros(cells.shape, np.uint32)
-    nxt = 0
-    for k in range(cells.shape[0]):
-        lab, n = ndi.label(cells[k], structure=ndi.generate_binary_structure(2, 1))
-        out[k] = np.where(lab > 0, lab + nxt, 0)
-        nxt += n
-    return out
 
 
 # ------------------------------------------------------------------------------ pseudo-specimens
@@ -122,28 +70,6 @@ def section_range(spec: dict, n_sections: int | None = None, where: str = "simul
     return start, stop
 
 
-def check_section_blocks(specimens: dict) -> None:
-    """Refuse two simulate specimens that share a section of the same source stack.
-
-    Leave-one-specimen-out is leak-free only if no source section belongs to two
-    specimens; a specimen without `sections` uses the whole stack.
-    """
-    blocks = []
-    for name, entry in (specimens or {}).items():
-        sim = (entry or {}).get("simulate")
-        if sim is None:
-            continue
-        src = os.path.normpath(os.path.abspath(str(sim.get("source", ""))))
-        blocks.append((name, src, section_range(sim, where=f"specimens.{name}.simulate")))
-    for i, (a, src_a, (s0, s1)) in enumerate(blocks):
-        for b, src_b, (t0, t1) in blocks[i + 1:]:
-            if src_a == src_b and s0 < t1 and t0 < s1:
-                raise InputError(
-                    f"config keys specimens.{a}.simulate.sections and specimens.{b}.simulate.sections overlap "
-                    f"on the same source {src_a}; give each pseudo-specimen its own block of sections so that "
-                    f"no section is in both training and test")
-
-
 def source_sections(entry: dict) -> set[tuple[str, int]]:
     """(source path, section index) pairs a simulate specimen is made of (for leak checks)."""
     sim = entry["simulate"]
@@ -156,22 +82,8 @@ def source_sections(entry: dict) -> set[tuple[str, int]]:
 
 
 def merge_params(params: dict, where: str = "simulate") -> dict:
-    """Defaults + the config entry; unknown keys are refused so a typo does not fall back silently."""
-    known = set(DEFAULTS) | {"source"}
-    extra = sorted(set(params) - known)
-    if extra:
-        raise InputError(f"unknown key(s) {extra} in config {where}; known keys are {sorted(known)}")
-    if not params.get("source"):
-        raise InputError(f"config key {where}.source is missing; give the path of the real HR stack")
-    p = {**DEFAULTS, **params}
-    if p["lr_voxel_nm"] is None:
-        raise InputError(f"config key {where}.lr_voxel_nm is missing; give the LR voxel size [z, y, x] in nm")
-    if not 0.05 <= float(p["hr_field_fraction"]) <= 0.9:
-        raise InputError(f"config key {where}.hr_field_fraction = {p['hr_field_fraction']} must lie in "
-                         f"[0.05, 0.9] so that the HR field fits inside the LR overview")
-    if p["labels_kind"] not in ("instances", "cell_mask"):
-        raise InputError(f"config key {where}.labels_kind = {p['labels_kind']!r}; use instances or cell_mask")
-    return p
+    """The simulate entry over its defaults (schemas/config.schema.yaml); InputError names a bad key."""
+    return section("specimens.*.simulate", params, where=where)
 
 
 def _triplet(value, key: str) -> list[float]:
@@ -350,11 +262,6 @@ def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list
 
     Returns (float32 image, source voxel nm, uint32 labels or None, provenance dict).
     """
-    from .ingest import (  # ingest reads every accepted input format
-        check_image,
-        read_stack,
-    )
-
     p = merge_params(params, where)
     raw, vox = read_stack(str(p["source"]))
     img, _ = check_image(raw, f"simulate source {p['source']}")
@@ -389,7 +296,7 @@ def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list
 
 
 def run_simulate(params: dict, out_lr: str, out_hr: str, out_labels: str, out_meta: str, out_truth: str,
-                 specimen: str = "simulate", threads: int = 1, progress: bool = True) -> dict:
+                 specimen: str = "simulate", threads: int = 1, progress: bool = True, log=None) -> dict:
     """The `simulate` rule: read the source, simulate, write lr/hr (uint8), labels, meta.json, truth.json.
 
     Without labels in the config an all-zero labels.tif is NOT written: the rule

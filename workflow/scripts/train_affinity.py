@@ -1,5 +1,5 @@
-"""Snakemake rule `train_affinity`: the fold's affinity network and its validation-chosen threshold (srseg.affinity.run_train_affinity)."""
-from srseg.affinity import run_train_affinity
+"""Snakemake rule `train_affinity`: the fold's affinity network and its validation-chosen threshold (srseg.ruler.run_train_affinity)."""
+from srseg.ruler import run_train_affinity
 from srseg.entry import rule_log
 
 with rule_log(snakemake) as log:

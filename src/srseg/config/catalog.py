@@ -42,6 +42,11 @@ class ArchInfo:
     def trained(self) -> bool:
         return self.kind != "untrained"
 
+    @property
+    def training_module(self) -> str | None:
+        """The module of its training kind (srseg.training.kind_module), named without importing torch."""
+        return f"srseg.training.kinds.{self.kind}" if self.trained else None
+
     def net_defaults(self) -> dict:
         return {k: v for k, v in self.params.items() if v is not NO_DEFAULT}
 

@@ -79,6 +79,9 @@ def check_specimens(config: dict, workdir: Path) -> None:
                                  f"a glob or file.h5:/dataset")
         sim = entry.get("simulate")
         if sim is not None:
+            if not sim["labels"]:
+                raise InputError(f"{key}.simulate.labels: missing; give the source's labels (instances, or a cell mask "
+                                 f"with labels_kind: cell_mask) so the affinity network can be trained and scored")
             for k in ("source", "labels"):
                 if sim.get(k) and not _exists(sim[k], workdir):
                     raise InputError(f"{key}.simulate.{k}: {sim[k]!r} does not exist; give the real HR stack's path "
@@ -105,7 +108,7 @@ def check_section_blocks(specimens: dict, workdir: Path = Path(".")) -> None:
         if sim is None:
             continue
         src = os.path.normpath(str(_path(sim["source"], workdir).resolve()))
-        start, stop = sim["sections"] if sim["sections"] is not None else (0, float("inf"))
+        start, stop = sim["sections"] if sim.get("sections") is not None else (0, float("inf"))
         blocks.append((name, src, start, stop))
     for i, (a, src_a, s0, s1) in enumerate(blocks):
         for b, src_b, t0, t1 in blocks[i + 1:]:
@@ -165,8 +168,17 @@ def check_sections(config: dict, fold_map: dict, workdir: Path) -> None:
 # --------------------------------------------------------------------------- data, splits
 
 
+def check_recipe(name: str, recipe: dict) -> None:
+    """A recipe's ranges [lo, hi] must have lo <= hi (the schema checks each bound alone)."""
+    for key, value in recipe.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] > value[1]:
+            raise InputError(f"degradations.{name}.{key}: range {value} has lo > hi; give [lo, hi] with lo <= hi")
+
+
 def check_train_data(config: dict) -> None:
     recipes = config["degradations"]
+    for name, recipe in recipes.items():
+        check_recipe(name, recipe)
     for data in config["train_data"]:
         if data not in RESERVED_DATA and data not in recipes:
             raise InputError(f"train_data: {data!r} is neither real, denoised nor a recipe under degradations"

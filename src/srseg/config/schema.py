@@ -136,15 +136,16 @@ def defaults(*path: str) -> dict:
     return normalise({}, subschema(*path))
 
 
-def section(path: str, given: dict | None = None) -> dict:
-    """`given` (a partial slice, e.g. a library caller's) over the defaults of `path` (dotted), validated.
+def section(path: str, given: dict | None = None, where: str | None = None) -> dict:
+    """`given` (a partial slice, e.g. a library caller's) over the defaults of `path`, validated.
 
-    The workflow passes complete slices; library callers and tests may pass only what differs.
+    `path` is dotted, "*" standing for an entry of a map ("degradations.*"); `where` is the
+    key errors name (default: `path`). The workflow passes complete slices (then this only
+    checks); library callers and tests may pass only what differs.
     """
-    keys = tuple(path.split("."))
-    schema = subschema(*keys)
+    schema = subschema(*path.split("."))
     value = normalise(dict(given or {}), schema)
-    validate(value, schema, where=path)
+    validate(value, schema, where=where or path)
     return value
 
 
@@ -240,3 +241,81 @@ def validate(value, schema: dict | None = None, where: str = "") -> None:
     errors = list(validator.iter_errors(value))
     if errors:
         raise InputError(message(_most_specific(errors), where))
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def leaves(schema: dict | None = None, path: tuple = ()):
+    """(dotted key, schema, note) of every key: map entries as <name>, kind-specific keys with their kind."""
+    schema = deref(load_schema() if schema is None else schema)
+    branches = [deref(p) for p in schema.get("allOf", []) if "then" in deref(p)]
+    required = set(schema.get("required", []))
+    for key, sub in schema.get("properties", {}).items():
+        if key in required:
+            sub = {**deref(sub), "_required": True}
+        per_branch = branches and all(not deref(deref(b["then"]).get("properties", {}).get(key, {})).get("const")
+                                      and key in deref(b["then"]).get("properties", {}) for b in branches)
+        if not per_branch:
+            yield from _leaf_or_deeper(sub, path + (key,), "")
+    for branch in branches:
+        cond = deref(branch["if"]).get("properties", {})
+        note = ", ".join(f"{k}: {v.get('const')}" for k, v in cond.items())
+        for key, sub in deref(branch["then"]).get("properties", {}).items():
+            if "const" not in deref(sub):
+                yield from _leaf_or_deeper(sub, path + (key,), note)
+
+
+def _leaf_or_deeper(sub, path, note):
+    """A leaf key, or a section (yielded as a heading) followed by its keys."""
+    sub = deref(sub)
+    extra = sub.get("additionalProperties")
+    if sub.get("properties") and sub.get("type") == "object":
+        yield ".".join(path), {**sub, "_section": True}, note
+        yield from leaves(sub, path)
+    elif isinstance(extra, dict) and (deref(extra).get("properties") or deref(extra).get("allOf")):
+        yield ".".join(path), sub, note
+        yield from leaves(extra, path + ("<name>",))
+    else:
+        yield ".".join(path), sub, note
+
+
+def _type_text(sch: dict) -> str:
+    sch = deref(sch)
+    if "enum" in sch:
+        return " \\| ".join(map(str, sch["enum"]))
+    if "const" in sch:
+        return str(sch["const"])
+    if "oneOf" in sch or "anyOf" in sch:
+        return " or ".join(_type_text(b) for b in sch.get("oneOf", sch.get("anyOf")))
+    t = sch.get("type", "any")
+    t = " or ".join(t) if isinstance(t, list) else t
+    if t == "array" and isinstance(sch.get("items"), dict):
+        t = f"list of {_type_text(sch['items'])}"
+    return t
+
+
+def _default_text(sch: dict) -> str:
+    import json
+
+    if "default" not in sch:
+        return "required" if sch.get("_required") else "—"
+    text = json.dumps(sch["default"])
+    return f"`{text}`" if len(text) <= 40 else "(see schema)"
+
+
+def markdown_table() -> str:
+    """The README's table of every config key (tests/test_config.py keeps the two equal)."""
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, sch, note in leaves():
+        if sch.get("_section"):
+            continue
+        desc = " ".join(sch.get("description", "").split()).replace("|", "\\|")
+        if note:
+            desc = f"({note}) {desc}"
+        default = _default_text(sch)
+        inherited = key.removeprefix("models.<name>.")
+        if key.startswith("models.<name>.") and inherited in deref(load_schema()["properties"]["training"])["properties"]:
+            default = f"`training.{inherited}`"
+        rows.append(f"| `{key}` | {_type_text(sch)} | {default} | {desc} |")
+    return "\n".join(rows)

@@ -28,11 +28,15 @@ FRC conventions (documented because FRC implementations differ):
   Nyquist frequency (the resolution is pixel-limited: 2 pixels).
 - FRC is insensitive to a pure ring-wise real gain (e.g. a noise-free blur),
   so it rewards restored detail only relative to the noise in each ring.
+
+Each column of the `image_metrics` CSV is one metric registered below
+(srseg.metrics.registry), scored on a `SectionPair`.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +44,10 @@ import pandas as pd
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
+from ..config import section
 from ..io import InputError, read_image, read_json, write_csv
 from ..log import get_logger
+from .registry import IMAGE, columns, metric, score
 
 FRC_THRESHOLD = 1.0 / 7.0
 SSIM_SIGMA = 1.5
@@ -166,26 +172,86 @@ def _check_crop(shape: tuple[int, ...], border: int) -> None:
                          f"than the {MIN_SIDE} SSIM needs; lower metrics.border_crop")
 
 
-def _score_section(pred2d, ref2d, pixel_nm: float, border_crop: int):
-    """Scores plus the FRC curve (frequency in 1/nm) of one section."""
+class SectionPair:
+    """The scoring context of image metrics: an SR section and its HR section, already cropped.
+
+    What several metrics share (the data range, the normalised prediction, the FRC
+    curve) is computed once, on first use.
+    """
+
+    def __init__(self, pred2d: np.ndarray, ref2d: np.ndarray, pixel_nm: float):
+        self.pred, self.ref = _as_pair(pred2d, ref2d)
+        self.pixel_nm = float(pixel_nm)
+
+    @cached_property
+    def data_range(self) -> float:
+        return _data_range(self.ref, None)
+
+    @cached_property
+    def normalized(self) -> np.ndarray:
+        return normalize_to_reference(self.pred, self.ref)
+
+    @cached_property
+    def frc(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frequencies in cycles/pixel, FRC per ring)."""
+        return frc_curve(self.pred, self.ref)
+
+    @cached_property
+    def frc_summary(self) -> dict:
+        return _summary_from_curve(*self.frc, self.pixel_nm)
+
+
+# --------------------------------------------------------------------------- registered metrics (CSV column order)
+
+
+@metric("psnr", IMAGE, "PSNR", unit="dB", decimals=2, tested=True, strategy=True)
+def _psnr(pair: SectionPair) -> float:
+    return psnr(pair.pred, pair.ref, pair.data_range)
+
+
+@metric("ssim", IMAGE, "SSIM", tested=True, strategy=True)
+def _ssim(pair: SectionPair) -> float:
+    return ssim(pair.pred, pair.ref, pair.data_range)
+
+
+@metric("frc_mean", IMAGE, "FRC", strategy=True)
+def _frc_mean(pair: SectionPair) -> float:
+    return pair.frc_summary["frc_mean"]
+
+
+@metric("frc_cutoff_nm", IMAGE, "FRC 1/7 resolution", unit="nm", higher_is_better=False, decimals=1, summary=False)
+def _frc_cutoff_nm(pair: SectionPair) -> float:
+    return pair.frc_summary["frc_cutoff_nm"]
+
+
+@metric("psnr_norm", IMAGE, "PSNR (normalised)", unit="dB", decimals=2, summary=False)
+def _psnr_norm(pair: SectionPair) -> float:
+    return psnr(pair.normalized, pair.ref, pair.data_range)
+
+
+@metric("ssim_norm", IMAGE, "SSIM (normalised)", summary=False)
+def _ssim_norm(pair: SectionPair) -> float:
+    return ssim(pair.normalized, pair.ref, pair.data_range)
+
+
+@metric("frc_mean_norm", IMAGE, "FRC (normalised)", summary=False)
+def _frc_mean_norm(pair: SectionPair) -> float:
+    return float(frc_curve(pair.normalized, pair.ref)[1].mean())
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _cropped_pair(pred2d, ref2d, pixel_nm: float, border_crop: int) -> SectionPair:
     pred, ref = _as_pair(pred2d, ref2d)
     _check_crop(pred.shape, border_crop)
-    pred, ref = _crop(pred, border_crop), _crop(ref, border_crop)
-    r = _data_range(ref, None)
-    freqs, frc = frc_curve(pred, ref)
-    scores = {"psnr": psnr(pred, ref, r), "ssim": ssim(pred, ref, r)}
-    scores.update(_summary_from_curve(freqs, frc, pixel_nm))
-    norm = normalize_to_reference(pred, ref)
-    scores["psnr_norm"] = psnr(norm, ref, r)
-    scores["ssim_norm"] = ssim(norm, ref, r)
-    scores["frc_mean_norm"] = float(frc_curve(norm, ref)[1].mean())
-    return scores, freqs / float(pixel_nm), frc
+    return SectionPair(_crop(pred, border_crop), _crop(ref, border_crop), pixel_nm)
 
 
 def image_scores(pred2d: np.ndarray, ref2d: np.ndarray, pixel_nm: float, border_crop: int = 0) -> dict:
-    """All image scores of one section: psnr, ssim, frc_mean, frc_cutoff_per_nm, frc_cutoff_nm,
-    psnr_norm, ssim_norm, frc_mean_norm (after cropping `border_crop` pixels at every edge)."""
-    return _score_section(pred2d, ref2d, pixel_nm, border_crop)[0]
+    """Every registered image metric of one section ({name: value}; built in: psnr, ssim, frc_mean,
+    frc_cutoff_nm, psnr_norm, ssim_norm, frc_mean_norm), after cropping `border_crop` pixels at every edge."""
+    return score(IMAGE, _cropped_pair(pred2d, ref2d, pixel_nm, border_crop))
 
 
 def _pixel_nm(pairs_json: str | Path, hr_voxel: list | None, hr_path) -> float:
@@ -202,14 +268,16 @@ def _pixel_nm(pairs_json: str | Path, hr_voxel: list | None, hr_path) -> float:
     return vy
 
 
-def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc: str, metrics: dict,
-                      model: str, data: str, fold: str, specimen: str) -> pd.DataFrame:
-    """Score every section of the SR volume `sr` against the HR volume `hr`.
+def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc: str, metrics: dict | None,
+                      model: str, data: str, fold: str, specimen: str, log: str | None = None) -> pd.DataFrame:
+    """Score every section of the SR volume `sr` against the HR volume `hr` with every registered image metric.
 
-    Writes `out_csv` (one row per section) and `out_frc` (FRC curves, long format),
-    both atomically; returns the per-section table.
+    `metrics`: config['metrics'] (missing keys take the schema's defaults). Writes `out_csv`
+    (one row per section, a column per metric) and `out_frc` (FRC curves, long format), both
+    atomically; returns the per-section table.
     """
-    border = int((metrics or {}).get("border_crop", 0))
+    border = section("metrics", metrics)["border_crop"]
+    logger = get_logger(__name__, log)
     pred, _, _ = read_image(sr)
     ref, hr_voxel, _ = read_image(hr)
     if pred.shape != ref.shape:
@@ -223,14 +291,13 @@ def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc
 
     rows, curves = [], []
     for z in tqdm(range(ref.shape[0]), desc=f"image metrics {model}/{data}/{fold}/{specimen}", file=sys.stderr):
-        scores, freqs_nm, frc = _score_section(pred[z], ref[z], pixel_nm, border)
-        rows.append({**ids, "section": z, **{k: scores[k] for k in (
-            "psnr", "ssim", "frc_mean", "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm")}})
-        curves.append(pd.DataFrame({**ids, "section": z, "frequency_per_nm": freqs_nm, "frc": frc}))
-    table = pd.DataFrame(rows)
-    log = get_logger(__name__)
+        pair = _cropped_pair(pred[z], ref[z], pixel_nm, border)
+        rows.append({**ids, "section": z, **score(IMAGE, pair)})
+        freqs, frc = pair.frc
+        curves.append(pd.DataFrame({**ids, "section": z, "frequency_per_nm": freqs / pixel_nm, "frc": frc}))
+    table = pd.DataFrame(rows, columns=[*ids, "section", *columns(IMAGE)])
     write_csv(out_frc, pd.concat(curves, ignore_index=True))
     write_csv(out_csv, table)
-    log.info("%s: %d sections, mean PSNR %.2f dB, SSIM %.3f, FRC %.3f", sr, len(table),
-             table["psnr"].mean(), table["ssim"].mean(), table["frc_mean"].mean())
+    means = ", ".join(f"{name} {value:.4g}" for name, value in table[columns(IMAGE)].mean().items())
+    logger.info("%s: %d sections; means %s", sr, len(table), means)
     return table

@@ -34,11 +34,16 @@ and scikit-image in tests/test_seg_metrics.py):
   segmentation (all 0) over a non-empty truth is one merged segment for
   VOI/Rand (voi_split 0, voi_merge = H(truth)) and has n_pred = 0, so
   precision = recall = F1 = 0.
+
+Each score column of the `seg_metrics` CSV is one metric registered below
+(srseg.metrics.registry), scored on a `LabelPair` of one section (today; the
+same functions score a 3D volume given a LabelPair of volumes).
 """
 
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -48,13 +53,13 @@ from scipy.sparse.csgraph import connected_components
 from scipy.special import entr
 from tqdm import tqdm
 
+from ..config import section
 from ..io import InputError, read_json, read_labels, write_csv
 from ..log import get_logger
+from .registry import SEGMENTATION, metric, of_kind, score
 
 IOU_THRESHOLD = 0.5
 REFERENCE_SOURCES = ("labels", "hr_segmentation")
-SCORE_KEYS = ("voi_split", "voi_merge", "voi_sum", "arand", "arand_precision", "arand_recall",
-              "f1", "precision", "recall", "n_true", "n_pred")
 
 
 def contingency_table(seg: np.ndarray, truth: np.ndarray):
@@ -168,22 +173,92 @@ def f1_from_table(table, seg_ids: np.ndarray, iou_threshold: float = IOU_THRESHO
             "n_true": n_true, "n_pred": n_pred, "n_matched": matched}
 
 
-def segmentation_scores(seg: np.ndarray, truth: np.ndarray) -> dict:
-    """VOI, adapted Rand and instance F1 of `seg` against `truth` (2D or 3D, same shape).
+class LabelPair:
+    """The scoring context of segmentation metrics: a segmentation and its reference labels
+    (a 2D section or a 3D volume) and their contingency table; VOI, Rand and the instance
+    matching are computed once, on first use."""
 
-    Returns voi_split, voi_merge, voi_sum (bits), arand, arand_precision,
-    arand_recall, f1, precision, recall, n_true, n_pred. Truth label 0 is ignored.
+    def __init__(self, seg: np.ndarray, truth: np.ndarray):
+        self.table, self.truth_ids, self.seg_ids = contingency_table(seg, truth)
+
+    @cached_property
+    def voi(self) -> tuple[float, float]:
+        return voi_from_table(self.table)
+
+    @cached_property
+    def rand(self) -> tuple[float, float, float]:
+        return rand_from_table(self.table)
+
+    @cached_property
+    def instances(self) -> dict:
+        return f1_from_table(self.table, self.seg_ids)
+
+
+# --------------------------------------------------------------------------- registered metrics (CSV column order)
+
+
+@metric("voi_split", SEGMENTATION, "VOI split", unit="bits", higher_is_better=False)
+def _voi_split(pair: LabelPair) -> float:
+    return pair.voi[0]
+
+
+@metric("voi_merge", SEGMENTATION, "VOI merge", unit="bits", higher_is_better=False)
+def _voi_merge(pair: LabelPair) -> float:
+    return pair.voi[1]
+
+
+@metric("voi_sum", SEGMENTATION, "VOI sum", unit="bits", higher_is_better=False, tested=True, strategy=True)
+def _voi_sum(pair: LabelPair) -> float:
+    return pair.voi[0] + pair.voi[1]
+
+
+@metric("arand", SEGMENTATION, "ARAND", higher_is_better=False)
+def _arand(pair: LabelPair) -> float:
+    return pair.rand[0]
+
+
+@metric("arand_precision", SEGMENTATION, "Rand precision", summary=False)
+def _arand_precision(pair: LabelPair) -> float:
+    return pair.rand[1]
+
+
+@metric("arand_recall", SEGMENTATION, "Rand recall", summary=False)
+def _arand_recall(pair: LabelPair) -> float:
+    return pair.rand[2]
+
+
+@metric("f1", SEGMENTATION, "F1", tested=True, strategy=True, at_fixed_threshold=True)
+def _f1(pair: LabelPair) -> float:
+    return pair.instances["f1"]
+
+
+@metric("precision", SEGMENTATION, "precision", summary=False)
+def _precision(pair: LabelPair) -> float:
+    return pair.instances["precision"]
+
+
+@metric("recall", SEGMENTATION, "recall", summary=False)
+def _recall(pair: LabelPair) -> float:
+    return pair.instances["recall"]
+
+
+@metric("n_true", SEGMENTATION, "true segments", higher_is_better=None, decimals=0, summary=False)
+def _n_true(pair: LabelPair) -> int:
+    return pair.instances["n_true"]
+
+
+@metric("n_pred", SEGMENTATION, "predicted segments", higher_is_better=None, decimals=0, summary=False)
+def _n_pred(pair: LabelPair) -> int:
+    return pair.instances["n_pred"]
+
+
+def segmentation_scores(seg: np.ndarray, truth: np.ndarray) -> dict:
+    """Every registered segmentation metric of `seg` against `truth` (2D or 3D, same shape): {name: value}.
+
+    Built in: voi_split, voi_merge, voi_sum (bits), arand, arand_precision, arand_recall,
+    f1, precision, recall, n_true, n_pred. Truth label 0 is ignored.
     """
-    table, _, seg_ids = contingency_table(seg, truth)
-    voi_split, voi_merge = voi_from_table(table)
-    arand, a_prec, a_rec = rand_from_table(table)
-    inst = f1_from_table(table, seg_ids)
-    return {
-        "voi_split": voi_split, "voi_merge": voi_merge, "voi_sum": voi_split + voi_merge,
-        "arand": arand, "arand_precision": a_prec, "arand_recall": a_rec,
-        "f1": inst["f1"], "precision": inst["precision"], "recall": inst["recall"],
-        "n_true": inst["n_true"], "n_pred": inst["n_pred"],
-    }
+    return score(SEGMENTATION, LabelPair(seg, truth))
 
 
 def _crop_yx(vol: np.ndarray, border: int) -> np.ndarray:
@@ -198,24 +273,27 @@ def _read_key(path, key: str):
 
 
 def run_seg_metrics(segmentations: list[str], reference: str, reference_json: str, threshold_json: str,
-                    out_csv: str, segmentation: dict, metrics: dict,
-                    model: str, data: str, fold: str, specimen: str) -> pd.DataFrame:
+                    out_csv: str, segmentation: dict, metrics: dict | None,
+                    model: str, data: str, fold: str, specimen: str, log: str | None = None) -> pd.DataFrame:
     """Score each section of each thresholded segmentation against the reference labels.
 
-    `segmentations[k]` is the segmentation at `segmentation["thresholds"][k]`.
-    Writes `out_csv` atomically (one row per section and threshold) and returns it.
+    `segmentations[k]` is the segmentation at `segmentation["thresholds"][k]`; `metrics` is
+    config['metrics'] (missing keys take the schema's defaults). Writes `out_csv` atomically
+    (one row per section and threshold, a column per registered segmentation metric) and returns it.
     """
+    segmentation = section("segmentation", segmentation)
     thresholds = [float(t) for t in segmentation["thresholds"]]
     if len(thresholds) != len(segmentations):
         raise ValueError(f"{len(segmentations)} segmentations for {len(thresholds)} thresholds")
-    fixed = segmentation.get("fixed_threshold")
-    border = int((metrics or {}).get("border_crop", 0))
+    fixed = segmentation["fixed_threshold"]
+    border = section("metrics", metrics)["border_crop"]
+    logger = get_logger(__name__, log)
     source = _read_key(reference_json, "source")
     if source not in REFERENCE_SOURCES:
         raise InputError(f"{reference_json}: 'source' is {source!r}; it must be one of {REFERENCE_SOURCES}")
     best = float(_read_key(threshold_json, "best_threshold"))
     truth, _ = read_labels(reference)
-    if border < 0 or min(truth.shape[-2:]) - 2 * border < 1:
+    if min(truth.shape[-2:]) - 2 * border < 1:
         raise InputError(f"metrics.border_crop {border} leaves nothing of the {truth.shape[-2:]} sections of "
                          f"{reference}; lower metrics.border_crop")
     full_shape = truth.shape
@@ -231,8 +309,8 @@ def run_seg_metrics(segmentations: list[str], reference: str, reference_json: st
             raise InputError(f"{path}: shape {seg.shape} differs from the reference {reference} shape {full_shape}; "
                              "segment the image that belongs to this reference")
         seg = _crop_yx(seg, border)
-        for z in range(truth.shape[0]):
-            rows.append({**ids, "section": z, "threshold": thr, **segmentation_scores(seg[z], truth[z]),
+        for z in range(truth.shape[0]):  # per section; a 3D column set would score LabelPair(seg, truth) once
+            rows.append({**ids, "section": z, "threshold": thr, **score(SEGMENTATION, LabelPair(seg[z], truth[z])),
                          "reference": source,
                          "is_best": bool(np.isclose(thr, best)),
                          "is_fixed": bool(fixed is not None and np.isclose(thr, float(fixed)))})
@@ -240,7 +318,6 @@ def run_seg_metrics(segmentations: list[str], reference: str, reference_json: st
     bar.close()
     table = pd.DataFrame(rows).sort_values(["section", "threshold"], kind="stable").reset_index(drop=True)
     write_csv(out_csv, table)
-    log = get_logger(__name__)
-    summary = table.groupby("threshold")[["voi_sum", "arand", "f1"]].mean()
-    log.info("%s: mean per-section scores by threshold\n%s", out_csv, summary.to_string())
+    summary = table.groupby("threshold")[[m.name for m in of_kind(SEGMENTATION) if m.summary]].mean()
+    logger.info("%s: mean per-section scores by threshold\n%s", out_csv, summary.to_string())
     return table

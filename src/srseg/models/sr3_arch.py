@@ -1,6 +1,6 @@
 """SR3 (Saharia et al. 2021): conditional diffusion SR, concatenating the upsampled LR to x_t.
 
-Training (srseg.train_diffusion): x0 = 2*HR - 1 (images in [-1, 1]), t ~ U{0..T-1} with a
+Training (srseg.training.kinds.diffusion): x0 = 2*HR - 1 (images in [-1, 1]), t ~ U{0..T-1} with a
 linear beta schedule (`timesteps`, `beta_start`, `beta_end`), x_t = sqrt(ab_t) x0 +
 sqrt(1 - ab_t) eps, and the U-Net predicts eps from [bicubic-upsampled LR, x_t] and the
 noise level. As in SR3 the network is conditioned on the noise level sqrt(ab_t) (not the

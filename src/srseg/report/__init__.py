@@ -1,12 +1,15 @@
 """The report stage: tables (CSV, Markdown, LaTeX), statistics and paper figures.
 
 `run_report` reads every metrics CSV, training / inference / alignment summary
-and one example specimen's images, and writes
+(through the schema declared in `collect`) and one example specimen's images, and writes
 
     <tables_dir>/{summary, per_specimen, training_strategy, thresholds_f1,
-                  thresholds_voi, paired_tests}.{csv, md, tex}
+                  thresholds_voi, paired_tests, cost}.{csv, md, tex}
     <figures_dir>/{qualitative, segmentation_overlays, metric_bars, threshold_curves,
                    frc_curves, quality_vs_segmentation, training_curves, alignment_qc}.{png, pdf}
+
+The metric columns come from the metric registry (srseg.metrics.registry). Run times go to
+the cost table only, so every other output is byte-identical across two runs of one config.
 """
 
 from __future__ import annotations
@@ -14,56 +17,18 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from ..config import section
 from ..io import InputError
 from ..log import get_logger
 from .layout import FIGURE_FORMATS, FIGURE_NAMES, TABLE_FORMATS, TABLE_NAMES
 
-# pandas, scipy and matplotlib are imported inside run_report: rules/report.smk imports
-# this package at DAG-build time, and every `snakemake` call should not pay for them.
+# pandas, scipy, matplotlib and the metrics are imported inside run_report: rules/report.smk
+# imports this package at DAG-build time, and every `snakemake` call should not pay for them.
 
-__all__ = ["run_report", "DEFAULTS", "TABLE_NAMES", "TABLE_FORMATS", "FIGURE_NAMES", "FIGURE_FORMATS",
-           "output_paths", "check_config"]
-
-# config["report"] keys and their defaults.
-DEFAULTS = {
-    "seed": 0,            # bootstrap resampling seed
-    "n_boot": 2000,       # bootstrap resamples per confidence interval
-    "confidence": 0.95,   # confidence level of the intervals
-    "min_pairs": 2,       # fewer paired sections than this: Wilcoxon p = NaN
-    "crop_px": 128,       # side of the qualitative crop, HR pixels
-    "zoom": 0.25,         # side of the zoomed inset region, as a fraction of the crop
-    "section": None,      # section shown in the qualitative figures (default: the middle one)
-    "example_specimen": None,  # test specimen of the qualitative figures (default: first fold's first; rule-level)
-    "dpi": 200,           # PNG resolution
-}
-
-
-def check_config(cfg: dict | None) -> dict:
-    """Merge config['report'] over DEFAULTS; InputError on an unknown key or a bad value."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"config key report.{unknown[0]} is unknown; use one of {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **cfg}
-    checks = {
-        "n_boot": lambda v: isinstance(v, int) and v >= 10,
-        "seed": lambda v: isinstance(v, int),
-        "confidence": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
-        "min_pairs": lambda v: isinstance(v, int) and v >= 1,
-        "crop_px": lambda v: isinstance(v, int) and v >= 8,
-        "zoom": lambda v: isinstance(v, (int, float)) and 0 <= v <= 0.5,
-        "section": lambda v: v is None or (isinstance(v, int) and v >= 0),
-        "example_specimen": lambda v: v is None or isinstance(v, str),
-        "dpi": lambda v: isinstance(v, int) and 50 <= v <= 1200,
-    }
-    for key, ok in checks.items():
-        if not ok(out[key]):
-            raise InputError(f"config key report.{key} = {out[key]!r} is invalid; see schemas/config.schema.yaml "
-                             f"(default {DEFAULTS[key]!r})")
-    return out
+__all__ = ["run_report", "TABLE_NAMES", "TABLE_FORMATS", "FIGURE_NAMES", "FIGURE_FORMATS", "output_paths"]
 
 
 def output_paths(tables_dir: str | Path, figures_dir: str | Path) -> dict[str, list[str]]:
@@ -82,17 +47,17 @@ def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir
                log: str | Path | None = None) -> dict:
     """Build every table and figure of the report.
 
-    rows: (model, data) pairs in the order tables list them (config order;
-    `hr` goes last). example: the specimen shown in the qualitative figures,
+    rows: (model, data) pairs in the order tables list them (`hr` goes last).
+    example: the specimen shown in the qualitative figures,
     {fold, specimen, lr, hr, reference, sr: [infer tifs], seg: [segment tifs]}.
-    cfg: config['report'] (see DEFAULTS). Returns the written paths.
+    cfg: config['report'] (missing keys take the schema's defaults). Returns the written paths.
     """
     from tqdm import tqdm
 
     from . import collect, figures, tables
 
     t0 = time.perf_counter()
-    cfg = check_config(cfg)
+    cfg = section("report", cfg)
     logger = get_logger("srseg.report", log)
     rows = [tuple(r) for r in rows] if rows else None
 
@@ -100,7 +65,7 @@ def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir
     image = collect.load_image_metrics(image_csvs)
     seg = collect.load_seg_metrics(seg_csvs)
     if seg.empty:
-        raise InputError("no segmentation metrics rows were found; run the seg-metrics rules before the report")
+        raise InputError("no segmentation metrics rows were found; run the seg_metrics rules before the report")
     frc = collect.load_frc_curves(frc_csvs)
     train = collect.load_train_info(train_jsons)
     logs = collect.load_train_logs(train_logs)
@@ -112,26 +77,30 @@ def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir
     fixed = seg.loc[seg["is_fixed"], "threshold"].unique()
     fixed_threshold = float(fixed[0]) if len(fixed) == 1 else None
 
-    written = {"tables": [], "figures": []}
     tests = tables.paired_tests(sections, order, cfg["min_pairs"])
-    summary = tables.summary_table(sections, train, infer, tests, order, cfg["n_boot"], cfg["confidence"],
+    summary = tables.summary_table(sections, train, tests, order, cfg["n_boot"], cfg["confidence"],
                                    cfg["seed"], fixed_threshold)
-    steps = [
-        ("table summary", lambda: tables.write_table(summary, tables_dir)),
-        ("table per_specimen", lambda: tables.write_table(tables.per_specimen_table(sections, order), tables_dir)),
-        ("table training_strategy", lambda: tables.write_table(tables.training_strategy_table(sections, order), tables_dir)),
-        ("table thresholds_f1", lambda: tables.write_table(tables.threshold_table(seg, "f1", order), tables_dir)),
-        ("table thresholds_voi", lambda: tables.write_table(tables.threshold_table(seg, "voi_sum", order), tables_dir)),
-        ("table paired_tests", lambda: tables.write_table(tables.paired_tests_table(tests), tables_dir)),
-        ("figure metric_bars", lambda: figures.metric_bars(summary.numeric, order, figures_dir, cfg["dpi"], cfg["confidence"])),
-        ("figure threshold_curves", lambda: figures.threshold_curves(seg, order, figures_dir, cfg["dpi"])),
-        ("figure frc_curves", lambda: figures.frc_curves(frc, order, figures_dir, cfg["dpi"])),
+    report_tables = [
+        summary,
+        tables.per_specimen_table(sections, order),
+        tables.training_strategy_table(sections, order),
+        tables.threshold_table(seg, "f1", "thresholds_f1", order),
+        tables.threshold_table(seg, "voi_sum", "thresholds_voi", order),
+        tables.paired_tests_table(tests),
+        tables.cost_table(train, infer, order),
+    ]
+    dpi = cfg["dpi"]
+    steps = [(f"table {t.name}", lambda t=t: tables.write_table(t, tables_dir)) for t in report_tables] + [
+        ("figure metric_bars", lambda: figures.metric_bars(summary.numeric, order, figures_dir, dpi, cfg["confidence"])),
+        ("figure threshold_curves", lambda: figures.threshold_curves(seg, order, figures_dir, dpi)),
+        ("figure frc_curves", lambda: figures.frc_curves(frc, order, figures_dir, dpi)),
         ("figure quality_vs_segmentation",
-         lambda: figures.quality_vs_segmentation(summary.numeric, order, figures_dir, cfg["dpi"], cfg["confidence"])),
-        ("figure training_curves", lambda: figures.training_curves(logs, order, figures_dir, cfg["dpi"])),
-        ("figure alignment_qc", lambda: figures.alignment_qc(qc, figures_dir, cfg["dpi"])),
+         lambda: figures.quality_vs_segmentation(summary.numeric, order, figures_dir, dpi, cfg["confidence"])),
+        ("figure training_curves", lambda: figures.training_curves(logs, order, figures_dir, dpi)),
+        ("figure alignment_qc", lambda: figures.alignment_qc(qc, figures_dir, dpi)),
         ("figures qualitative", lambda: _qualitative(example, sections, seg, summary.numeric, order, cfg, figures_dir)),
     ]
+    written = {"tables": [], "figures": []}
     for name, step in tqdm(steps, desc="report", file=sys.stderr, disable=None):
         paths = step()
         written["tables" if name.startswith("table") else "figures"].extend(str(p) for p in paths)

@@ -1,67 +1,68 @@
-"""Read the per-stage outputs the report aggregates, tolerant of small key renames.
+"""Read the per-stage outputs the report aggregates, through one declared schema.
 
-Every file name or key the report relies on is listed here, in ONE place:
-the metrics CSVs carry their own (model, data, fold, specimen) columns; the JSON
-files (train.json, infer/*.json, align qc.json) and the FRC curves do not, so
-their identity is read from the results/ layout in DESIGN.md
+Every file the report reads is declared here as a `Producer`: the rule that writes it,
+the keys (JSON) or columns (CSV) it must hold, and the keys it may lack. A declared key
+that is missing is an InputError naming the file, the key and the rule to rerun, never a
+silent NaN; a key present with the value null (e.g. a throughput that could not be
+measured) reads as NaN. Undeclared keys are ignored. The metrics CSVs' columns are the
+registered metrics (srseg.metrics.registry) and carry their own (model, data, fold,
+specimen); the other files' identity is read from the results/ layout in DESIGN.md
 (e.g. results/train/{model}/{data}/{fold}/train.json).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..io import InputError, read_json
+from ..metrics import IMAGE, SEGMENTATION, columns
 
-KEYS = ["model", "data", "fold", "specimen"]
-SECTION_KEYS = KEYS + ["section"]
+KEYS = ("model", "data", "fold", "specimen")
+SECTION_KEYS = KEYS + ("section",)
+RUN_KEYS = ("model", "data", "fold")
 
-IMAGE_COLUMNS = SECTION_KEYS + ["psnr", "ssim", "frc_mean"]
-SEG_COLUMNS = SECTION_KEYS + ["threshold", "voi_split", "voi_merge", "voi_sum", "arand", "f1", "is_best", "is_fixed"]
-FRC_COLUMNS = ["section", "frequency_per_nm", "frc"]
 
-# Accepted spellings of JSON keys / log columns (first present wins). The first
-# name of each tuple is the one the producing stage is expected to write.
-TRAIN_KEYS = {
-    "n_params": ("parameters", "n_params", "num_params", "n_parameters", "params"),
-    # total training time over all resumed runs; this run's wall time only as a fallback
-    "wall_seconds": ("train_seconds_total", "wall_seconds", "train_seconds", "wall_seconds_this_run", "seconds"),
-    "steps_per_second": ("steps_per_s", "steps_per_second", "it_per_second"),
-    "device": ("device",),
-}
-INFER_KEYS = {
-    "voxels_per_second": ("voxels_per_s", "voxels_per_second", "throughput_voxels_per_second", "vox_per_s"),
-    "device": ("device",),
-}
-QC_KEYS = {
-    "n_matches": ("n_matches", "matches"),
-    "n_inliers": ("n_inliers", "inliers"),
-    "residual_px": ("residual_px", "residual", "rms_residual_px"),
-    "error_px": ("error_px", "error"),
-}
-LOG_COLUMNS = {
-    "step": ("step", "iteration", "iter"),
-    "loss": ("loss", "train_loss"),
-    "val_loss": ("val_loss", "validation_loss", "valid_loss", "val_l1"),  # train.py logs validation L1
-    "val_psnr": ("val_psnr",),
-}
+@dataclass(frozen=True)
+class Producer:
+    what: str                        # what the file is, for messages
+    rule: str                        # the rule that writes it
+    required: tuple[str, ...]        # keys / columns it must hold
+    optional: tuple[str, ...] = ()   # keys it may lack (NaN then)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+    def missing(self, path, key: str) -> InputError:
+        return InputError(f"{path}: {self.what} lacks {key!r}; rerun the {self.rule} rule that writes it")
+
+
+TRAIN_JSON = Producer("training summary", "train", ("parameters", "steps", "train_seconds_total", "steps_per_s", "device"))
+INFER_JSON = Producer("inference summary", "infer", ("voxels_per_s", "compute_seconds", "device"))
+# error_px: only for specimens with a known true transform (phantom, simulate)
+ALIGN_QC = Producer("alignment QC", "align", ("n_matches", "n_inliers", "residual_px"), optional=("error_px",))
+TRAIN_LOG = Producer("training log", "train", ("step", "loss", "val_l1", "val_psnr"))  # GAN/diffusion logs add columns
+FRC_CSV = Producer("FRC-curve CSV", "image_metrics", ("section", "frequency_per_nm", "frc"))
+
+
+def image_csv() -> Producer:
+    """The image-metrics CSV: one column per registered image metric (read at call time: plug-ins register late)."""
+    return Producer("image-metrics CSV", "image_metrics", SECTION_KEYS + tuple(columns(IMAGE)))
+
+
+def seg_csv() -> Producer:
+    return Producer("segmentation-metrics CSV", "seg_metrics",
+                    SECTION_KEYS + ("threshold", "is_best", "is_fixed") + tuple(columns(SEGMENTATION)))
+
 
 # Key columns are strings ("none", fold and specimen names); pandas would turn
 # "None"/"NA" into NaN by default, so only empty cells count as missing.
 _NA = ["", "nan", "NaN"]
-
-
-def get(d: dict, names: Sequence[str], default=math.nan):
-    """First present, non-null value of `names` in a dict (tolerant key access)."""
-    for name in names:
-        if name in d and d[name] is not None:
-            return d[name]
-    return default
 
 
 def path_keys(path: str | Path, names: Sequence[str], stem_suffix: str = "") -> dict:
@@ -89,114 +90,95 @@ def as_bool(series: pd.Series) -> pd.Series:
     return series.astype(str).str.strip().str.lower().isin({"true", "1", "1.0", "yes"})
 
 
-def read_csvs(paths: Iterable[str | Path], required: Sequence[str], what: str) -> pd.DataFrame:
-    """Concatenate CSVs after checking their columns (InputError names the file)."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: {what} file not found; rerun the stage that writes it")
-        frame = pd.read_csv(path, keep_default_na=False, na_values=_NA)
-        missing = [c for c in required if c not in frame.columns]
-        if missing:
-            raise InputError(f"{path}: {what} CSV lacks column(s) {', '.join(missing)}; rerun the stage that writes it")
-        for key in set(SECTION_KEYS) & set(frame.columns):
-            frame[key] = frame[key].astype(str) if key != "section" else frame[key].astype(int)
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=list(required))
-    return pd.concat(frames, ignore_index=True)
+def _exists(path: Path, producer: Producer) -> Path:
+    if not path.exists():
+        raise InputError(f"{path}: {producer.what} not found; rerun the {producer.rule} rule that writes it")
+    return path
+
+
+def read_table(path: str | Path, producer: Producer) -> pd.DataFrame:
+    """One CSV with its declared columns checked; key columns typed."""
+    path = _exists(Path(path), producer)
+    frame = pd.read_csv(path, keep_default_na=False, na_values=_NA)
+    for col in producer.required:
+        if col not in frame.columns:
+            raise producer.missing(path, col)
+    for key in set(SECTION_KEYS) & set(frame.columns):
+        frame[key] = frame[key].astype(int) if key == "section" else frame[key].astype(str)
+    return frame
+
+
+def read_tables(paths: Iterable[str | Path], producer: Producer) -> pd.DataFrame:
+    frames = [read_table(p, producer) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(producer.required))
+
+
+def read_record(path: str | Path, producer: Producer) -> dict:
+    """The declared keys of one JSON object (null and absent optional keys -> NaN)."""
+    path = _exists(Path(path), producer)
+    try:
+        obj = read_json(path)
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); delete it and rerun the {producer.rule} rule") from exc
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: {producer.what} must be a JSON object; delete it and rerun the {producer.rule} rule")
+    for key in producer.required:
+        if key not in obj:
+            raise producer.missing(path, key)
+    return {k: math.nan if obj.get(k) is None else obj[k] for k in producer.keys}
 
 
 def load_image_metrics(paths) -> pd.DataFrame:
-    return read_csvs(paths, IMAGE_COLUMNS, "image-metrics")
+    return read_tables(paths, image_csv())
 
 
 def load_seg_metrics(paths) -> pd.DataFrame:
-    seg = read_csvs(paths, SEG_COLUMNS, "segmentation-metrics")
+    seg = read_tables(paths, seg_csv())
     seg["is_best"] = as_bool(seg["is_best"])
     seg["is_fixed"] = as_bool(seg["is_fixed"])
     seg["threshold"] = seg["threshold"].astype(float)
     return seg
 
 
-def load_frc_curves(paths) -> pd.DataFrame:
-    """FRC curves, tagged with (model, data, fold, specimen) from their paths."""
-    frames = []
-    for path in paths:
-        frame = read_csvs([path], FRC_COLUMNS, "FRC-curve")
-        for key, value in path_keys(path, KEYS, stem_suffix="_frc").items():
-            frame[key] = value
-        frames.append(frame)
+def _tagged(paths, producer: Producer, names: Sequence[str], stem_suffix: str = "") -> pd.DataFrame:
+    """CSVs without identity columns, tagged with `names` read from their paths."""
+    frames = [read_table(p, producer).assign(**path_keys(p, names, stem_suffix)) for p in paths]
     if not frames:
-        return pd.DataFrame(columns=KEYS + FRC_COLUMNS)
+        return pd.DataFrame(columns=[*names, *producer.required])
     return pd.concat(frames, ignore_index=True)
 
 
-def _read_json(path, what: str) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: {what} file not found; rerun the stage that writes it")
-    try:
-        obj = read_json(path)
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); delete it and rerun the stage that writes it") from exc
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: {what} must be a JSON object; delete it and rerun the stage that writes it")
-    return obj
-
-
-def load_train_info(paths) -> pd.DataFrame:
-    """One row per train.json: model, data, fold, n_params, wall_seconds, ..."""
-    rows = []
-    for path in paths:
-        d = _read_json(path, "training summary")
-        row = path_keys(path, ["model", "data", "fold"])
-        row.update({k: get(d, names) for k, names in TRAIN_KEYS.items()})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["model", "data", "fold", *TRAIN_KEYS])
-
-
-def load_infer_info(paths) -> pd.DataFrame:
-    """One row per inference json: model, data, fold, specimen, voxels_per_second."""
-    rows = []
-    for path in paths:
-        d = _read_json(path, "inference summary")
-        row = path_keys(path, KEYS)
-        row.update({k: get(d, names) for k, names in INFER_KEYS.items()})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=KEYS + list(INFER_KEYS))
+def load_frc_curves(paths) -> pd.DataFrame:
+    """FRC curves, tagged with (model, data, fold, specimen) from their paths."""
+    return _tagged(paths, FRC_CSV, KEYS, stem_suffix="_frc")
 
 
 def load_train_logs(paths) -> pd.DataFrame:
-    """Training logs (step, loss, val_loss) of every (model, data, fold)."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: training log not found; rerun the train rule")
-        raw = pd.read_csv(path, keep_default_na=False, na_values=_NA)
-        frame = pd.DataFrame({k: raw[next(n for n in names if n in raw.columns)]
-                              if any(n in raw.columns for n in names) else np.nan
-                              for k, names in LOG_COLUMNS.items()}, index=raw.index)
-        if frame["step"].isna().all() or frame["loss"].isna().all():
-            raise InputError(f"{path}: training log lacks a step or loss column; rerun the train rule")
-        frame = frame.apply(pd.to_numeric, errors="coerce")
-        # which column the validation loss came from, for the axis label
-        frame["val_loss_source"] = next((n for n in LOG_COLUMNS["val_loss"] if n in raw.columns), "")
-        for key, value in path_keys(path, ["model", "data", "fold"]).items():
-            frame[key] = value
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=["model", "data", "fold", *LOG_COLUMNS, "val_loss_source"])
-    return pd.concat(frames, ignore_index=True)
+    """Training logs (step, loss, val_l1, val_psnr) of every (model, data, fold)."""
+    logs = _tagged(paths, TRAIN_LOG, RUN_KEYS)
+    numeric = logs[list(TRAIN_LOG.required)].apply(pd.to_numeric, errors="coerce")
+    return pd.concat([logs[list(RUN_KEYS)], numeric], axis=1)
+
+
+def _records(paths, producer: Producer, names: Sequence[str]) -> pd.DataFrame:
+    rows = [{**path_keys(p, names), **read_record(p, producer)} for p in paths]
+    return pd.DataFrame(rows, columns=[*names, *producer.keys])
+
+
+def load_train_info(paths) -> pd.DataFrame:
+    """One row per train.json: model, data, fold and its declared keys."""
+    return _records(paths, TRAIN_JSON, RUN_KEYS)
+
+
+def load_infer_info(paths) -> pd.DataFrame:
+    """One row per inference json: model, data, fold, specimen and its declared keys."""
+    return _records(paths, INFER_JSON, KEYS)
 
 
 def load_align_qc(pngs, jsons) -> list[dict]:
-    """Per specimen: the QC image path and the numbers of qc.json (may be absent)."""
+    """Per specimen (sorted): the QC image path and the declared numbers of qc.json (NaN without one)."""
     by_specimen = {Path(p).parent.name: {"specimen": Path(p).parent.name, "png": str(p)} for p in pngs}
     for path in jsons:
-        d = _read_json(path, "alignment QC")
         entry = by_specimen.setdefault(Path(path).parent.name, {"specimen": Path(path).parent.name, "png": None})
-        entry.update({k: get(d, names) for k, names in QC_KEYS.items()})
-    return [by_specimen[s] for s in sorted(by_specimen)]
+        entry.update(read_record(path, ALIGN_QC))
+    return [{**dict.fromkeys(ALIGN_QC.keys, math.nan), **by_specimen[s]} for s in sorted(by_specimen)]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -23,9 +23,10 @@ import pandas as pd  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
-from .layout import FIGURE_FORMATS  # noqa: E402
 from . import stats  # noqa: E402
-from .tables import BASELINE, METRICS, UPPER_BOUND  # noqa: E402
+from .columns import column, summary_columns  # noqa: E402
+from .layout import FIGURE_FORMATS  # noqa: E402
+from .tables import BASELINE, UPPER_BOUND  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = {
@@ -37,7 +38,6 @@ BASELINE_COLOR = "#7F7F7F"
 DATA_STYLES = [  # (linestyle, marker, hatch), by order of appearance of the training data
     ("-", "o", ""), ("--", "s", "//"), (":", "^", ".."), ("-.", "D", "xx"), ((0, (5, 1, 1, 1)), "v", "\\\\"),
 ]
-BAR_METRICS = ["psnr", "ssim", "frc_mean", "voi_split", "voi_merge", "voi_sum", "arand", "f1"]
 
 RC = {
     "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -59,13 +59,17 @@ def style(dpi: int = 200):
         yield
 
 
+# Without a date or a version string, two runs of one config write byte-identical figures.
+METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
+
+
 def save(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Write <name>.png and <name>.pdf atomically; metadata dates dropped so bytes are reproducible."""
+    """Write <name>.png and <name>.pdf atomically, with reproducible bytes (METADATA)."""
     out_dir = Path(out_dir)
     paths = []
     for ext in FIGURE_FORMATS:
         path = out_dir / f"{name}.{ext}"
-        meta = {"Software": None} if ext == "png" else {"CreationDate": None, "Producer": None}
+        meta = METADATA[ext]
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, metadata=meta)
         paths.append(path)
@@ -107,22 +111,26 @@ def _no_data(ax, text: str = "no data") -> None:
 
 def _axis_label(metric: str, at_threshold: bool = False) -> str:
     """'VOI split (bits), lower is better'; at_threshold drops the '(val. thr.)' of F1."""
-    label, unit, higher, _ = METRICS[metric]
-    label = label.split(" (")[0] if at_threshold else label
-    return f"{label}{f' ({unit})' if unit else ''}, {'higher' if higher else 'lower'} is better"
+    c = column(metric)
+    return f"{c.label(plain=at_threshold)}, {c.direction()}"
 
 
 # --------------------------------------------------------------------------- quantitative figures
 
 
 def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence: float = 0.95) -> list[Path]:
-    """Bar chart per metric, grouped by training data, error bars = bootstrap CI; HR as a dashed line."""
+    """Bar chart per summary metric, grouped by training data, error bars = bootstrap CI; HR as a dashed line."""
     styles = row_styles(rows)
     cand = [r for r in rows if r[0] != UPPER_BOUND]
     datas = list(dict.fromkeys(d for _, d in cand))
+    metrics = [c.name for c in summary_columns() if not c.fixed]
+    ncols = 4
+    nrows = max(1, math.ceil(len(metrics) / ncols))
     with style(dpi):
-        fig, axes = plt.subplots(2, 4, figsize=(11, 5.2), layout="constrained")
-        for ax, m in zip(axes.flat, BAR_METRICS):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(11, 2.6 * nrows), squeeze=False, layout="constrained")
+        for ax in axes.flat[len(metrics):]:
+            ax.set_axis_off()
+        for ax, m in zip(axes.flat, metrics):
             width = 0.8 / max(1, max((sum(1 for r in cand if r[1] == d) for d in datas), default=1))
             plotted = False
             for gi, d in enumerate(datas):
@@ -251,10 +259,8 @@ def quality_vs_segmentation(summary: pd.DataFrame, rows, out_dir, dpi: int = 200
 
 
 def training_curves(logs: pd.DataFrame, rows, out_dir, dpi: int = 200, smooth: int = 0) -> list[Path]:
-    """Training loss (smoothed), validation loss and validation PSNR against step, mean over folds."""
+    """Training loss (smoothed), validation L1 and validation PSNR against step, mean over folds."""
     styles = row_styles(rows)
-    source = next((s for s in logs.get("val_loss_source", pd.Series(dtype=str)) if s), "val_loss")
-    val_label = "validation L1 loss (–)" if source == "val_l1" else "validation loss (–)"
     with style(dpi):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
         for r in rows:
@@ -267,12 +273,12 @@ def training_curves(logs: pd.DataFrame, rows, out_dir, dpi: int = 200, smooth: i
             window = smooth or max(1, len(train) // 50)
             axes[0].plot(train.index, train.rolling(window, min_periods=1).mean(), color=st["color"],
                          linestyle=st["linestyle"], label=st["label"])
-            for ax, col in ((axes[1], "val_loss"), (axes[2], "val_psnr")):
+            for ax, col in ((axes[1], "val_l1"), (axes[2], "val_psnr")):
                 val = sub.dropna(subset=[col]).groupby("step")[col].mean()
                 if len(val):
                     ax.plot(val.index, val.to_numpy(), color=st["color"], linestyle=st["linestyle"],
                             marker=st["marker"], label=st["label"])
-        labels = ["training loss, rolling mean (–)", val_label, "validation PSNR (dB)"]
+        labels = ["training loss, rolling mean (–)", "validation L1 loss (–)", "validation PSNR (dB)"]
         for ax, what in zip(axes, labels):
             if not ax.lines:
                 _no_data(ax, "no trained models" if logs.empty else "not logged")

@@ -1,6 +1,11 @@
-"""Names of the report's outputs, importable without matplotlib/scipy (rules/report.smk reads them at DAG time)."""
+"""Names of the report's outputs, importable without matplotlib/scipy (rules/report.smk reads them at DAG time).
 
-TABLE_NAMES = ["summary", "per_specimen", "training_strategy", "thresholds_f1", "thresholds_voi", "paired_tests"]
+`cost` holds every wall-clock number (training time, inference speed); every other table
+and figure is byte-identical across two runs of one config on one machine.
+"""
+
+TABLE_NAMES = ["summary", "per_specimen", "training_strategy", "thresholds_f1", "thresholds_voi", "paired_tests",
+               "cost"]
 TABLE_FORMATS = ["csv", "md", "tex"]
 FIGURE_NAMES = ["qualitative", "segmentation_overlays", "metric_bars", "threshold_curves",
                 "frc_curves", "quality_vs_segmentation", "training_curves", "alignment_qc"]

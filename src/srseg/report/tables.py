@@ -14,34 +14,25 @@ only marked when at least two rows compete.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..io import InputError, atomic_path, write_csv
+from ..metrics import IMAGE, SEGMENTATION
 from . import stats
 from .collect import SECTION_KEYS
+from .columns import (
+    Column,
+    column,
+    paired_test_columns,
+    strategy_columns,
+    summary_columns,
+)
 
-# name: (label, unit, higher is better, decimals)
-METRICS = {
-    "psnr": ("PSNR", "dB", True, 2),
-    "ssim": ("SSIM", "", True, 3),
-    "frc_mean": ("FRC", "", True, 3),
-    "voi_split": ("VOI split", "bits", False, 3),
-    "voi_merge": ("VOI merge", "bits", False, 3),
-    "voi_sum": ("VOI sum", "bits", False, 3),
-    "arand": ("ARAND", "", False, 3),
-    "f1": ("F1 (val. thr.)", "", True, 3),
-    "f1_fixed": ("F1 (fixed thr.)", "", True, 3),
-}
-IMAGE_METRICS = ["psnr", "ssim", "frc_mean"]
-SEG_METRICS = ["voi_split", "voi_merge", "voi_sum", "arand", "f1"]
-TESTED_METRICS = ["psnr", "ssim", "voi_sum", "f1"]  # paired against bicubic
-STRATEGY_METRICS = ["psnr", "ssim", "frc_mean", "voi_sum", "f1"]
-THRESHOLD_METRICS = ["f1", "voi_sum"]
 BASELINE = ("bicubic", "none")
 UPPER_BOUND = "hr"
 
@@ -62,34 +53,32 @@ class Table:
             self.bold = pd.DataFrame(False, index=self.display.index, columns=self.display.columns)
 
 
-def metric_label(name: str, unit: bool = True) -> str:
-    label, u, _, _ = METRICS[name]
-    return f"{label} ({u})" if unit and u else label
-
-
 # --------------------------------------------------------------------------- per-section data
 
 
 def section_table(image: pd.DataFrame, seg: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, data, fold, specimen, section) with every metric.
+    """One row per (model, data, fold, specimen, section) with every summary column.
 
-    Segmentation metrics come from the threshold chosen on validation
-    (`is_best`); `f1_fixed` is F1 at the fixed threshold (`is_fixed`). Rows
-    without image metrics (the `hr` upper bound) get NaN there.
+    Segmentation metrics come from the threshold chosen on validation (`is_best`);
+    `<name>_fixed` columns from the fixed threshold (`is_fixed`). Rows without image
+    metrics (the `hr` upper bound) get NaN there.
     """
-    img = image[SECTION_KEYS + IMAGE_METRICS]
-    best = seg.loc[seg["is_best"], SECTION_KEYS + SEG_METRICS]
-    fixed = seg.loc[seg["is_fixed"], SECTION_KEYS + ["f1"]].rename(columns={"f1": "f1_fixed"})
+    keys = list(SECTION_KEYS)
+    cols = summary_columns()
+    img = image[keys + [c.name for c in cols if c.metric.kind == IMAGE]]
+    best = seg.loc[seg["is_best"], keys + [c.name for c in cols if c.metric.kind == SEGMENTATION and not c.fixed]]
+    fixed = seg.loc[seg["is_fixed"], keys + [c.metric.name for c in cols if c.fixed]]
+    fixed = fixed.rename(columns={c.metric.name: c.name for c in cols if c.fixed})
     for frame, what in ((img, "image metrics"), (best, "is_best segmentation rows"), (fixed, "is_fixed segmentation rows")):
-        dup = frame.duplicated(SECTION_KEYS)
+        dup = frame.duplicated(keys)
         if dup.any():
             r = frame.loc[dup].iloc[0]
             raise InputError(f"results/metrics of {r['model']}/{r['data']}/{r['fold']}/{r['specimen']} have more than one "
                              f"row of {what} for section {r['section']}; rerun the metrics rule for it")
-    out = img.merge(best, on=SECTION_KEYS, how="outer").merge(fixed, on=SECTION_KEYS, how="outer")
-    for col in METRICS:
-        out[col] = pd.to_numeric(out[col], errors="coerce")
-    return out.sort_values(SECTION_KEYS, kind="stable").reset_index(drop=True)
+    out = img.merge(best, on=keys, how="outer").merge(fixed, on=keys, how="outer")
+    for c in cols:
+        out[c.name] = pd.to_numeric(out[c.name], errors="coerce")
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def ordered_rows(frame: pd.DataFrame, rows: Sequence[Sequence[str]] | None = None) -> list[tuple[str, str]]:
@@ -109,6 +98,11 @@ def fmt_value(x, decimals: int) -> str:
     return MISSING if x is None or not np.isfinite(x) else f"{x:.{decimals}f}"
 
 
+def fmt_count(x) -> str:
+    """1,234,567 (parameters, steps)."""
+    return MISSING if x is None or not np.isfinite(x) else f"{int(x):,}"
+
+
 def fmt_mean_std(mean, std, decimals: int) -> str:
     if mean is None or not np.isfinite(mean):
         return MISSING
@@ -118,15 +112,19 @@ def fmt_mean_std(mean, std, decimals: int) -> str:
 
 
 def fmt_p(p) -> str:
+    """Two significant digits (p-values, and numbers spanning orders of magnitude)."""
     return MISSING if p is None or not np.isfinite(p) else f"{p:.2g}"
 
 
-def best_mask(means, higher: bool, decimals: int, eligible=None) -> np.ndarray:
+def best_mask(means, higher: bool | None, decimals: int, eligible=None) -> np.ndarray:
     """Rows holding the best mean at the displayed precision (ties all marked).
 
-    Nothing is marked unless at least two eligible rows have a finite value.
+    Nothing is marked unless at least two eligible rows have a finite value, or when
+    `higher` is None.
     """
     v = np.round(np.asarray(means, dtype=float), decimals)
+    if higher is None:  # a metric without a better direction (a count) never wins
+        return np.zeros(v.shape, bool)
     ok = np.isfinite(v) & (np.ones_like(v, bool) if eligible is None else np.asarray(eligible, bool))
     if ok.sum() < 2:
         return np.zeros(v.shape, bool)
@@ -142,65 +140,126 @@ def _best_column(flags: dict[str, np.ndarray], n: int) -> list[str]:
 # --------------------------------------------------------------------------- tables
 
 
-def summary_table(sections: pd.DataFrame, train: pd.DataFrame, infer: pd.DataFrame, tests: pd.DataFrame,
-                  rows=None, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+def _mean_std(x: pd.Series) -> tuple[float, float]:
+    x = pd.to_numeric(x, errors="coerce").dropna()
+    return (float(x.mean()) if len(x) else math.nan), (float(x.std(ddof=1)) if len(x) > 1 else math.nan)
+
+
+def _direction_sentence(cols: list[Column]) -> str:
+    """'higher is better for PSNR, SSIM; lower for VOI split, ...' from the registry."""
+    names = {d: list(dict.fromkeys(c.metric.label for c in cols if c.higher is d)) for d in (True, False)}
+    parts = [f"{word} for {', '.join(names[d])}" for d, word in ((True, "higher is better"), (False, "lower"))
+             if names[d]]
+    return "; ".join(parts)
+
+
+def summary_table(sections: pd.DataFrame, train: pd.DataFrame, tests: pd.DataFrame, rows=None,
+                  n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
                   fixed_threshold: float | None = None) -> Table:
-    """One row per (model, data): metrics as mean/std/CI over test sections pooled over folds."""
+    """One row per (model, data): every summary column as mean/std/CI over test sections pooled over folds.
+
+    Only reproducible numbers: the run-time costs are the cost table's.
+    """
     order = ordered_rows(sections, rows)
+    cols, tested = summary_columns(), paired_test_columns()
     records = []
     for model, data in order:
         sub = sections[(sections["model"] == model) & (sections["data"] == data)]
         rec = {"model": model, "data": data, "n_sections": int(len(sub))}
-        for m in METRICS:
-            d = stats.describe(sub[m], n_resamples, confidence, seed)
-            rec.update({f"{m}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")})
-        for m in TESTED_METRICS:
-            hit = tests[(tests["model"] == model) & (tests["data"] == data) & (tests["metric"] == m)]
-            rec[f"{m}_p"] = float(hit["p_value"].iloc[0]) if len(hit) else math.nan
-        tr = train[(train["model"] == model) & (train["data"] == data)]
-        params = pd.to_numeric(tr["n_params"], errors="coerce").dropna()
+        for c in cols:
+            d = stats.describe(sub[c.name], n_resamples, confidence, seed)
+            rec.update({f"{c.name}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")})
+        for c in tested:
+            hit = tests[(tests["model"] == model) & (tests["data"] == data) & (tests["metric"] == c.name)]
+            rec[f"{c.name}_p"] = float(hit["p_value"].iloc[0]) if len(hit) else math.nan
+        params = pd.to_numeric(train.loc[(train["model"] == model) & (train["data"] == data), "parameters"],
+                               errors="coerce").dropna()
         rec["n_params"] = float(params.max()) if len(params) else math.nan
-        secs = pd.to_numeric(tr["wall_seconds"], errors="coerce").dropna()
-        rec["train_minutes_mean"] = float(secs.mean() / 60) if len(secs) else math.nan
-        rec["train_minutes_std"] = float(secs.std(ddof=1) / 60) if len(secs) > 1 else math.nan
-        inf = infer[(infer["model"] == model) & (infer["data"] == data)]
-        vps = pd.to_numeric(inf["voxels_per_second"], errors="coerce").dropna()
-        rec["infer_mvox_per_s_mean"] = float(vps.mean() / 1e6) if len(vps) else math.nan
-        rec["infer_mvox_per_s_std"] = float(vps.std(ddof=1) / 1e6) if len(vps) > 1 else math.nan
-        # Seconds per gigavoxel: the cost of running the model on a whole dataset (DESIGN.md).
-        rec["infer_s_per_gvox"] = float(1e9 / vps.mean()) if len(vps) and vps.mean() > 0 else math.nan
         records.append(rec)
     num = pd.DataFrame(records)
     eligible = (num["model"] != UPPER_BOUND).to_numpy() if len(num) else np.zeros(0, bool)
-    flags = {m: best_mask(num[f"{m}_mean"], METRICS[m][2], METRICS[m][3], eligible) for m in METRICS} if len(num) else {}
+    flags = {c.name: best_mask(num[f"{c.name}_mean"], c.higher, c.decimals, eligible) if len(num) else []
+             for c in cols}
     num["best"] = _best_column(flags, len(num))
 
-    fixed_label = f"F1 (t={fixed_threshold:g})" if fixed_threshold is not None else "F1 (fixed thr.)"
-    labels = {m: metric_label(m) for m in METRICS}
-    labels["f1_fixed"] = fixed_label
     disp = pd.DataFrame({"Model": num.get("model", []), "Data": num.get("data", [])})
     bold = pd.DataFrame(False, index=disp.index, columns=[])
-    for m, (_, _, _, dec) in METRICS.items():
-        disp[labels[m]] = [fmt_mean_std(a, b, dec) for a, b in zip(num[f"{m}_mean"], num[f"{m}_std"])]
-        bold[labels[m]] = flags[m] if len(num) else []
-    for m in TESTED_METRICS:
-        disp[f"p {METRICS[m][0].split(' (')[0]}"] = [fmt_p(p) for p in num[f"{m}_p"]]
-    disp["Params"] = [MISSING if not np.isfinite(p) else f"{int(p):,}" for p in num["n_params"]]
-    disp["Train (min)"] = [fmt_mean_std(a, b, 1) for a, b in zip(num["train_minutes_mean"], num["train_minutes_std"])]
-    disp["Infer (Mvox/s)"] = [fmt_mean_std(a, b, 2) for a, b in zip(num["infer_mvox_per_s_mean"], num["infer_mvox_per_s_std"])]
+    for c in cols:
+        label = c.label(fixed_threshold=fixed_threshold)
+        disp[label] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{c.name}_mean"], num[f"{c.name}_std"])]
+        bold[label] = flags[c.name]
+    for c in tested:
+        disp[f"p {c.metric.label}"] = [fmt_p(p) for p in num[f"{c.name}_p"]]
+    disp["Params"] = [fmt_count(p) for p in num["n_params"]]
     bold = bold.reindex(columns=disp.columns, fill_value=False)
+    fixed = [c.label(unit=False, fixed_threshold=fixed_threshold) for c in cols if c.fixed]
     caption = (f"Summary over test sections pooled over folds: mean ± standard deviation (the CSV adds "
                f"{confidence:.0%} percentile-bootstrap confidence intervals). Segmentation metrics at the threshold "
-               f"chosen on validation; {fixed_label} at the fixed threshold. p: two-sided Wilcoxon signed-rank test "
-               f"against bicubic, paired by section ({MISSING} when fewer than 2 pairs or all differences are zero). "
-               f"Bold: best per column (higher is better for PSNR, SSIM, FRC, F1; lower for VOI and ARAND), "
-               f"the HR upper bound excluded.")
+               f"chosen on validation" + (f"; {', '.join(fixed)} at the fixed threshold" if fixed else "") + ". "
+               f"p: two-sided Wilcoxon signed-rank test against bicubic, paired by section ({MISSING} when fewer "
+               f"than 2 pairs or all differences are zero). Params: trainable parameters. Bold: best per column "
+               f"({_direction_sentence(cols)}), the HR upper bound excluded. Run times are in the cost table.")
     return Table("summary", caption, num, disp, bold, ["Model", "Data"])
+
+
+def cost_table(train: pd.DataFrame, infer: pd.DataFrame, rows=None) -> Table:
+    """One row per trained or inferred (model, data): parameters, training time and inference speed.
+
+    Wall-clock numbers differ between two runs of one config; they live here so that every
+    other table is byte-identical across runs.
+    """
+    present = pd.concat([train[["model", "data"]], infer[["model", "data"]]], ignore_index=True)
+    order = ordered_rows(present, rows)
+    records = []
+    for model, data in order:
+        tr = train[(train["model"] == model) & (train["data"] == data)]
+        inf = infer[(infer["model"] == model) & (infer["data"] == data)]
+        params = pd.to_numeric(tr["parameters"], errors="coerce").dropna()
+        minutes = _mean_std(pd.to_numeric(tr["train_seconds_total"], errors="coerce") / 60)
+        vps = pd.to_numeric(inf["voxels_per_s"], errors="coerce").dropna()
+        mvox = _mean_std(vps / 1e6)
+        records.append({
+            "model": model, "data": data,
+            "train_device": ";".join(sorted(set(map(str, tr["device"])))),
+            "n_params": float(params.max()) if len(params) else math.nan,
+            "steps": float(pd.to_numeric(tr["steps"], errors="coerce").max()) if len(tr) else math.nan,
+            "train_minutes_mean": minutes[0], "train_minutes_std": minutes[1],
+            "steps_per_s_mean": _mean_std(tr["steps_per_s"])[0],
+            "infer_device": ";".join(sorted(set(map(str, inf["device"])))),
+            "infer_mvox_per_s_mean": mvox[0], "infer_mvox_per_s_std": mvox[1],
+            # Seconds per gigavoxel: the cost of running the model on a whole dataset (DESIGN.md).
+            "infer_s_per_gvox": float(1e9 / vps.mean()) if len(vps) and vps.mean() > 0 else math.nan,
+            "infer_compute_s_total": float(pd.to_numeric(inf["compute_seconds"], errors="coerce").sum())
+            if len(inf) else math.nan,
+        })
+    num = pd.DataFrame(records, columns=["model", "data", "train_device", "n_params", "steps", "train_minutes_mean",
+                                         "train_minutes_std", "steps_per_s_mean", "infer_device",
+                                         "infer_mvox_per_s_mean", "infer_mvox_per_s_std", "infer_s_per_gvox",
+                                         "infer_compute_s_total"])
+    disp = pd.DataFrame({
+        "Model": num["model"], "Data": num["data"],
+        "Params": [fmt_count(p) for p in num["n_params"]],
+        "Steps": [fmt_count(p) for p in num["steps"]],
+        "Train device": [d or MISSING for d in num["train_device"]],
+        "Train (min)": [fmt_mean_std(a, b, 1) for a, b in zip(num["train_minutes_mean"], num["train_minutes_std"])],
+        "Steps/s": [fmt_value(v, 1) for v in num["steps_per_s_mean"]],
+        "Infer device": [d or MISSING for d in num["infer_device"]],
+        "Infer (Mvox/s)": [fmt_mean_std(a, b, 2) for a, b in zip(num["infer_mvox_per_s_mean"], num["infer_mvox_per_s_std"])],
+        "Infer (s/Gvox)": [fmt_value(v, 0) for v in num["infer_s_per_gvox"]],
+        "Infer compute (s)": [fmt_p(v) for v in num["infer_compute_s_total"]],  # 2 significant digits
+    })
+    caption = ("Computational cost: trainable parameters and training steps; training wall time over all resumed runs "
+               "(minutes, mean ± standard deviation over folds) and training steps per second; inference throughput "
+               "(megavoxels of SR output per second of compute, mean ± standard deviation over test specimens), "
+               "seconds per gigavoxel and total inference compute time. Times depend on the machine and its load, "
+               "so this is the one table that differs between two runs of the same config.")
+    return Table("cost", caption, num, disp, None, ["Model", "Data", "Train device", "Infer device"])
 
 
 def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
     """One row per (specimen, model, data): mean ± std over that specimen's test sections."""
     order = ordered_rows(sections, rows)
+    cols = summary_columns()
     records = []
     for specimen in sorted(sections["specimen"].unique()):
         for model, data in order:
@@ -208,28 +267,30 @@ def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
             if sub.empty:
                 continue
             rec = {"specimen": specimen, "model": model, "data": data, "n_sections": int(len(sub))}
-            for m in METRICS:
-                x = sub[m].dropna()
-                rec[f"{m}_mean"] = float(x.mean()) if len(x) else math.nan
-                rec[f"{m}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+            for c in cols:
+                rec[f"{c.name}_mean"], rec[f"{c.name}_std"] = _mean_std(sub[c.name])
             records.append(rec)
-    cols = ["specimen", "model", "data", "n_sections"] + [f"{m}_{k}" for m in METRICS for k in ("mean", "std")]
-    num = pd.DataFrame(records, columns=cols)
-    flags = {m: np.zeros(len(num), bool) for m in METRICS}
+    names = ["specimen", "model", "data", "n_sections"] + [f"{c.name}_{k}" for c in cols for k in ("mean", "std")]
+    num = pd.DataFrame(records, columns=names)
+    flags = {c.name: np.zeros(len(num), bool) for c in cols}
     for _, idx in num.groupby("specimen", sort=False).groups.items():
         idx = np.asarray(idx)
         eligible = (num.loc[idx, "model"] != UPPER_BOUND).to_numpy()
-        for m, (_, _, higher, dec) in METRICS.items():
-            flags[m][idx] = best_mask(num.loc[idx, f"{m}_mean"], higher, dec, eligible)
+        for c in cols:
+            flags[c.name][idx] = best_mask(num.loc[idx, f"{c.name}_mean"], c.higher, c.decimals, eligible)
     num["best"] = _best_column(flags, len(num))
     disp = pd.DataFrame({"Specimen": num["specimen"], "Model": num["model"], "Data": num["data"]})
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
-    for m, (_, _, _, dec) in METRICS.items():
-        disp[metric_label(m)] = [fmt_mean_std(a, b, dec) for a, b in zip(num[f"{m}_mean"], num[f"{m}_std"])]
-        bold[metric_label(m)] = flags[m]
+    for c in cols:
+        disp[c.label()] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{c.name}_mean"], num[f"{c.name}_std"])]
+        bold[c.label()] = flags[c.name]
     caption = ("Per test specimen: mean ± standard deviation over its test sections. "
                "Bold: best per column within a specimen, the HR upper bound excluded.")
     return Table("per_specimen", caption, num, disp, bold, ["Specimen", "Model", "Data"])
+
+
+def _arrow(c: Column) -> str:
+    return {True: "↑", False: "↓", None: ""}[c.higher]
 
 
 def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
@@ -239,36 +300,36 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     data per (metric, model) and column. 'All' pools every test section.
     """
     order = [r for r in ordered_rows(sections, rows) if r[1] != "none" and r[0] != UPPER_BOUND]
+    cols = strategy_columns()
     specimens = sorted(sections["specimen"].unique()) if len(sections) else []
-    columns = specimens + ["all"]
+    where = specimens + ["all"]
     records = []
-    for m in STRATEGY_METRICS:
+    for c in cols:
         for model, data in order:
             sub = sections[(sections["model"] == model) & (sections["data"] == data)]
-            for col in columns:
-                x = (sub if col == "all" else sub[sub["specimen"] == col])[m].dropna()
-                records.append({"metric": m, "model": model, "data": data, "specimen": col,
-                                "mean": float(x.mean()) if len(x) else math.nan,
-                                "std": float(x.std(ddof=1)) if len(x) > 1 else math.nan, "n": int(len(x))})
+            for spec in where:
+                x = (sub if spec == "all" else sub[sub["specimen"] == spec])[c.name].dropna()
+                mean, std = _mean_std(x)
+                records.append({"metric": c.name, "model": model, "data": data, "specimen": spec,
+                                "mean": mean, "std": std, "n": int(len(x))})
     num = pd.DataFrame(records, columns=["metric", "model", "data", "specimen", "mean", "std", "n"])
     num["best"] = False
     for (m, _, _), idx in num.groupby(["metric", "model", "specimen"], sort=False).groups.items():
-        num.loc[idx, "best"] = best_mask(num.loc[idx, "mean"], METRICS[m][2], METRICS[m][3])
+        num.loc[idx, "best"] = best_mask(num.loc[idx, "mean"], column(m).higher, column(m).decimals)
 
     disp_rows, bold_rows = [], []
-    for m in STRATEGY_METRICS:
-        label, _, higher, dec = METRICS[m]
+    for c in cols:
         for model, data in order:
-            sub = num[(num["metric"] == m) & (num["model"] == model) & (num["data"] == data)].set_index("specimen")
-            row = {"Metric": f"{metric_label(m)} {'↑' if higher else '↓'}", "Model": model, "Data": data}
+            sub = num[(num["metric"] == c.name) & (num["model"] == model) & (num["data"] == data)].set_index("specimen")
+            row = {"Metric": f"{c.label()} {_arrow(c)}".strip(), "Model": model, "Data": data}
             brow = {"Metric": False, "Model": False, "Data": False}
-            for col in columns:
-                name = "All" if col == "all" else col
-                row[name] = fmt_mean_std(sub.at[col, "mean"], sub.at[col, "std"], dec)
-                brow[name] = bool(sub.at[col, "best"])
+            for spec in where:
+                name = "All" if spec == "all" else spec
+                row[name] = fmt_mean_std(sub.at[spec, "mean"], sub.at[spec, "std"], c.decimals)
+                brow[name] = bool(sub.at[spec, "best"])
             disp_rows.append(row)
             bold_rows.append(brow)
-    disp_cols = ["Metric", "Model", "Data"] + [("All" if c == "all" else c) for c in columns]
+    disp_cols = ["Metric", "Model", "Data"] + [("All" if c == "all" else c) for c in where]
     disp = pd.DataFrame(disp_rows, columns=disp_cols)
     bold = pd.DataFrame(bold_rows, columns=disp_cols).fillna(False).astype(bool)
     caption = ("Training strategies (shape of Table III of the EMSR study): each trained model on acquired (real) "
@@ -277,10 +338,9 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     return Table("training_strategy", caption, num, disp, bold, ["Metric", "Model", "Data"])
 
 
-def threshold_table(seg: pd.DataFrame, metric: str, rows=None) -> Table:
+def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Table:
     """The Chalmers study's Table 4 shape: rows (model, data), columns agglomeration thresholds."""
-    label, _, higher, dec = METRICS[metric]
-    label = label.split(" (")[0]
+    c = column(metric)
     order = ordered_rows(seg, rows)
     thresholds = sorted(seg["threshold"].unique()) if len(seg) else []
     records = []
@@ -288,25 +348,21 @@ def threshold_table(seg: pd.DataFrame, metric: str, rows=None) -> Table:
         sub = seg[(seg["model"] == model) & (seg["data"] == data)]
         rec = {"model": model, "data": data}
         for t in thresholds:
-            x = pd.to_numeric(sub.loc[np.isclose(sub["threshold"], t), metric], errors="coerce").dropna()
-            rec[f"{metric}_t{t:g}_mean"] = float(x.mean()) if len(x) else math.nan
-            rec[f"{metric}_t{t:g}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+            rec[f"{metric}_t{t:g}_mean"], rec[f"{metric}_t{t:g}_std"] = _mean_std(sub.loc[np.isclose(sub["threshold"], t), metric])
         records.append(rec)
     num = pd.DataFrame(records, columns=["model", "data"] + [f"{metric}_t{t:g}_{k}" for t in thresholds for k in ("mean", "std")])
     eligible = (num["model"] != UPPER_BOUND).to_numpy()
-    flags = {f"t{t:g}": best_mask(num[f"{metric}_t{t:g}_mean"], higher, dec, eligible) for t in thresholds}
+    flags = {f"t{t:g}": best_mask(num[f"{metric}_t{t:g}_mean"], c.higher, c.decimals, eligible) for t in thresholds}
     num["best"] = _best_column(flags, len(num))
     disp = pd.DataFrame({"Model": num["model"], "Data": num["data"]})
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
     for t in thresholds:
         col = f"t = {t:g}"
-        disp[col] = [fmt_mean_std(a, b, dec) for a, b in zip(num[f"{metric}_t{t:g}_mean"], num[f"{metric}_t{t:g}_std"])]
+        disp[col] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{metric}_t{t:g}_mean"], num[f"{metric}_t{t:g}_std"])]
         bold[col] = flags[f"t{t:g}"]
-    unit = f" ({METRICS[metric][1]})" if METRICS[metric][1] else ""
-    caption = (f"{label}{unit} for each agglomeration threshold (shape of Table 4 of the Chalmers study): mean ± "
+    caption = (f"{c.label(plain=True)} for each agglomeration threshold (shape of Table 4 of the Chalmers study): mean ± "
                f"standard deviation over test sections pooled over folds. Bold: best per threshold "
-               f"({'higher' if higher else 'lower'} is better), the HR upper bound excluded.")
-    name = "thresholds_f1" if metric == "f1" else f"thresholds_{metric.split('_')[0]}"
+               f"({c.direction()}), the HR upper bound excluded.")
     return Table(name, caption, num, disp, bold, ["Model", "Data"])
 
 
@@ -319,9 +375,9 @@ def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.Da
     for model, data in ordered_rows(sections, rows):
         if (model, data) == BASELINE:
             continue
-        for m in TESTED_METRICS:
-            res = stats.paired_against(sections, m, model, data, BASELINE, min_pairs)
-            records.append({"model": model, "data": data, "metric": m, **res})
+        for c in paired_test_columns():
+            res = stats.paired_against(sections, c.name, model, data, BASELINE, min_pairs)
+            records.append({"model": model, "data": data, "metric": c.name, **res})
     out = pd.DataFrame(records, columns=["model", "data", "metric", "n_pairs", "median_diff", "statistic", "p_value"])
     out["q_value"] = stats.bh_qvalues(out["p_value"]) if len(out) else []
     return out
@@ -330,17 +386,18 @@ def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.Da
 def paired_tests_table(tests: pd.DataFrame) -> Table:
     disp = pd.DataFrame({
         "Model": tests["model"], "Data": tests["data"],
-        "Metric": [metric_label(m) for m in tests["metric"]],
+        "Metric": [column(m).label() for m in tests["metric"]],
         "n": tests["n_pairs"].astype(int).astype(str),
-        "Median diff.": [fmt_value(d, METRICS[m][3]) for d, m in zip(tests["median_diff"], tests["metric"])],
+        "Median diff.": [fmt_value(d, column(m).decimals) for d, m in zip(tests["median_diff"], tests["metric"])],
         "W": [fmt_value(w, 1) for w in tests["statistic"]],
         "p": [fmt_p(p) for p in tests["p_value"]],
         "q (BH)": [fmt_p(q) for q in tests["q_value"]],
     })
-    caption = ("Two-sided Wilcoxon signed-rank tests of each row against bicubic, paired by (fold, specimen, section); "
-               "median diff. = median of (row - bicubic); q: Benjamini–Hochberg adjusted over the whole table; "
-               f"{MISSING} when fewer than 2 pairs exist or all differences are zero. Sections of one specimen are "
-               "correlated, so p-values are optimistic.")
+    tested = ", ".join(c.metric.label for c in paired_test_columns())
+    caption = (f"Two-sided Wilcoxon signed-rank tests of each row against bicubic ({tested}), paired by (fold, "
+               "specimen, section); median diff. = median of (row - bicubic); q: Benjamini–Hochberg adjusted over the "
+               f"whole table; {MISSING} when fewer than 2 pairs exist or all differences are zero. Sections of one "
+               "specimen are correlated, so p-values are optimistic.")
     return Table("paired_tests", caption, tests, disp, None, ["Model", "Data", "Metric"])
 
 

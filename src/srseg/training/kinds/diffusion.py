@@ -1,0 +1,48 @@
+"""Diffusion SR (sr3): the pixel losses between predicted and true noise eps.
+
+Each step draws a batch, a random diffusion step t and Gaussian noise per image (torch
+RNG, seeded and checkpointed) and minimises the configured pixel losses between the
+predicted and the true eps (SR3: `loss: {mse: 1}` or `{l1: 1}`). Validation samples with
+DDIM over the arch's `sample_steps`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...io import InputError
+from ...runtime import autocast, require_finite, scaled_step
+from ..engine import KINDS
+from .sr import SRKind
+
+
+def diffusion_loss(model, loss_fn, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Weighted pixel losses between predicted and true eps for one random (t, eps) draw per image."""
+    eps_pred, eps = model.diffusion_pair(lr, hr)
+    return loss_fn.evaluate(eps_pred, eps, model, lr)
+
+
+@KINDS.register("diffusion")
+class Diffusion(SRKind):
+    name = "diffusion"
+
+    def check_loss(self) -> None:
+        bad = [n for n, _, fn in self.loss_fn.terms if getattr(fn, "adversarial", False) or getattr(fn, "needs_model", False)]
+        if bad:
+            raise InputError(f"arch {self.arch!r} is trained on the noise eps with pixel losses only; "
+                             f"drop {', '.join(bad)} from `loss:`")
+
+    def optimise(self) -> None:
+        self.single_optimiser()
+
+    def step(self, step: int) -> dict[str, float]:
+        x, y = self.batch()
+        with autocast(self.device, self.amp):
+            total, terms = diffusion_loss(self.model, self.loss_fn, x, y)
+        require_finite(total, step, self.settings["lr"])
+        scaled_step(total, self.optimizer, self.scaler)
+        self.scheduler.step()
+        return {"loss": total.item(), **{f"eps_{k}": v.item() for k, v in terms.items()}}
+
+    def summary(self, rows) -> dict:
+        return {**super().summary(rows), "timesteps": self.model.timesteps, "sample_steps": self.model.sample_steps}
