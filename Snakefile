@@ -24,6 +24,18 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+# names are one of the config's (a sorted alternation), so no rule mistakes one path for another
+wildcard_constraints:
+    specimen="|".join(SPECIMENS),
+    recipe="|".join(RECIPES) or "__none__",
+    model="|".join(MODELS + ["hr"]),
+    fold="|".join(FOLDS),
+    data="|".join(["real", "none", "denoised"] + RECIPES),
+    block=r"\d+",
+
+
 include: "rules/generate.smk"
 include: "rules/ingest.smk"
 include: "rules/align.smk"
@@ -39,7 +51,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.report.output,
         rules.provenance.output,
-    default_target: True

@@ -41,8 +41,19 @@ NOISE = {
 }
 
 
-def run(source: str, trials: int, ratio: float, sections: int, seed: int, tolerance: float,
-        max_rotation: float, max_scale: float, max_offset: float, fraction: float, n_controls: int = 10) -> dict:
+def run(
+    source: str,
+    trials: int,
+    ratio: float,
+    sections: int,
+    seed: int,
+    tolerance: float,
+    max_rotation: float,
+    max_scale: float,
+    max_offset: float,
+    fraction: float,
+    n_controls: int = 10,
+) -> dict:
     raw, vox = read_stack(source)
     img, _ = check_image(raw, source)
     vol = to_float(img)
@@ -53,39 +64,72 @@ def run(source: str, trials: int, ratio: float, sections: int, seed: int, tolera
     for i in range(trials):
         noise = levels[i % len(levels)]
         z0 = int(rng.integers(0, vol.shape[0] - sections + 1))
-        geom = {"rotation_deg": float(rng.uniform(-max_rotation, max_rotation)),
-                "scale": float(1 + rng.uniform(-max_scale, max_scale)),
-                "offset_error_lr_px": rng.uniform(-max_offset, max_offset, 2).tolist()}
-        params = {"source": source, "seed": int(rng.integers(2**31)), "hr_field_fraction": fraction,
-                  "lr_voxel_nm": [vox[0], vox[1] * ratio, vox[2] * ratio], **NOISE[noise]}
-        sim = simulate_volume(vol[z0:z0 + sections], vox, params, geometry_overrides=geom)
+        geom = {
+            "rotation_deg": float(rng.uniform(-max_rotation, max_rotation)),
+            "scale": float(1 + rng.uniform(-max_scale, max_scale)),
+            "offset_error_lr_px": rng.uniform(-max_offset, max_offset, 2).tolist(),
+        }
+        params = {
+            "source": source,
+            "seed": int(rng.integers(2**31)),
+            "hr_field_fraction": fraction,
+            "lr_voxel_nm": [vox[0], vox[1] * ratio, vox[2] * ratio],
+            **NOISE[noise],
+        }
+        sim = simulate_volume(vol[z0 : z0 + sections], vox, params, geometry_overrides=geom)
         row = {"trial": i, "noise": noise, "z0": z0, **geom}
         t0 = time.time()
         try:
-            res = align_volume(sim["lr"], sim["hr"], sim["lr_voxel_nm"], sim["hr_voxel_nm"], sim["hr_offset_nm"],
-                               {"search_margin_lr_px": max_offset + 8}, truth=sim["truth"], where=f"trial {i}")
+            res = align_volume(
+                sim["lr"],
+                sim["hr"],
+                sim["lr_voxel_nm"],
+                sim["hr_voxel_nm"],
+                sim["hr_offset_nm"],
+                {"search_margin_lr_px": max_offset + 8},
+                truth=sim["truth"],
+                where=f"trial {i}",
+            )
             qc = res["qc"]
-            row.update(error_px=qc["error_px"], error_px_max=qc["error_px_max"], residual_px=qc["residual_px"],
-                       z_errors=qc["z_errors"])
+            row.update(
+                error_px=qc["error_px"],
+                error_px_max=qc["error_px_max"],
+                residual_px=qc["residual_px"],
+                z_errors=qc["z_errors"],
+            )
             row["outcome"] = "ok" if qc["error_px_max"] <= tolerance and qc["z_errors"] == 0 else "silent_wrong"
         except InputError as exc:
             row.update(outcome="detected", error=str(exc))
         row["seconds"] = time.time() - t0
         rows.append(row)
-        print(f"{i:3d} {noise:8s} rot {geom['rotation_deg']:+5.2f} scale {geom['scale']:.3f} "
-              f"off {geom['offset_error_lr_px'][0]:+6.1f},{geom['offset_error_lr_px'][1]:+6.1f} -> "
-              f"{row['outcome']:12s} {row.get('error_px', float('nan')):.3f} px", flush=True)
+        print(
+            f"{i:3d} {noise:8s} rot {geom['rotation_deg']:+5.2f} scale {geom['scale']:.3f} "
+            f"off {geom['offset_error_lr_px'][0]:+6.1f},{geom['offset_error_lr_px'][1]:+6.1f} -> "
+            f"{row['outcome']:12s} {row.get('error_px', float('nan')):.3f} px",
+            flush=True,
+        )
 
     controls = []
     for i in range(n_controls):
         z0 = int(rng.integers(0, vol.shape[0] - sections + 1))
-        params = {"source": source, "seed": int(rng.integers(2**31)), "hr_field_fraction": fraction,
-                  "lr_voxel_nm": [vox[0], vox[1] * ratio, vox[2] * ratio], **NOISE[levels[i % len(levels)]]}
-        sim = simulate_volume(vol[z0:z0 + sections], vox, params)
+        params = {
+            "source": source,
+            "seed": int(rng.integers(2**31)),
+            "hr_field_fraction": fraction,
+            "lr_voxel_nm": [vox[0], vox[1] * ratio, vox[2] * ratio],
+            **NOISE[levels[i % len(levels)]],
+        }
+        sim = simulate_volume(vol[z0 : z0 + sections], vox, params)
         try:
-            align_volume(sim["lr"], np.ascontiguousarray(sim["hr"][:, :, ::-1]), sim["lr_voxel_nm"],
-                         sim["hr_voxel_nm"], sim["hr_offset_nm"], {"search_margin_lr_px": max_offset + 8},
-                         where=f"control {i}")
+            align_volume(
+                sim["lr"],
+                np.ascontiguousarray(sim["hr"][:, :, ::-1]),
+                sim["lr_voxel_nm"],
+                sim["hr_voxel_nm"],
+                sim["hr_offset_nm"],
+                {"search_margin_lr_px": max_offset + 8},
+                where=f"control {i}",
+            )
             controls.append({"control": i, "outcome": "silent_wrong"})
         except InputError as exc:
             controls.append({"control": i, "outcome": "detected", "error": str(exc)})
@@ -104,16 +148,23 @@ def run(source: str, trials: int, ratio: float, sections: int, seed: int, tolera
         }
 
     return {
-        "source": source, "ratio": ratio, "sections_per_trial": sections, "hr_field_fraction": fraction,
-        "tolerance_lr_px": tolerance, "ranges": {"rotation_deg": max_rotation, "scale": max_scale,
-                                                   "offset_error_lr_px": max_offset},
-        "noise_levels": NOISE, "overall": summary(rows),
+        "source": source,
+        "ratio": ratio,
+        "sections_per_trial": sections,
+        "hr_field_fraction": fraction,
+        "tolerance_lr_px": tolerance,
+        "ranges": {"rotation_deg": max_rotation, "scale": max_scale, "offset_error_lr_px": max_offset},
+        "noise_levels": NOISE,
+        "overall": summary(rows),
         "by_noise": {n: summary([r for r in rows if r["noise"] == n]) for n in levels},
-        "negative_controls": {"trials": len(controls),
-                              "detected": sum(c["outcome"] == "detected" for c in controls),
-                              "silent_wrong": sum(c["outcome"] == "silent_wrong" for c in controls)},
+        "negative_controls": {
+            "trials": len(controls),
+            "detected": sum(c["outcome"] == "detected" for c in controls),
+            "silent_wrong": sum(c["outcome"] == "silent_wrong" for c in controls),
+        },
         "controls": controls,
-        "seconds": time.time() - t_start, "trials": rows,
+        "seconds": time.time() - t_start,
+        "trials": rows,
     }
 
 
@@ -133,12 +184,31 @@ def main():
     ap.add_argument("--out", default="bench/align_robustness.json")
     a = ap.parse_args()
     logging.disable(logging.INFO)
-    res = run(a.source, a.trials, a.ratio, a.sections, a.seed, a.tolerance, a.max_rotation, a.max_scale,
-              a.max_offset, a.fraction, a.controls)
+    res = run(
+        a.source,
+        a.trials,
+        a.ratio,
+        a.sections,
+        a.seed,
+        a.tolerance,
+        a.max_rotation,
+        a.max_scale,
+        a.max_offset,
+        a.fraction,
+        a.controls,
+    )
     write_json(a.out, res)
-    print(json.dumps({"overall": res["overall"], "by_noise": res["by_noise"],
-                      "negative_controls": res["negative_controls"], "seconds": round(res["seconds"], 1)},
-                     indent=1))
+    print(
+        json.dumps(
+            {
+                "overall": res["overall"],
+                "by_noise": res["by_noise"],
+                "negative_controls": res["negative_controls"],
+                "seconds": round(res["seconds"], 1),
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {Path(a.out)}")
 
 

@@ -46,8 +46,14 @@ def scale_config(base: dict, data_dir: Path, n_specimens: int, n_models: int, n_
         write_image(d / "lr.tif", lr, [50.0, 30.0, 30.0], "uint8")
         write_image(d / "hr.tif", hr, [50.0, 10.0, 10.0], "uint8")
         write_image(d / "labels.tif", hr, [50.0, 10.0, 10.0], "uint16")
-        specimens[f"s{i:02d}"] = {"lr": str(d / "lr.tif"), "hr": str(d / "hr.tif"), "labels": str(d / "labels.tif"),
-                                  "lr_voxel_nm": [50, 30, 30], "hr_voxel_nm": [50, 10, 10], "hr_offset_nm": [0, 0, 0]}
+        specimens[f"s{i:02d}"] = {
+            "lr": str(d / "lr.tif"),
+            "hr": str(d / "hr.tif"),
+            "labels": str(d / "labels.tif"),
+            "lr_voxel_nm": [50, 30, 30],
+            "hr_voxel_nm": [50, 10, 10],
+            "hr_offset_nm": [0, 0, 0],
+        }
     cfg = dict(base)
     cfg["specimens"] = specimens
     cfg["splits"] = "leave_one_out"
@@ -58,8 +64,12 @@ def scale_config(base: dict, data_dir: Path, n_specimens: int, n_models: int, n_
     # one untrained baseline + (n_models - 1) EDSR variants differing in a hyperparameter
     models = {"bicubic": {"arch": "bicubic"}}
     for i in range(n_models - 1):
-        models[f"edsr{i:02d}"] = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}, "loss": {"l1": 1},
-                                  "lr": 1.0e-4 * (i + 1)}
+        models[f"edsr{i:02d}"] = {
+            "arch": "edsr",
+            "net": {"n_feats": 8, "n_blocks": 1},
+            "loss": {"l1": 1},
+            "lr": 1.0e-4 * (i + 1),
+        }
     cfg["models"] = models
     return cfg
 
@@ -79,8 +89,12 @@ def plan_seconds(work: Path, repeats: int = 3) -> tuple[float, str]:
     best, out = float("inf"), ""
     for _ in range(repeats):
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2"],
-                             cwd=work, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--cores", "2"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
         best = min(best, time.perf_counter() - t0)
         if res.returncode != 0:
             raise SystemExit(res.stdout[-2000:] + res.stderr[-2000:])
@@ -113,9 +127,16 @@ def main(argv=None) -> dict:
         bare.mkdir()
         (bare / "Snakefile").write_text(f"N = {jobs - 1}\n" + TRIVIAL)
         bare_wall, _ = plan_seconds(bare)
-    result = {"specimens": args.specimens, "models": args.models, "train_data": args.data,
-              "folds": args.specimens, "jobs": jobs, "dry_run_seconds": round(wall, 2),
-              "bare_snakemake_seconds": round(bare_wall, 2), "ratio": round(wall / bare_wall, 2)}
+    result = {
+        "specimens": args.specimens,
+        "models": args.models,
+        "train_data": args.data,
+        "folds": args.specimens,
+        "jobs": jobs,
+        "dry_run_seconds": round(wall, 2),
+        "bare_snakemake_seconds": round(bare_wall, 2),
+        "ratio": round(wall / bare_wall, 2),
+    }
     print(json.dumps(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -78,21 +78,41 @@ def main(argv=None) -> pd.DataFrame:
     for name, spec in model_specs(args.config, args.paper_sizes).items():
         model = build_model(spec, args.scale)
         seconds = time_model(model, vol, args.scale, device, args.tile, args.overlap, args.batch, args.repeats)
-        rows.append({"model": name, "arch": spec["arch"], "net": str(spec["net"]), "parameters": count_parameters(model),
-                     "seconds": seconds, "out_mpix_per_s": out_mpix / seconds})
+        rows.append(
+            {
+                "model": name,
+                "arch": spec["arch"],
+                "net": str(spec["net"]),
+                "parameters": count_parameters(model),
+                "seconds": seconds,
+                "out_mpix_per_s": out_mpix / seconds,
+            }
+        )
         del model
     df = pd.DataFrame(rows)
     bic = df.loc[df["arch"] == "bicubic", "out_mpix_per_s"].iloc[0]
     df["relative_to_bicubic"] = df["out_mpix_per_s"] / bic
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     df["device"] = name
-    info = {"device": name, "torch_version": torch.__version__, "lr_size_zyx": args.size, "scale": args.scale,
-            "tile": args.tile, "overlap": args.overlap, "batch": args.batch, "amp": device.type == "cuda",
-            "rows": df.to_dict(orient="records")}
+    info = {
+        "device": name,
+        "torch_version": torch.__version__,
+        "lr_size_zyx": args.size,
+        "scale": args.scale,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "amp": device.type == "cuda",
+        "rows": df.to_dict(orient="records"),
+    }
     write_json(args.out, info)
     write_csv(Path(args.out).with_suffix(".csv"), df)
     print(f"device: {name}; LR {args.size} x{args.scale} -> {out_mpix:.1f} output Mpx per pass")
-    print(df[["model", "arch", "parameters", "out_mpix_per_s", "relative_to_bicubic"]].to_string(index=False, float_format="%.3g"))
+    print(
+        df[["model", "arch", "parameters", "out_mpix_per_s", "relative_to_bicubic"]].to_string(
+            index=False, float_format="%.3g"
+        )
+    )
     return df
 
 

@@ -10,17 +10,17 @@ rule align:
         transform=aligned("{specimen}", "transform.json"),
         qc_png=report(aligned("{specimen}", "qc.png"), category="Alignment"),
         qc_json=aligned("{specimen}", "qc.json"),
-    params:
-        align=stage("align"),
-        code=code("srseg.align"),
     log:
         "logs/align/{specimen}.log",
     benchmark:
         "benchmarks/align/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(2, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        align=stage("align"),
+        code=code("srseg.align"),
     script:
         "../workflow/scripts/align.py"

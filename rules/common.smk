@@ -1,6 +1,6 @@
 # Helpers shared by every rules file: the resolved config, folds, paths, params and resources.
 #
-# The config is resolved once, here, before any rule is defined: the schema's defaults
+# The config is resolved once, here, before the rules are defined: the schema's defaults
 # (schemas/config.schema.yaml) are layered under the user's keys, and every key at every
 # depth is checked (srseg.config), so a typo or a wrong value fails before any job runs
 # with one sentence naming the dotted key. Nothing imported here loads torch or OpenCV.
@@ -34,15 +34,6 @@ TRAINED = [m for m in MODELS if ARCH[m].trained]
 GPU = 1 if config["gpu"] else 0
 
 
-wildcard_constraints:
-    specimen="|".join(SPECIMENS),
-    recipe="|".join(RECIPES) or "__none__",
-    model="|".join(MODELS + ["hr"]),
-    fold="|".join(FOLDS),
-    data="|".join(["real", "none", "denoised"] + RECIPES),
-    block=r"\d+",
-
-
 # ---------------------------------------------------------------- params and resources
 
 
@@ -52,13 +43,13 @@ def stage(name):
 
 
 def code(*modules):
-    """Digest of the library code a rule executes: editing it reruns the rule (see srseg.config.digest)."""
+    """Digest of the library code a job executes: editing that code reruns the job (srseg.config.digest)."""
     return code_digest(*modules)
 
 
 def package_modules(package):
     """Every module of a package: for packages whose plug-in files are found at run time (metrics)."""
-    return [m for m in srseg_config.digest.modules() if m == package or m.startswith(package + ".")]
+    return [m for m in srseg_config.digest.modules() if m == package or m.startswith(f"{package}.")]
 
 
 METRIC_MODULES = package_modules("srseg.metrics")
@@ -181,6 +172,21 @@ def sr_image(model, data, fold, specimen):
     if model == "hr":
         return paired(specimen, "hr.tif")
     return inferred(model, data, fold, specimen)
+
+
+# ---------------------------------------------------------------- models
+
+
+def model_file(wildcards):
+    if wildcards.model in UNTRAINED:
+        return []
+    return [trained(wildcards.model, wildcards.data, wildcards.fold, "model.pt")]
+
+
+def segmentation_choice():
+    """The keys of `segmentation:` that shape the segmentations (not the reported fixed threshold)."""
+    seg = config["segmentation"]
+    return canonical({k: seg[k] for k in ("thresholds", "seed_min_distance", "merge_function")})
 
 
 # ---------------------------------------------------------------- ingest

@@ -9,18 +9,18 @@ rule degrade:
         pairs=paired("{specimen}", "pairs.json"),
     output:
         lr="results/degrade/{recipe}/{specimen}/lr.tif",
-    params:
-        recipe=lambda w: canonical(config["degradations"][w.recipe]),
-        seed=config["seed"],
-        code=code("srseg.degrade"),
     log:
         "logs/degrade/{recipe}/{specimen}.log",
     benchmark:
         "benchmarks/degrade/{recipe}/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(2, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        recipe=lambda w: canonical(config["degradations"][w.recipe]),
+        seed=config["seed"],
+        code=code("srseg.degrade"),
     script:
         "../workflow/scripts/degrade.py"

@@ -10,17 +10,17 @@ rule denoise:
     output:
         hr="results/denoise/{specimen}/hr.tif",
         info="results/denoise/{specimen}/denoise.json",
-    params:
-        denoise=stage("denoise"),
-        code=code("srseg.denoise"),
     log:
         "logs/denoise/{specimen}.log",
     benchmark:
         "benchmarks/denoise/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(4, 60),
-    conda:
-        "../envs/data.yaml"
+    params:
+        denoise=stage("denoise"),
+        code=code("srseg.denoise"),
     script:
         "../workflow/scripts/denoise.py"

@@ -12,21 +12,21 @@ rule phantom:
         labels="results/phantom/{specimen}/labels.tif",
         meta="results/phantom/{specimen}/meta.json",
         truth="results/phantom/{specimen}/truth.json",
-    wildcard_constraints:
-        specimen="|".join(PHANTOM_SPECIMENS) or "__none__",
-    params:
-        spec=lambda w: canonical(specimen_entry(w.specimen)["phantom"]),
-        geometry=stage("phantom"),
-        code=code("srseg.phantom"),
     log:
         "logs/phantom/{specimen}.log",
     benchmark:
         "benchmarks/phantom/{specimen}.tsv"
+    wildcard_constraints:
+        specimen="|".join(PHANTOM_SPECIMENS) or "__none__",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(2, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=lambda w: canonical(specimen_entry(w.specimen)["phantom"]),
+        geometry=stage("phantom"),
+        code=code("srseg.phantom"),
     script:
         "../workflow/scripts/phantom.py"
 
@@ -41,19 +41,19 @@ rule simulate:
         labels="results/simulate/{specimen}/labels.tif",
         meta="results/simulate/{specimen}/meta.json",
         truth="results/simulate/{specimen}/truth.json",
-    wildcard_constraints:
-        specimen="|".join(SIMULATED_SPECIMENS) or "__none__",
-    params:
-        spec=lambda w: canonical(specimen_entry(w.specimen)["simulate"]),
-        code=code("srseg.simulate"),
     log:
         "logs/simulate/{specimen}.log",
     benchmark:
         "benchmarks/simulate/{specimen}.tsv"
+    wildcard_constraints:
+        specimen="|".join(SIMULATED_SPECIMENS) or "__none__",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(4, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=lambda w: canonical(specimen_entry(w.specimen)["simulate"]),
+        code=code("srseg.simulate"),
     script:
         "../workflow/scripts/simulate.py"

@@ -5,12 +5,6 @@
 # (byte-identical to one job).
 
 
-def model_file(wildcards):
-    if wildcards.model in UNTRAINED:
-        return []
-    return [trained(wildcards.model, wildcards.data, wildcards.fold, "model.pt")]
-
-
 rule infer:
     """Super-resolve a test specimen's real LR, tiled, onto the HR grid (bicubic: data 'none', no model file)."""
     input:
@@ -20,22 +14,22 @@ rule infer:
     output:
         tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
         info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
+    log:
+        "logs/infer/{model}/{data}/{fold}/{specimen}.log",
+    benchmark:
+        "benchmarks/infer/{model}/{data}/{fold}/{specimen}.tsv"
     wildcard_constraints:
         model="|".join(MODELS),
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        **job_resources(8, 60, gpu=True),
     params:
         infer=stage("infer"),
         # untrained baselines are built from their arch spec (trained models from model.pt)
         arch=lambda w: model_params(w.model) if w.model in UNTRAINED else None,
         code=lambda w: model_code(w.model, "srseg.infer"),
-    log:
-        "logs/infer/{model}/{data}/{fold}/{specimen}.log",
-    benchmark:
-        "benchmarks/infer/{model}/{data}/{fold}/{specimen}.tsv"
-    threads: 1
-    resources:
-        **job_resources(8, 60, gpu=True),
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/infer.py"
 
@@ -63,16 +57,16 @@ if INFER_BLOCKS > 1:
         output:
             tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
             info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
-        wildcard_constraints:
-            model="|".join(MODELS),
-        params:
-            code=code("srseg.infer"),
         log:
             "logs/infer_gather/{model}/{data}/{fold}/{specimen}.log",
+        wildcard_constraints:
+            model="|".join(MODELS),
+        conda:
+            "../envs/torch.yaml"
         threads: 1
         resources:
             **job_resources(8, 30),
-        conda:
-            "../envs/torch.yaml"
+        params:
+            code=code("srseg.infer"),
         script:
             "../workflow/scripts/infer_gather.py"

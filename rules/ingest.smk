@@ -10,20 +10,20 @@ rule ingest:
         lr=ingested("{specimen}", "lr.tif"),
         hr=ingested("{specimen}", "hr.tif"),
         meta=ingested("{specimen}", "meta.json"),
+    log:
+        "logs/ingest/{specimen}.log",
+    benchmark:
+        "benchmarks/ingest/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        **job_resources(4, 10),
     params:
         spec=lambda w: canonical(specimen_entry(w.specimen)),
         lr=lambda w: ingest_source(w.specimen, "lr"),
         hr=lambda w: ingest_source(w.specimen, "hr"),
         code=code("srseg.ingest"),
-    log:
-        "logs/ingest/{specimen}.log",
-    benchmark:
-        "benchmarks/ingest/{specimen}.tsv"
-    threads: 1
-    resources:
-        **job_resources(4, 10),
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/ingest.py"
 
@@ -34,20 +34,20 @@ rule ingest_labels:
         unpack(labels_inputs),
     output:
         labels=ingested("{specimen}", "labels.tif"),
+    log:
+        "logs/ingest_labels/{specimen}.log",
     wildcard_constraints:
         specimen="|".join(SPECIMENS_WITH_LABELS) or "__none__",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        **job_resources(4, 10),
     params:
         labels=lambda w: ingest_source(w.specimen, "labels"),
         # generated specimens write instance IDs; a user's labels may be a cell mask
         labels_kind=lambda w: "instances" if generated_dir(w.specimen) else specimen_entry(w.specimen)["labels_kind"],
         connectivity=lambda w: specimen_entry(w.specimen)["labels_connectivity"],
         code=code("srseg.ingest"),
-    log:
-        "logs/ingest_labels/{specimen}.log",
-    threads: 1
-    resources:
-        **job_resources(4, 10),
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/ingest_labels.py"

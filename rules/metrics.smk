@@ -5,26 +5,26 @@
 rule image_metrics:
     """Per-section PSNR / SSIM / FRC of the SR image against its HR pair (not for the `hr` row: HR is the reference)."""
     input:
-        sr=lambda w: sr_image(w.model, w.data, w.fold, w.specimen),
+        sr=inferred("{model}", "{data}", "{fold}", "{specimen}"),
         hr=paired("{specimen}", "hr.tif"),
         pairs=paired("{specimen}", "pairs.json"),
     output:
         scores="results/metrics/image/{model}/{data}/{fold}/{specimen}.csv",
         frc="results/metrics/image/{model}/{data}/{fold}/{specimen}_frc.csv",
-    wildcard_constraints:
-        model="|".join(MODELS),  # the `hr` row is the reference itself: no image metrics
-    params:
-        metrics=stage("metrics"),
-        code=code(*METRIC_MODULES),
     log:
         "logs/image_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
         "benchmarks/image_metrics/{model}/{data}/{fold}/{specimen}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),  # the `hr` row is the reference itself: no image metrics
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(4, 30),
-    conda:
-        "../envs/data.yaml"
+    params:
+        metrics=stage("metrics"),
+        code=code(*METRIC_MODULES),
     script:
         "../workflow/scripts/image_metrics.py"
 
@@ -38,18 +38,18 @@ rule seg_metrics:
         threshold=affinity_model("{fold}", "threshold.json"),
     output:
         scores="results/metrics/seg/{model}/{data}/{fold}/{specimen}.csv",
-    params:
-        segmentation=lambda w: canonical({"thresholds": THRESHOLDS, "fixed_threshold": config["segmentation"]["fixed_threshold"]}),
-        metrics=stage("metrics"),
-        code=code(*METRIC_MODULES),
     log:
         "logs/seg_metrics/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
         "benchmarks/seg_metrics/{model}/{data}/{fold}/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(4, 30),
-    conda:
-        "../envs/data.yaml"
+    params:
+        segmentation=canonical({"thresholds": THRESHOLDS, "fixed_threshold": config["segmentation"]["fixed_threshold"]}),
+        metrics=stage("metrics"),
+        code=code(*METRIC_MODULES),
     script:
         "../workflow/scripts/seg_metrics.py"

@@ -12,18 +12,18 @@ rule pairs:
         lr=paired("{specimen}", "lr.tif"),
         hr=paired("{specimen}", "hr.tif"),
         json=paired("{specimen}", "pairs.json"),
-    params:
-        pairs=stage("pairs"),
-        code=code("srseg.pairs"),
     log:
         "logs/pairs/{specimen}.log",
     benchmark:
         "benchmarks/pairs/{specimen}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(2, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        pairs=stage("pairs"),
+        code=code("srseg.pairs"),
     script:
         "../workflow/scripts/pairs.py"
 
@@ -36,14 +36,14 @@ rule pairs_labels:
         pairs=paired("{specimen}", "pairs.json"),
     output:
         labels=paired("{specimen}", "labels.tif"),
-    params:
-        code=code("srseg.pairs"),
     log:
         "logs/pairs_labels/{specimen}.log",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         **job_resources(2, 10),
-    conda:
-        "../envs/data.yaml"
+    params:
+        code=code("srseg.pairs"),
     script:
         "../workflow/scripts/pairs_labels.py"

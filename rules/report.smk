@@ -28,20 +28,20 @@ rule report:
         + [f"results/report/tables/{n}.{ext}" for n in TABLE_NAMES for ext in ("md", "tex")],
         figures=[registered(f"results/report/figures/{n}.png", n) for n in FIGURE_NAMES]
         + [f"results/report/figures/{n}.pdf" for n in FIGURE_NAMES],
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        **job_resources(4, 30),
     params:
         cfg=stage("report"),
         rows=scored_rows(),
         example={"fold": EXAMPLE_FOLD, "specimen": EXAMPLE_SPECIMEN},
         code=code("srseg.report", *METRIC_MODULES),
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/report/report.tsv"
-    threads: 1
-    resources:
-        **job_resources(4, 30),
-    conda:
-        "../envs/report.yaml"
     script:
         "../workflow/scripts/report.py"
 
@@ -52,15 +52,15 @@ rule provenance:
         rules.report.output,
     output:
         json=report("results/report/provenance.json", caption="../report/provenance.rst", category="Provenance"),
-    params:
-        config=canonical(config),
-        workflow_dir=workflow.basedir,
     log:
         "logs/provenance/provenance.log",
     localrule: True
-    resources:
-        **job_resources(1, 5),
     conda:
         "../envs/torch.yaml"
+    resources:
+        **job_resources(1, 5),
+    params:
+        config=canonical(config),
+        workflow_dir=workflow.basedir,
     script:
         "../workflow/scripts/provenance.py"

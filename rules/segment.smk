@@ -11,20 +11,18 @@ rule segment:
     output:
         segs=segmentations("{model}", "{data}", "{fold}", "{specimen}"),
         info=segmented("{model}", "{data}", "{fold}", "{specimen}", "segment.json"),
-    params:
-        segmentation=segmentation_choice(),
-        # waterz JIT-compiles non-prebuilt scoring functions via witty into WITTY_CACHE_DIR: one per job, no collisions
-        cache=lambda w: f".waterz_cache/{w.model}/{w.data}/{w.fold}/{w.specimen}",
-        code=code("srseg.segment"),
     log:
         "logs/segment/{model}/{data}/{fold}/{specimen}.log",
     benchmark:
         "benchmarks/segment/{model}/{data}/{fold}/{specimen}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         **job_resources(8, 60, gpu=True),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        segmentation=segmentation_choice(),
+        code=code("srseg.segment"),
     script:
         "../workflow/scripts/segment.py"
 
@@ -36,15 +34,15 @@ rule reference:
     output:
         labels=referenced("{fold}", "{specimen}"),
         meta=referenced("{fold}", "{specimen}", "json"),
-    params:
-        thresholds=THRESHOLDS,
-        code=code("srseg.segment"),
     log:
         "logs/reference/{fold}/{specimen}.log",
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         **job_resources(4, 10),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        thresholds=THRESHOLDS,
+        code=code("srseg.segment"),
     script:
         "../workflow/scripts/reference.py"

@@ -5,7 +5,6 @@
 # after training, so raising `steps` continues; a checkpoint of other settings is ignored).
 
 
-
 rule train:
     """Train one SR model on the fold's training specimens (real LR or a recipe's LR -> real HR; denoised: real LR -> denoised HR)."""
     input:
@@ -15,19 +14,15 @@ rule train:
         model=trained("{model}", "{data}", "{fold}", "model.pt"),
         log_csv=trained("{model}", "{data}", "{fold}", "log.csv"),
         train_json=trained("{model}", "{data}", "{fold}", "train.json"),
-    wildcard_constraints:
-        model="|".join(TRAINED) or "__none__",
-        data="|".join(["real", "denoised"] + RECIPES),
-    params:
-        spec=lambda w: model_params(w.model),
-        # the engine, the model's training kind and own arch file, and the bicubic arch that
-        # scores every model's validation patches (the bar to clear)
-        code=lambda w: code_digest("srseg.training", ARCH[w.model].training_module, ARCH[w.model].module,
-                                   "srseg.models.bicubic_arch"),
     log:
         "logs/train/{model}/{data}/{fold}.log",
     benchmark:
         "benchmarks/train/{model}/{data}/{fold}.tsv"
+    wildcard_constraints:
+        model="|".join(TRAINED) or "__none__",
+        data="|".join(["real", "denoised"] + RECIPES),
+    conda:
+        "../envs/torch.yaml"
     # one thread: CPU results are then byte-identical whatever --cores is (GPU does the work on a cluster)
     threads: 1
     resources:
@@ -35,7 +30,12 @@ rule train:
         mem_mb=lambda w, attempt: 8000 * attempt,
         runtime=lambda w, attempt: (60 + model_params(w.model)["steps"] // 500) * attempt,
         gpu=GPU,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        spec=lambda w: model_params(w.model),
+        # the engine, the model's training kind and own arch file, and the bicubic arch that
+        # scores every model's validation patches (the bar to clear)
+        code=lambda w: code_digest(
+            "srseg.training", ARCH[w.model].training_module, ARCH[w.model].module, "srseg.models.bicubic_arch"
+        ),
     script:
         "../workflow/scripts/train.py"

@@ -28,8 +28,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-TINY = {"features": 4, "depth": 2, "batch": 2, "patch": 24, "lr": 3e-3, "log_every": 5, "val_every": 10,
-        "checkpoint_every": 10, "tile": 32, "overlap": 8}
+TINY = {
+    "features": 4,
+    "depth": 2,
+    "batch": 2,
+    "patch": 24,
+    "lr": 3e-3,
+    "log_every": 5,
+    "val_every": 10,
+    "checkpoint_every": 10,
+    "tile": 32,
+    "overlap": 8,
+}
 SEGMENTATION = section("segmentation", {"thresholds": [0.3, 0.7]})
 
 
@@ -37,8 +47,15 @@ def _train(volumes: dict, settings: dict, out, seed=0, **kw) -> tuple[AffinityTr
     """Train on in-memory (image, labels) specimens through the engine; (kind, train.json dict)."""
     settings = {**section("affinity", settings), "seed": seed}
     kind = AffinityTraining(settings, affinity.split_specimens(volumes, settings["val_fraction"]), inputs={})
-    info = train(kind, model=str(out / "model.pt"), log_csv=str(out / "log.csv"), train_json=str(out / "train.json"),
-                 device="cpu", where="affinity", **kw)
+    info = train(
+        kind,
+        model=str(out / "model.pt"),
+        log_csv=str(out / "log.csv"),
+        train_json=str(out / "train.json"),
+        device="cpu",
+        where="affinity",
+        **kw,
+    )
     return kind, info
 
 
@@ -48,8 +65,9 @@ def cells(shape, n, seed):
     nz, ny, nx = shape
     pts = rng.uniform(0, [ny, nx], (n, 2))
     yy, xx = np.mgrid[0:ny, 0:nx]
-    lab = np.stack([cKDTree(pts + z * 0.5).query(np.stack([yy.ravel(), xx.ravel()], 1))[1].reshape(ny, nx) + 1
-                    for z in range(nz)])
+    lab = np.stack(
+        [cKDTree(pts + z * 0.5).query(np.stack([yy.ravel(), xx.ravel()], 1))[1].reshape(ny, nx) + 1 for z in range(nz)]
+    )
     edge = np.zeros(lab.shape, bool)
     edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
     edge[:, :, 1:] |= lab[:, :, 1:] != lab[:, :, :-1]
@@ -60,20 +78,14 @@ def cells(shape, n, seed):
 
 
 def test_targets_hand_drawn():
-    labels = np.array([[[1, 1, 2],
-                        [1, 0, 2]],
-                       [[1, 1, 1],
-                        [3, 3, 2]]])
+    labels = np.array([[[1, 1, 2], [1, 0, 2]], [[1, 1, 1], [3, 3, 2]]])
     affs = affinity_targets(labels, dim=3)
     # z: voxel vs the one in the section before; first section has no predecessor
-    assert affs[0].tolist() == [[[0, 0, 0], [0, 0, 0]],
-                                [[1, 1, 0], [0, 0, 1]]]
+    assert affs[0].tolist() == [[[0, 0, 0], [0, 0, 0]], [[1, 1, 0], [0, 0, 1]]]
     # y: voxel vs the one above; the 0 (membrane) voxel has affinity 0 to everything
-    assert affs[1].tolist() == [[[0, 0, 0], [1, 0, 1]],
-                                [[0, 0, 0], [0, 0, 0]]]
+    assert affs[1].tolist() == [[[0, 0, 0], [1, 0, 1]], [[0, 0, 0], [0, 0, 0]]]
     # x: voxel vs its left neighbour
-    assert affs[2].tolist() == [[[0, 1, 0], [0, 0, 0]],
-                                [[0, 1, 1], [0, 1, 0]]]
+    assert affs[2].tolist() == [[[0, 1, 0], [0, 0, 0]], [[0, 1, 1], [0, 1, 0]]]
     two_d = affinity_targets(labels, dim=2)
     assert not two_d[0].any() and np.array_equal(two_d[1:], affs[1:])
 
@@ -187,10 +199,17 @@ def test_run_train_affinity_writes_outputs(tmp_path):
         write_labels(paths[name][1], labels, [50, 10, 10])
     out = tmp_path / "aff"
     ruler.run_train_affinity(
-        hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
-        model=str(out / "model.pt"), log_csv=str(out / "log.csv"), train_json=str(out / "train.json"),
-        threshold_json=str(out / "threshold.json"), affinity=section("affinity", {**TINY, "steps": 10}),
-        segmentation=SEGMENTATION, seed=0, device="cpu")
+        hr=[str(p[0]) for p in paths.values()],
+        labels=[str(p[1]) for p in paths.values()],
+        model=str(out / "model.pt"),
+        log_csv=str(out / "log.csv"),
+        train_json=str(out / "train.json"),
+        threshold_json=str(out / "threshold.json"),
+        affinity=section("affinity", {**TINY, "steps": 10}),
+        segmentation=SEGMENTATION,
+        seed=0,
+        device="cpu",
+    )
     log = pd.read_csv(out / "log.csv")
     assert list(log.columns) == ["step", "loss", "lr", "val_loss", "seconds"] and log["step"].iloc[-1] == 10
     info = read_json(out / "train.json")
@@ -206,8 +225,14 @@ def test_run_train_affinity_writes_outputs(tmp_path):
     write_labels(paths["b"][1], np.zeros((4, 40, 40), np.uint16), [50, 10, 10])
     with pytest.raises(InputError, match="all background"):
         ruler.run_train_affinity(
-            hr=[str(p[0]) for p in paths.values()], labels=[str(p[1]) for p in paths.values()],
-            model=str(tmp_path / "x" / "model.pt"), log_csv=str(tmp_path / "x" / "log.csv"),
-            train_json=str(tmp_path / "x" / "t.json"), threshold_json=str(tmp_path / "x" / "th.json"),
-            affinity=section("affinity", TINY), segmentation=SEGMENTATION, device="cpu")
+            hr=[str(p[0]) for p in paths.values()],
+            labels=[str(p[1]) for p in paths.values()],
+            model=str(tmp_path / "x" / "model.pt"),
+            log_csv=str(tmp_path / "x" / "log.csv"),
+            train_json=str(tmp_path / "x" / "t.json"),
+            threshold_json=str(tmp_path / "x" / "th.json"),
+            affinity=section("affinity", TINY),
+            segmentation=SEGMENTATION,
+            device="cpu",
+        )
     assert not (tmp_path / "x" / "model.pt").exists()

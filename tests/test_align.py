@@ -11,8 +11,8 @@ from srseg.align import align_volume, apply, coarse_lr_z, coarse_matrix, corner_
 from srseg.io import InputError, read_json, write_image, write_json
 
 ISBI = Path("/work/shared/data/isbi2012/raw.tif")
-HR_NM = 4.0          # ISBI pixel
-RATIO = 3.3          # LR pixel / HR pixel, non-integer like the demo
+HR_NM = 4.0  # ISBI pixel
+RATIO = 3.3  # LR pixel / HR pixel, non-integer like the demo
 PARAMS = {"sift_ratio": 0.75, "ransac_px": 1.5, "min_inliers": 12, "search_margin_lr_px": 24, "max_scale_error": 0.05}
 
 
@@ -23,8 +23,18 @@ def isbi():
     return tifffile.imread(ISBI, key=range(4)).astype(np.float32) / 255.0
 
 
-def simulate(raw, theta_deg, scale_err, lr_origin, drift=None, ratio=RATIO, noise=0.03, seed=0,
-             field=(0, 100, 120, 288, 288), lr_shape=(150, 150)):
+def simulate(
+    raw,
+    theta_deg,
+    scale_err,
+    lr_origin,
+    drift=None,
+    ratio=RATIO,
+    noise=0.03,
+    seed=0,
+    field=(0, 100, 120, 288, 288),
+    lr_shape=(150, 150),
+):
     """An LR acquisition of real EM sections with a known similarity (+ per-section drift).
 
     HR = a crop of each section; LR = the Gaussian-blurred section sampled at LR
@@ -41,10 +51,15 @@ def simulate(raw, theta_deg, scale_err, lr_origin, drift=None, ratio=RATIO, nois
         t = np.asarray(lr_origin, float) + (np.zeros(2) if drift is None else drift[k])
         lr_to_sec = np.hstack([a, t[:, None]])
         blurred = cv2.GaussianBlur(sec, (0, 0), 0.45 * s)
-        lr = cv2.warpAffine(blurred, lr_to_sec, lr_shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REFLECT)
+        lr = cv2.warpAffine(
+            blurred,
+            lr_to_sec,
+            lr_shape[::-1],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         lrs.append(np.clip(lr + rng.normal(0, noise, lr.shape), 0, 1))
-        hrs.append(sec[oy:oy + h, ox:ox + w])
+        hrs.append(sec[oy : oy + h, ox : ox + w])
         ai = np.linalg.inv(a)
         mats.append(np.hstack([ai, (ai @ (np.array([ox, oy]) - t))[:, None]]))
     return np.stack(lrs).astype(np.float32), np.stack(hrs), mats
@@ -56,16 +71,26 @@ def meta_for(mats, offset_error_lr_px, lr_nm=HR_NM * RATIO):
     return [50.0, lr_nm, lr_nm], [50.0, HR_NM, HR_NM], [0.0, off_xy[1], off_xy[0]]
 
 
-@pytest.mark.parametrize("theta,scale_err,origin,err", [
-    (1.5, 0.015, (5.3, -3.1), (2.7, -3.4)),
-    (-2.5, -0.02, (-7.7, 12.2), (-4.0, 1.2)),
-])
+@pytest.mark.parametrize(
+    "theta,scale_err,origin,err",
+    [
+        (1.5, 0.015, (5.3, -3.1), (2.7, -3.4)),
+        (-2.5, -0.02, (-7.7, 12.2), (-4.0, 1.2)),
+    ],
+)
 def test_recovers_known_similarity_on_real_em(isbi, theta, scale_err, origin, err):
     drift = np.cumsum(np.random.default_rng(1).normal(0, 0.3 * RATIO, (len(isbi), 2)), axis=0)  # stage drift, HR px
     lr, hr, mats = simulate(isbi, theta, scale_err, origin, drift=drift)
     lr_vox, hr_vox, off = meta_for(mats, err)
-    res = align_volume(lr, hr, lr_vox, hr_vox, off, PARAMS,
-                       truth={"matrices": [m.tolist() for m in mats], "lr_z": list(range(len(isbi)))})
+    res = align_volume(
+        lr,
+        hr,
+        lr_vox,
+        hr_vox,
+        off,
+        PARAMS,
+        truth={"matrices": [m.tolist() for m in mats], "lr_z": list(range(len(isbi)))},
+    )
     qc = res["qc"]
     assert qc["error_px"] <= 0.1, qc  # required: 0.25 LR px
     assert qc["z_errors"] == 0
@@ -81,14 +106,29 @@ def test_recovers_known_similarity_on_real_em(isbi, theta, scale_err, origin, er
 def test_recovers_phantom_truth():
     from srseg.phantom import generate_specimen
 
-    geometry = {"hr_shape": [3, 288, 288], "hr_voxel_nm": [50, 10, 10], "lr_voxel_nm": [50, 33, 33],
-                "lr_margin_nm": 1200, "offset_error_lr_px": 3, "max_rotation_deg": 2.0, "max_scale_error": 0.02}
+    geometry = {
+        "hr_shape": [3, 288, 288],
+        "hr_voxel_nm": [50, 10, 10],
+        "lr_voxel_nm": [50, 33, 33],
+        "lr_margin_nm": 1200,
+        "offset_error_lr_px": 3,
+        "max_rotation_deg": 2.0,
+        "max_scale_error": 0.02,
+    }
     # the noisiest, lowest-contrast demo specimen
-    spec = generate_specimen({"seed": 22, "cell_radius_nm": 330, "membrane_contrast": 0.45,
-                              "noise": 0.07, "lr_noise": 0.05}, geometry)
+    spec = generate_specimen(
+        {"seed": 22, "cell_radius_nm": 330, "membrane_contrast": 0.45, "noise": 0.07, "lr_noise": 0.05}, geometry
+    )
     q = lambda v: np.rint(v * 255).astype(np.float32) / 255  # noqa: E731  as stored on disk (uint8)
-    res = align_volume(q(spec["lr"]), q(spec["hr"]), spec["lr_voxel_nm"], spec["hr_voxel_nm"],
-                       spec["hr_offset_nm"], PARAMS, truth=spec["truth"])
+    res = align_volume(
+        q(spec["lr"]),
+        q(spec["hr"]),
+        spec["lr_voxel_nm"],
+        spec["hr_voxel_nm"],
+        spec["hr_offset_nm"],
+        PARAMS,
+        truth=spec["truth"],
+    )
     assert res["qc"]["error_px"] <= 0.25, res["qc"]
     assert res["qc"]["z_errors"] == 0
 
@@ -122,8 +162,14 @@ def test_implausible_scale_is_an_input_error(isbi):
     lr, hr, mats = simulate(isbi[:2], 1.0, 0.0, (3.0, 2.0), ratio=4.4, lr_shape=(120, 120))
     off_xy = mats[0][:, 2] * HR_NM * RATIO
     with pytest.raises(InputError, match="scale"):
-        align_volume(lr, hr, [50, HR_NM * RATIO, HR_NM * RATIO], [50, HR_NM, HR_NM],
-                     [0.0, off_xy[1], off_xy[0]], {**PARAMS, "search_margin_lr_px": 60})
+        align_volume(
+            lr,
+            hr,
+            [50, HR_NM * RATIO, HR_NM * RATIO],
+            [50, HR_NM, HR_NM],
+            [0.0, off_xy[1], off_xy[0]],
+            {**PARAMS, "search_margin_lr_px": 60},
+        )
 
 
 def test_run_align_writes_outputs_and_nothing_on_failure(isbi, tmp_path):
@@ -133,10 +179,19 @@ def test_run_align_writes_outputs_and_nothing_on_failure(isbi, tmp_path):
     write_image(tmp_path / "hr.tif", hr, hr_vox)
     write_json(tmp_path / "meta.json", {"lr_voxel_nm": lr_vox, "hr_voxel_nm": hr_vox, "hr_offset_nm": off})
     write_json(tmp_path / "truth.json", {"matrices": [m.tolist() for m in mats], "lr_z": [0, 1]})
-    out = {"transform_path": tmp_path / "a" / "transform.json", "qc_png": tmp_path / "a" / "qc.png",
-           "qc_json": tmp_path / "a" / "qc.json"}
-    run_align(tmp_path / "lr.tif", tmp_path / "hr.tif", tmp_path / "meta.json", params=PARAMS,
-              truth_path=tmp_path / "truth.json", **out)
+    out = {
+        "transform_path": tmp_path / "a" / "transform.json",
+        "qc_png": tmp_path / "a" / "qc.png",
+        "qc_json": tmp_path / "a" / "qc.json",
+    }
+    run_align(
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        tmp_path / "meta.json",
+        params=PARAMS,
+        truth_path=tmp_path / "truth.json",
+        **out,
+    )
     t = read_json(out["transform_path"])
     assert np.asarray(t["matrices"]).shape == (2, 2, 3) and t["lr_z"] == [0, 1]
     qc = read_json(out["qc_json"])
@@ -145,8 +200,14 @@ def test_run_align_writes_outputs_and_nothing_on_failure(isbi, tmp_path):
     assert qc["error_px"] <= 0.25
     assert out["qc_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = out["transform_path"].read_bytes()
-    run_align(tmp_path / "lr.tif", tmp_path / "hr.tif", tmp_path / "meta.json", params=PARAMS,
-              truth_path=tmp_path / "truth.json", **out)
+    run_align(
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        tmp_path / "meta.json",
+        params=PARAMS,
+        truth_path=tmp_path / "truth.json",
+        **out,
+    )
     assert out["transform_path"].read_bytes() == first  # same input, same bytes
 
     # a wrong stage offset: InputError, and no output that looks complete

@@ -29,17 +29,24 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def write_stack(path: Path, shape, voxel_nm) -> str:
     vz, vy, vx = voxel_nm
-    tifffile.imwrite(path, (np.random.default_rng(0).random(shape) * 255).astype(np.uint8), imagej=True,
-                     resolution=(1e3 / vx, 1e3 / vy), metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"})
+    tifffile.imwrite(
+        path,
+        (np.random.default_rng(0).random(shape) * 255).astype(np.uint8),
+        imagej=True,
+        resolution=(1e3 / vx, 1e3 / vy),
+        metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"},
+    )
     return path.name
 
 
 def own_specimen(tmp: Path, name: str, hr_shape=(4, 64, 64), lr_shape=(4, 40, 40), offset=(0, 300, 300)) -> dict:
     """A user specimen of real files: LR at 33 nm, HR at 10 nm, HR field inside LR by default."""
-    return {"lr": write_stack(tmp / f"{name}_lr.tif", lr_shape, (50, 33, 33)),
-            "hr": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
-            "labels": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
-            "hr_offset_nm": list(offset)}
+    return {
+        "lr": write_stack(tmp / f"{name}_lr.tif", lr_shape, (50, 33, 33)),
+        "hr": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
+        "labels": write_stack(tmp / f"{name}_hr.tif", hr_shape, (50, 10, 10)),
+        "hr_offset_nm": list(offset),
+    }
 
 
 def fake_checkpoint(path: Path, arch: str) -> str:
@@ -54,13 +61,16 @@ def setter(*keys, value):
         for k in keys[:-1]:
             d = d.setdefault(k, {})
         d[keys[-1]] = value
+
     return apply
 
 
 def models(**entries):
     """Replace the default models by these entries (plus edsr/emsr/bicubic of the defaults)."""
+
     def apply(cfg, tmp):
         cfg["models"] = {**copy.deepcopy(C.defaults()["models"]), **entries}
+
     return apply
 
 
@@ -68,6 +78,7 @@ def model_key(model, key, value):
     def apply(cfg, tmp):
         cfg["models"] = copy.deepcopy(C.defaults()["models"])
         cfg["models"][model][key] = value
+
     return apply
 
 
@@ -75,12 +86,14 @@ def pop_model_key(model, key):
     def apply(cfg, tmp):
         cfg["models"] = copy.deepcopy(C.defaults()["models"])
         cfg["models"][model].pop(key)
+
     return apply
 
 
 def user_specimens(**kw):
     def apply(cfg, tmp):
         cfg["specimens"] = {"own1": own_specimen(tmp, "own1"), "own2": own_specimen(tmp, "own2", **kw)}
+
     return apply
 
 
@@ -88,6 +101,7 @@ def with_init(arch_in_file):
     def apply(cfg, tmp):
         cfg["models"] = copy.deepcopy(C.defaults()["models"])
         cfg["models"]["edsr"]["init"] = fake_checkpoint(tmp / "init.pt", arch_in_file)
+
     return apply
 
 
@@ -99,10 +113,16 @@ MISCONFIGURATIONS = [
     ("typo lr_halve_evry", model_key("srcnn", "lr_halve_evry", 5), "models.srcnn.lr_halve_evry"),
     ("typo under training", setter("training", "chekpoint_every", value=5), "training.chekpoint_every"),
     ("typo under affinity", setter("affinity", "stesp", value=5), "affinity.stesp"),
-    ("typo in a recipe", setter("degradations", "bicubic", value={"kind": "bicubic", "blur_sigm": 3}),
-     "degradations.bicubic.blur_sigm"),
-    ("key of another recipe kind", setter("degradations", "bicubic", value={"kind": "bicubic", "noise_gain": 0.1}),
-     "degradations.bicubic.noise_gain"),
+    (
+        "typo in a recipe",
+        setter("degradations", "bicubic", value={"kind": "bicubic", "blur_sigm": 3}),
+        "degradations.bicubic.blur_sigm",
+    ),
+    (
+        "key of another recipe kind",
+        setter("degradations", "bicubic", value={"kind": "bicubic", "noise_gain": 0.1}),
+        "degradations.bicubic.noise_gain",
+    ),
     ("typo in augment", setter("affinity", "augment", value={"nosie": 0.1}), "affinity.augment.nosie"),
     ("top-level typo", setter("modles", value={}), "modles"),
     ("specimen typo", setter("specimens", "alpha", value={"phantm": {"seed": 1}}), "specimens.alpha.phantm"),
@@ -112,14 +132,19 @@ MISCONFIGURATIONS = [
     ("init file missing", model_key("edsr", "init", "nope.pt"), "models.edsr.init"),
     ("init of another arch", with_init("srcnn"), "models.edsr.init"),
     ("unknown merge function", setter("segmentation", "merge_function", value="meen"), "segmentation.merge_function"),
-    ("bad C++ scoring type", setter("segmentation", "merge_function",
-                                    value="OneMinus<MeanAfinity<RegionGraphType, ScoreValue>>"),
-     "segmentation.merge_function"),
+    (
+        "bad C++ scoring type",
+        setter("segmentation", "merge_function", value="OneMinus<MeanAfinity<RegionGraphType, ScoreValue>>"),
+        "segmentation.merge_function",
+    ),
     ("context on a one-section arch", model_key("emsr", "context", 1), "models.emsr.context"),
     ("GAN key on a CNN", model_key("edsr", "n_critic", 5), "models.edsr.n_critic"),
     ("GAN without adversarial loss", models(wgan={**GAN, "loss": {"l1": 1}}), "models.wgan.loss"),
-    ("adversarial loss on a CNN", model_key("edsr", "loss", {"l1": 1, "wgan_gp": {"weight": 1}}),
-     "models.edsr.loss.wgan_gp"),
+    (
+        "adversarial loss on a CNN",
+        model_key("edsr", "loss", {"l1": 1, "wgan_gp": {"weight": 1}}),
+        "models.edsr.loss.wgan_gp",
+    ),
     ("unknown critic key", models(wgan={**GAN, "critic": {"chanels": [8]}}), "models.wgan.critic.chanels"),
     ("model-aware loss on diffusion", models(sr3={"arch": "sr3", "loss": {"emsr": {"l1": 1}}}), "models.sr3.loss.emsr"),
     ("unknown arch", model_key("edsr", "arch", "edsrr"), "models.edsr.arch"),
@@ -128,8 +153,11 @@ MISCONFIGURATIONS = [
     ("loss on an untrained arch", model_key("bicubic", "loss", {"l1": 1}), "models.bicubic.loss"),
     ("freeze as a string", model_key("edsr", "freeze", "head."), "models.edsr.freeze"),
     ("reserved model name", models(hr={"arch": "edsr", "loss": {"l1": 1}}), "models.hr"),
-    ("wrong type", setter("specimens", "alpha", value={"phantom": {"seed": 1, "noise": "loud"}}),
-     "specimens.alpha.phantom.noise"),
+    (
+        "wrong type",
+        setter("specimens", "alpha", value={"phantom": {"seed": 1, "noise": "loud"}}),
+        "specimens.alpha.phantom.noise",
+    ),
     ("string for a list", setter("segmentation", "thresholds", value="0.5"), "segmentation.thresholds"),
     ("out of range", setter("infer", "tile", value=-4), "infer.tile"),
     ("unknown recipe kind", setter("degradations", "bicubic", value={"kind": "nearest"}), "degradations.bicubic.kind"),
@@ -138,19 +166,27 @@ MISCONFIGURATIONS = [
     ("unknown training data", setter("train_data", value=["real", "blurnoise"]), "train_data"),
     ("number as text", setter("training", "lr", value="fast"), "training.lr"),
     ("overlap vs tile", setter("infer", "overlap", value=40), "infer.overlap"),
-    ("unknown specimen in a split", setter("splits", value={"f": {"train": ["alpha"], "test": ["alpa"]}}),
-     "splits.f.test"),
+    (
+        "unknown specimen in a split",
+        setter("splits", value={"f": {"train": ["alpha"], "test": ["alpa"]}}),
+        "splits.f.test",
+    ),
     ("specimen in train and test", setter("splits", value={"f": {"train": ["alpha"], "test": ["alpha"]}}), "splits.f"),
     ("missing hr", setter("specimens", "own", value={"lr": "config.yaml"}), "specimens.own.hr"),
-    ("missing file", setter("specimens", "own", value={"lr": "raw/none_lr.tif", "hr": "raw/none_hr.tif",
-                                                        "hr_offset_nm": [0, 0, 0]}), "specimens.own.lr"),
+    (
+        "missing file",
+        setter("specimens", "own", value={"lr": "raw/none_lr.tif", "hr": "raw/none_hr.tif", "hr_offset_nm": [0, 0, 0]}),
+        "specimens.own.lr",
+    ),
     ("example specimen", setter("report", "example_specimen", value="zeta"), "report.example_specimen"),
     ("single-section stack", user_specimens(hr_shape=(1, 64, 64), lr_shape=(1, 40, 40)), "specimens.own2"),
     ("HR field larger than LR", user_specimens(hr_shape=(4, 160, 160)), "specimens.own2.hr_offset_nm"),
     ("HR field outside LR", user_specimens(offset=(0, 900, 0)), "specimens.own2.hr_offset_nm"),
-    ("simulate without labels", setter("specimens", "sim", value={"simulate": {"source": "config.yaml",
-                                                                              "lr_voxel_nm": [50, 16, 16]}}),
-     "specimens.sim.simulate.labels"),
+    (
+        "simulate without labels",
+        setter("specimens", "sim", value={"simulate": {"source": "config.yaml", "lr_voxel_nm": [50, 16, 16]}}),
+        "specimens.sim.simulate.labels",
+    ),
     ("affinity init missing", setter("affinity", "init", value="ruler.pt"), "affinity.init"),
     ("blocks vs sections", setter("infer", "blocks_z", value=20), "infer.blocks_z"),
 ]
@@ -173,8 +209,21 @@ def test_misconfiguration_names_its_dotted_key(tmp_path, name, change, key):
 
 def _plan(tmp: Path, cfg: dict) -> subprocess.CompletedProcess:
     (tmp / "bad.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return subprocess.run([*SNAKEMAKE, "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp),
-                           "--configfile", str(tmp / "bad.yaml")], capture_output=True, text=True, cwd=tmp)
+    return subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp),
+            "--configfile",
+            str(tmp / "bad.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
 
 
 def test_every_misconfiguration_fails_at_plan_time_before_any_job(tmp_path):
@@ -199,12 +248,31 @@ def test_every_misconfiguration_fails_at_plan_time_before_any_job(tmp_path):
 def test_a_job_time_input_error_reaches_the_console_as_one_line(tmp_path):
     """Bad input only ingest can see (pixels): the console shows `InputError: <sentence>`, not only the log."""
     cfg = {"specimens": {"own1": own_specimen(tmp_path, "own1"), "own2": own_specimen(tmp_path, "own2")}}
-    tifffile.imwrite(tmp_path / "own2_hr.tif", np.full((4, 64, 64), 7, np.uint8), imagej=True,
-                     resolution=(100, 100), metadata={"axes": "ZYX", "spacing": 0.05, "unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "own2_hr.tif",
+        np.full((4, 64, 64), 7, np.uint8),
+        imagej=True,
+        resolution=(100, 100),
+        metadata={"axes": "ZYX", "spacing": 0.05, "unit": "um"},
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([*SNAKEMAKE, "results/ingest/own2/meta.json", "--cores", "1", "--snakefile",
-                           str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", "c.yaml"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "results/ingest/own2/meta.json",
+            "--cores",
+            "1",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            "c.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("InputError: ")]
     assert lines and "constant" in lines[0], proc.stderr[-2000:]
@@ -322,28 +390,37 @@ def test_code_digest_follows_the_code_a_rule_runs(tmp_path, monkeypatch):
     assert "srseg.models.edsr_arch" not in digest.closure("srseg.infer")  # archs are found at run time
     assert "srseg.models.common" in digest.closure(arch["edsr"].module)
     assert "srseg.config" not in " ".join(digest.closure("srseg.infer"))
-    edsr, srcnn = digest.code_digest("srseg.infer", arch["edsr"].module), digest.code_digest("srseg.infer", arch["srcnn"].module)
-    original = arch["edsr"].path.read_text()
-    edited = {arch["edsr"].path: original.replace("res_scale: float = 1.0", "res_scale: float = 0.5")}
-    docs = {arch["edsr"].path: original.replace('"""', '"""An edited docstring. ', 1) + "\n# a comment\n"}
+    edsr, srcnn = (
+        digest.code_digest("srseg.infer", arch["edsr"].module),
+        digest.code_digest("srseg.infer", arch["srcnn"].module),
+    )
+    original = arch["edsr"].path.read_bytes()
+    edited = {arch["edsr"].path: original.replace(b"res_scale: float = 1.0", b"res_scale: float = 0.5")}
+    docs = {arch["edsr"].path: original.replace(b'"""', b'"""An edited docstring. ', 1) + b"\n# a comment\n"}
+    monkeypatch.setattr(digest, "CACHE", tmp_path / "cache.json")
     for files, changes in ((edited, True), (docs, False)):
-        monkeypatch.setattr(digest.Path, "read_text", lambda self, _f=files, _r=Path.read_text: _f.get(self, None) or _r(self))
-        for fn in (digest.module_digest, digest.code_digest, digest._tree, digest.imports):
+        monkeypatch.setattr(
+            digest.Path, "read_bytes", lambda self, _f=files, _r=Path.read_bytes: _f.get(self) or _r(self)
+        )
+        for fn in (digest._analysis, digest.code_digest, digest._cache):
             fn.cache_clear()
         assert (digest.code_digest("srseg.infer", arch["edsr"].module) != edsr) is changes
         assert digest.code_digest("srseg.infer", arch["srcnn"].module) == srcnn
-        monkeypatch.undo()
-        for fn in (digest.module_digest, digest.code_digest, digest._tree, digest.imports):
-            fn.cache_clear()
+        monkeypatch.setattr(digest.Path, "read_bytes", Path.read_bytes)
+    for fn in (digest._analysis, digest.code_digest, digest._cache):
+        fn.cache_clear()
 
 
 # ------------------------------------------------------------------- light planning
 
 
 def test_planning_imports_neither_torch_nor_opencv():
-    code = ("import sys, yaml; from srseg import config as C; "
-            f"C.resolve(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); "
-            "from srseg.config import digest, catalog; digest.code_digest('srseg.training', 'srseg.infer'); catalog.archs(); "
-            "bad = [m for m in ('torch', 'cv2', 'waterz', 'skimage', 'matplotlib') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, yaml; from srseg import config as C; "
+        f"C.resolve(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); "
+        "from srseg.config import digest, catalog;"
+        " digest.code_digest('srseg.training', 'srseg.infer'); catalog.archs(); "
+        "bad = [m for m in ('torch', 'cv2', 'waterz', 'skimage', 'matplotlib') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

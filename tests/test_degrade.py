@@ -98,13 +98,16 @@ def test_blur_bilinear_edge_profile():
     np.testing.assert_allclose(lr, expected, atol=0.01)
 
 
-@pytest.mark.parametrize("recipe,key", [
-    ({"kind": "gauss"}, "kind"),
-    ({"kind": "blur_noise", "blur_sigma": [3, 1]}, "blur_sigma"),
-    ({"kind": "blur_noise", "noise_pre": -5}, "noise_pre"),
-    ({"kind": "pssr", "noise_gain": "high"}, "noise_gain"),
-    ({"kind": "blur_bilinear", "blur_sigma": [1, 2, 3]}, "blur_sigma"),
-])
+@pytest.mark.parametrize(
+    "recipe,key",
+    [
+        ({"kind": "gauss"}, "kind"),
+        ({"kind": "blur_noise", "blur_sigma": [3, 1]}, "blur_sigma"),
+        ({"kind": "blur_noise", "noise_pre": -5}, "noise_pre"),
+        ({"kind": "pssr", "noise_gain": "high"}, "noise_gain"),
+        ({"kind": "blur_bilinear", "blur_sigma": [1, 2, 3]}, "blur_sigma"),
+    ],
+)
 def test_bad_recipes_name_the_key(recipe, key):
     with pytest.raises(InputError, match=rf"degradations\.mine\.{key}"):
         check_recipe(recipe, "mine")
@@ -112,15 +115,24 @@ def test_bad_recipes_name_the_key(recipe, key):
 
 def test_seed_depends_on_recipe_and_specimen():
     assert derive_seed(0, "blur_noise", "alpha") == derive_seed(0, "blur_noise", "alpha")
-    seeds = {derive_seed(0, "blur_noise", "alpha"), derive_seed(0, "blur_noise", "beta"),
-             derive_seed(0, "pssr", "alpha"), derive_seed(1, "blur_noise", "alpha")}
+    seeds = {
+        derive_seed(0, "blur_noise", "alpha"),
+        derive_seed(0, "blur_noise", "beta"),
+        derive_seed(0, "pssr", "alpha"),
+        derive_seed(1, "blur_noise", "alpha"),
+    }
     assert len(seeds) == 4
 
 
 def test_run_degrade_writes_lr_on_the_paired_grid(tmp_path):
     hr = smooth((2, 60, 63), 2)
-    info = {"scale": 3, "lr_shape": [2, 20, 21], "hr_shape": [2, 60, 63],
-            "lr_voxel_nm": [50.0, 33.0, 33.0], "hr_voxel_nm": [50.0, 11.0, 11.0]}
+    info = {
+        "scale": 3,
+        "lr_shape": [2, 20, 21],
+        "hr_shape": [2, 60, 63],
+        "lr_voxel_nm": [50.0, 33.0, 33.0],
+        "hr_voxel_nm": [50.0, 11.0, 11.0],
+    }
     write_image(tmp_path / "hr.tif", hr, info["hr_voxel_nm"])
     write_json(tmp_path / "pairs.json", info)
     outs = {}
@@ -135,6 +147,13 @@ def test_run_degrade_writes_lr_on_the_paired_grid(tmp_path):
     assert not np.array_equal(outs[0], outs[2])  # another specimen draws other noise
     write_json(tmp_path / "pairs.json", {**info, "hr_shape": [2, 30, 30]})
     with pytest.raises(InputError, match="rerun pairs"):
-        run_degrade(tmp_path / "hr.tif", tmp_path / "pairs.json", tmp_path / "x.tif", CONFIG_RECIPES["bicubic"],
-                    "bicubic", "alpha", seed=0)
+        run_degrade(
+            tmp_path / "hr.tif",
+            tmp_path / "pairs.json",
+            tmp_path / "x.tif",
+            CONFIG_RECIPES["bicubic"],
+            "bicubic",
+            "alpha",
+            seed=0,
+        )
     assert not (tmp_path / "x.tif").exists()

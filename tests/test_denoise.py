@@ -26,8 +26,12 @@ def _rmse(a, b):
 def test_nl_means_rule_output_is_less_noisy_than_its_input(tmp_path):
     clean, noisy = _phantom()
     write_image(tmp_path / "hr.tif", noisy, [50, 10, 10], "uint8")
-    info = run_denoise(str(tmp_path / "hr.tif"), str(tmp_path / "out" / "hr.tif"), str(tmp_path / "out" / "denoise.json"),
-                       {"method": "nl_means", "h": 0.8, "patch_size": 5, "patch_distance": 6})
+    info = run_denoise(
+        str(tmp_path / "hr.tif"),
+        str(tmp_path / "out" / "hr.tif"),
+        str(tmp_path / "out" / "denoise.json"),
+        {"method": "nl_means", "h": 0.8, "patch_size": 5, "patch_distance": 6},
+    )
     den, voxel, dtype = read_image(tmp_path / "out" / "hr.tif")
     noisy_disk, _, _ = read_image(tmp_path / "hr.tif")
     assert den.shape == noisy.shape and dtype == "uint8" and voxel == pytest.approx([50, 10, 10])
@@ -58,13 +62,17 @@ def test_noise_estimate_recovers_the_sigma_of_white_noise_and_ignores_smooth_str
 
 def test_defaults_and_bad_settings(tmp_path):
     assert check_denoise({}) == {"method": "nl_means", "h": 0.8, "patch_size": 5, "patch_distance": 6}
-    for params, words in [({"method": "bm3d"}, r"denoise\.method: 'bm3d' is not one of"),
-                          ({"method": "tv", "h": 1}, r"denoise\.h: unknown key"),
-                          ({"h": -1}, r"denoise\.h: -1.0 must be >= 0")]:
+    for params, words in [
+        ({"method": "bm3d"}, r"denoise\.method: 'bm3d' is not one of"),
+        ({"method": "tv", "h": 1}, r"denoise\.h: unknown key"),
+        ({"h": -1}, r"denoise\.h: -1.0 must be >= 0"),
+    ]:
         with pytest.raises(InputError, match=words):
             check_denoise(params)
     _, noisy = _phantom()
     write_image(tmp_path / "hr.tif", noisy, [50, 10, 10], "uint8")
     with pytest.raises(InputError, match=r"denoise\.method"):
-        run_denoise(str(tmp_path / "hr.tif"), str(tmp_path / "o" / "hr.tif"), str(tmp_path / "o" / "d.json"), {"method": "x"})
+        run_denoise(
+            str(tmp_path / "hr.tif"), str(tmp_path / "o" / "hr.tif"), str(tmp_path / "o" / "d.json"), {"method": "x"}
+        )
     assert not (tmp_path / "o" / "hr.tif").exists()

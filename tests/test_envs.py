@@ -8,10 +8,10 @@ pyproject.toml; when the two drift apart, a result can depend on which one ran i
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +21,17 @@ CONDA_TO_PYPI = {"pytorch": "torch", "py-opencv": "opencv-python-headless"}
 # needed to run the workflow engine itself, never inside a rule's environment
 ENGINE_ONLY = {"snakemake", "snakemake-executor-plugin-slurm", "jsonschema"}
 # the library imports these in every rule; a rule env missing one fails at import
-CORE = {"numpy", "scipy", "tifffile", "scikit-image", "pandas", "matplotlib", "pyyaml", "tqdm",
-        "opencv-python-headless"}
+CORE = {
+    "numpy",
+    "scipy",
+    "tifffile",
+    "scikit-image",
+    "pandas",
+    "matplotlib",
+    "pyyaml",
+    "tqdm",
+    "opencv-python-headless",
+}
 SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*$")
 
 

@@ -74,13 +74,32 @@ def _pairs(tmp_path):
     return lrs, hrs
 
 
-SPEC = {"arch": "edsr", "net": NET, "loss": {"l1": 1}, "steps": 4, "batch": 2, "patch": 8, "lr": 1e-2,
-        "checkpoint_every": 4, "val_every": 4, "val_patches": 2, "seed": 0}
+SPEC = {
+    "arch": "edsr",
+    "net": NET,
+    "loss": {"l1": 1},
+    "steps": 4,
+    "batch": 2,
+    "patch": 8,
+    "lr": 1e-2,
+    "checkpoint_every": 4,
+    "val_every": 4,
+    "val_patches": 2,
+    "seed": 0,
+}
 
 
 def _train(entry, lrs, hrs, out, name="edsr_ft"):
-    return run_train(model_spec(entry, name=name), lrs, hrs, str(out / "model.pt"), str(out / "log.csv"),
-                     str(out / "train.json"), device="cpu", name=name)
+    return run_train(
+        model_spec(entry, name=name),
+        lrs,
+        hrs,
+        str(out / "model.pt"),
+        str(out / "log.csv"),
+        str(out / "train.json"),
+        device="cpu",
+        name=name,
+    )
 
 
 def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
@@ -93,8 +112,18 @@ def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
     info = _train(spec, lrs, hrs, out)
     saved = json.loads((out / "train.json").read_text())
     assert saved["init"]["channel_adapted"] == ["head.weight", "tail.bias", "tail.weight"]
-    assert saved["frozen_parameters"] == info["frozen_parameters"] == [
-        "head.weight", "head.bias", "body.0.body.0.weight", "body.0.body.0.bias", "body.0.body.2.weight", "body.0.body.2.bias"]
+    assert (
+        saved["frozen_parameters"]
+        == info["frozen_parameters"]
+        == [
+            "head.weight",
+            "head.bias",
+            "body.0.body.0.weight",
+            "body.0.body.0.bias",
+            "body.0.body.2.weight",
+            "body.0.body.2.bias",
+        ]
+    )
     trained, _ = load_trained(out / "model.pt")
     before, after = start.state_dict(), trained.state_dict()
     for name in before:
@@ -105,8 +134,11 @@ def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
 def test_bad_freeze_prefix_fails_before_training(tmp_path):
     lrs, hrs = _pairs(tmp_path)
     out = tmp_path / "run"
-    with pytest.raises(InputError, match=r"models.edsr_ft.freeze: prefix 'heads.' matches no parameter; "
-                                         r"valid top-level prefixes are body., head., tail."):
+    with pytest.raises(
+        InputError,
+        match=r"models.edsr_ft.freeze: prefix 'heads.' matches no parameter; "
+        r"valid top-level prefixes are body., head., tail.",
+    ):
         _train({**SPEC, "freeze": ["heads."]}, lrs, hrs, out)
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(InputError, match="list of parameter-name prefixes"):

@@ -28,12 +28,34 @@ def _um(v):
 
 def test_3d_tiff_ome_tiff_and_imagej_tiff_agree(tmp_path, vol):
     write_tiff(tmp_path / "ij.tif", vol, VOXEL)  # ImageJ hyperstack: resolution + spacing
-    tifffile.imwrite(tmp_path / "s.ome.tif", vol, ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeX": _um(4), "PhysicalSizeY": _um(4), "PhysicalSizeZ": _um(50),
-        "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm", "PhysicalSizeZUnit": "µm"})
-    tifffile.imwrite(tmp_path / "nm.ome.tif", vol, ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeX": 4, "PhysicalSizeY": 4, "PhysicalSizeZ": 50,
-        "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm", "PhysicalSizeZUnit": "nm"})
+    tifffile.imwrite(
+        tmp_path / "s.ome.tif",
+        vol,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": _um(4),
+            "PhysicalSizeY": _um(4),
+            "PhysicalSizeZ": _um(50),
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeZUnit": "µm",
+        },
+    )
+    tifffile.imwrite(
+        tmp_path / "nm.ome.tif",
+        vol,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 4,
+            "PhysicalSizeY": 4,
+            "PhysicalSizeZ": 50,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeZUnit": "nm",
+        },
+    )
     for name in ("ij.tif", "s.ome.tif", "nm.ome.tif"):
         arr, vox = read_stack(str(tmp_path / name))
         assert arr.dtype == np.uint8 and np.array_equal(arr, vol), name
@@ -115,8 +137,14 @@ def test_ingest_labels_converts_a_cell_mask(tmp_path):
     mask = drawn_mask()
     tifffile.imwrite(tmp_path / "cells.tif", mask)
     write_json(tmp_path / "meta.json", {"hr_shape": list(mask.shape), "hr_voxel_nm": VOXEL})
-    run_ingest_labels(str(tmp_path / "cells.tif"), str(tmp_path / "meta.json"), str(tmp_path / "labels.tif"),
-                      "isbi", labels_kind="cell_mask", connectivity="2d")
+    run_ingest_labels(
+        str(tmp_path / "cells.tif"),
+        str(tmp_path / "meta.json"),
+        str(tmp_path / "labels.tif"),
+        "isbi",
+        labels_kind="cell_mask",
+        connectivity="2d",
+    )
     lab, vox = read_labels(tmp_path / "labels.tif")
     assert len(np.unique(lab[lab > 0])) == 7 and vox == pytest.approx(VOXEL)
     with pytest.raises(InputError, match="labels_connectivity"):

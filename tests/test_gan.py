@@ -12,13 +12,32 @@ from srseg.models import build_model, load_trained, save_trained
 from srseg.training import run_train
 
 TINY = {
-    "wgan": {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 2, "noise": True}, "critic": {"channels": [8, 16]},
-             "loss": {"l1": 100, "wgan_gp": {"weight": 1, "gp": 10}}, "betas": [0.5, 0.9], "schedule": "onecycle"},
-    "esrgan": {"arch": "esrgan", "net": {"n_feats": 8, "n_blocks": 1, "growth": 4}, "critic": {"n_feats": 8},
-               "loss": {"l1": 1, "ragan": {"weight": 0.01}}},
+    "wgan": {
+        "arch": "wgan",
+        "net": {"n_feats": 8, "n_blocks": 2, "noise": True},
+        "critic": {"channels": [8, 16]},
+        "loss": {"l1": 100, "wgan_gp": {"weight": 1, "gp": 10}},
+        "betas": [0.5, 0.9],
+        "schedule": "onecycle",
+    },
+    "esrgan": {
+        "arch": "esrgan",
+        "net": {"n_feats": 8, "n_blocks": 1, "growth": 4},
+        "critic": {"n_feats": 8},
+        "loss": {"l1": 1, "ragan": {"weight": 0.01}},
+    },
 }
-BASE = {"lr": 1e-3, "steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 2, "val_patches": 2,
-        "seed": 3, "n_critic": 3}
+BASE = {
+    "lr": 1e-3,
+    "steps": 4,
+    "batch": 2,
+    "patch": 8,
+    "checkpoint_every": 2,
+    "val_every": 2,
+    "val_patches": 2,
+    "seed": 3,
+    "n_critic": 3,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +60,16 @@ def pairs(tmp_path):
 
 
 def _train(entry, pairs, out, **kw):
-    return run_train(model_spec(entry), pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"),
-                     str(out / "train.json"), device="cpu", **kw)
+    return run_train(
+        model_spec(entry),
+        pairs[0],
+        pairs[1],
+        str(out / "model.pt"),
+        str(out / "log.csv"),
+        str(out / "train.json"),
+        device="cpu",
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("arch", ["wgan", "esrgan"])
@@ -113,7 +140,10 @@ def test_generator_l1_decreases_on_fixed_batch():
     adv = loss_fn.terms[1][2]
     y = torch.from_numpy(gaussian_filter(np.random.default_rng(1).random((2, 1, 16, 16)), (0, 0, 1.5, 1.5))).float()
     x = torch.nn.functional.avg_pool2d(y, 2)
-    opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.5, 0.9)), torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.5, 0.9))
+    opt_g, opt_d = (
+        torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.5, 0.9)),
+        torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.5, 0.9)),
+    )
     noise = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         l1_before = torch.nn.functional.l1_loss(gen(x, noise), y).item()

@@ -120,15 +120,38 @@ def test_run_image_metrics_writes_one_row_per_section_and_the_frc_curves(tmp_pat
     sr = np.clip(hr + 0.05 * rng.standard_normal(hr.shape), 0, 1).astype(np.float32)
     _write_pair(tmp_path, sr, hr)
     out, frc = tmp_path / "m" / "spec.csv", tmp_path / "m" / "spec_frc.csv"
-    run_image_metrics(str(tmp_path / "sr.tif"), str(tmp_path / "hr.tif"), str(tmp_path / "pairs.json"),
-                      str(out), str(frc), {"border_crop": 4}, "edsr", "real", "alpha", "alpha")
+    run_image_metrics(
+        str(tmp_path / "sr.tif"),
+        str(tmp_path / "hr.tif"),
+        str(tmp_path / "pairs.json"),
+        str(out),
+        str(frc),
+        {"border_crop": 4},
+        "edsr",
+        "real",
+        "alpha",
+        "alpha",
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == ["model", "data", "fold", "specimen", "section", "psnr", "ssim", "frc_mean",
-                                   "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm"]
+    assert list(table.columns) == [
+        "model",
+        "data",
+        "fold",
+        "specimen",
+        "section",
+        "psnr",
+        "ssim",
+        "frc_mean",
+        "frc_cutoff_nm",
+        "psnr_norm",
+        "ssim_norm",
+        "frc_mean_norm",
+    ]
     assert table["section"].tolist() == [0, 1, 2]
     assert (table["model"] == "edsr").all()
     # scores match the library function on the same (uint8-quantised) section
     from srseg.io import read_image
+
     hr_disk = read_image(tmp_path / "hr.tif")[0]
     expected = image_scores(sr[1], hr_disk[1], 10.0, border_crop=4)
     assert table.loc[1, "psnr"] == pytest.approx(expected["psnr"])
@@ -144,6 +167,16 @@ def test_run_image_metrics_rejects_mismatched_shapes_without_output(tmp_path):
     _write_pair(tmp_path, hr[:, :40, :40], hr)
     out = tmp_path / "m" / "spec.csv"
     with pytest.raises(InputError, match="shape"):
-        run_image_metrics(str(tmp_path / "sr.tif"), str(tmp_path / "hr.tif"), str(tmp_path / "pairs.json"),
-                          str(out), str(tmp_path / "m" / "frc.csv"), {"border_crop": 0}, "edsr", "real", "a", "a")
+        run_image_metrics(
+            str(tmp_path / "sr.tif"),
+            str(tmp_path / "hr.tif"),
+            str(tmp_path / "pairs.json"),
+            str(out),
+            str(tmp_path / "m" / "frc.csv"),
+            {"border_crop": 0},
+            "edsr",
+            "real",
+            "a",
+            "a",
+        )
     assert not out.exists()

@@ -92,9 +92,15 @@ def test_run_infer_writes_hr_grid_tiff_and_throughput_json(tmp_path):
     _specimen(tmp_path)
     spec = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}}
     save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
-    info = run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"),
-                     model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"),
-                     settings={"tile": 16, "overlap": 4, "batch": 4}, device="cpu")
+    info = run_infer(
+        str(tmp_path / "lr.tif"),
+        str(tmp_path / "sr.tif"),
+        str(tmp_path / "sr.json"),
+        model_path=str(tmp_path / "model.pt"),
+        pairs_json=str(tmp_path / "pairs.json"),
+        settings={"tile": 16, "overlap": 4, "batch": 4},
+        device="cpu",
+    )
     vol, voxel, dtype = read_image(tmp_path / "sr.tif")
     assert vol.shape == (2, 90, 84) and dtype == "uint8"
     assert voxel == pytest.approx([50, 10, 10])
@@ -105,9 +111,15 @@ def test_run_infer_writes_hr_grid_tiff_and_throughput_json(tmp_path):
 
 def test_run_infer_bicubic_without_model_file(tmp_path):
     lr = _specimen(tmp_path)
-    run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "bic.tif"), str(tmp_path / "bic.json"),
-              arch_spec={"arch": "bicubic"}, pairs_json=str(tmp_path / "pairs.json"),
-              settings={"tile": 24, "overlap": 8}, device="cpu")
+    run_infer(
+        str(tmp_path / "lr.tif"),
+        str(tmp_path / "bic.tif"),
+        str(tmp_path / "bic.json"),
+        arch_spec={"arch": "bicubic"},
+        pairs_json=str(tmp_path / "pairs.json"),
+        settings={"tile": 24, "overlap": 8},
+        device="cpu",
+    )
     out = tifffile.imread(tmp_path / "bic.tif")
     lr8 = np.rint(lr * 255) / 255
     ref = _whole(build_model({"arch": "bicubic"}, 3), lr8.astype(np.float32))

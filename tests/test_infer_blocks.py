@@ -7,7 +7,7 @@ import pytest
 import tifffile
 import torch
 
-from srseg.infer import run_infer_gather, run_infer, z_blocks
+from srseg.infer import run_infer, run_infer_gather, z_blocks
 from srseg.io import InputError, read_json, write_image, write_json
 from srseg.models import build_model, save_trained
 
@@ -37,15 +37,24 @@ def test_blocks_joined_equal_the_one_job_result(tmp_path, context):
     spec = {"arch": "srcnn", "net": {"features": [8, 4]}, "context": context}
     torch.manual_seed(0)
     save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
-    common = dict(model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"),
-                  settings={"tile": 12, "overlap": 4, "batch": 4}, device="cpu")
+    common = dict(
+        model_path=str(tmp_path / "model.pt"),
+        pairs_json=str(tmp_path / "pairs.json"),
+        settings={"tile": 12, "overlap": 4, "batch": 4},
+        device="cpu",
+    )
     run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "whole.tif"), str(tmp_path / "whole.json"), **common)
     tifs, jsons = [], []
     for b in range(3):
         tifs.append(str(tmp_path / f"block{b}.tif"))
         jsons.append(str(tmp_path / f"block{b}.json"))
-        info = run_infer(str(tmp_path / "lr.tif"), tifs[-1], jsons[-1], block=b,
-                         **{**common, "settings": {**common["settings"], "blocks_z": 3}})
+        info = run_infer(
+            str(tmp_path / "lr.tif"),
+            tifs[-1],
+            jsons[-1],
+            block=b,
+            **{**common, "settings": {**common["settings"], "blocks_z": 3}},
+        )
         assert info["z_range"] == list(z_blocks(5, 3)[b])
     info = run_infer_gather(tifs, jsons, str(tmp_path / "joined.tif"), str(tmp_path / "joined.json"))
     whole, joined = tifffile.imread(tmp_path / "whole.tif"), tifffile.imread(tmp_path / "joined.tif")
@@ -58,6 +67,10 @@ def test_gather_refuses_blocks_out_of_order(tmp_path):
     for b in (1, 0):
         write_json(tmp_path / f"b{b}.json", {"block": b})
     with pytest.raises(InputError, match="not 0..1 in order"):
-        run_infer_gather(["x", "y"], [str(tmp_path / "b1.json"), str(tmp_path / "b0.json")],
-                          str(tmp_path / "o.tif"), str(tmp_path / "o.json"))
+        run_infer_gather(
+            ["x", "y"],
+            [str(tmp_path / "b1.json"), str(tmp_path / "b0.json")],
+            str(tmp_path / "o.tif"),
+            str(tmp_path / "o.json"),
+        )
     assert not (tmp_path / "o.tif").exists()

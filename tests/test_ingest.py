@@ -1,6 +1,5 @@
 """Ingest: every accepted input form round-trips; every bad input fails with one sentence and no output."""
 
-
 import cv2
 import numpy as np
 import pytest
@@ -43,8 +42,9 @@ def _pair(tmp_path, dtype="uint8", lr_vox=LR_VOX, hr_vox=HR_VOX):
 def test_3d_tiffs_round_trip_data_dtype_and_voxel_size_from_metadata(tmp_path, dtype):
     lr, hr = _pair(tmp_path, dtype)
     outs = _outs(tmp_path)
-    meta = run_ingest(str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1",
-                      spec={"hr_offset_nm": OFFSET}, **outs)
+    meta = run_ingest(
+        str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1", spec={"hr_offset_nm": OFFSET}, **outs
+    )
     lr2, lr_vox = read_tiff(outs["out_lr"])
     hr2, hr_vox = read_tiff(outs["out_hr"])
     assert lr2.dtype == np.dtype(dtype) and hr2.dtype == np.dtype(dtype)
@@ -62,8 +62,13 @@ def test_3d_tiffs_round_trip_data_dtype_and_voxel_size_from_metadata(tmp_path, d
 def test_config_voxel_size_wins_over_tiff_metadata(tmp_path):
     _pair(tmp_path, lr_vox=[40, 20, 20], hr_vox=[40, 5, 5])
     outs = _outs(tmp_path)
-    meta = run_ingest(str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1",
-                      spec={"lr_voxel_nm": LR_VOX, "hr_voxel_nm": HR_VOX, "hr_offset_nm": OFFSET}, **outs)
+    meta = run_ingest(
+        str(tmp_path / "lr.tif"),
+        str(tmp_path / "hr.tif"),
+        specimen="s1",
+        spec={"lr_voxel_nm": LR_VOX, "hr_voxel_nm": HR_VOX, "hr_offset_nm": OFFSET},
+        **outs,
+    )
     assert meta["lr_voxel_nm"] == LR_VOX and meta["hr_voxel_nm"] == HR_VOX
     assert read_tiff(outs["out_hr"])[1] == pytest.approx(HR_VOX)
 
@@ -81,8 +86,13 @@ def test_png_folder_and_tiff_glob_are_read_in_natural_order(tmp_path):
     stack, _ = read_stack(str(tmp_path / "lr" / "sec_*.tif"))
     assert np.array_equal(stack, lr)
     outs = _outs(tmp_path)
-    meta = run_ingest(str(tmp_path / "lr" / "sec_*.tif"), str(tmp_path / "hr"), specimen="s2",
-                      spec={"lr_voxel_nm": LR_VOX, "hr_voxel_nm": HR_VOX, "hr_offset_nm": [0, 100, 100]}, **outs)
+    meta = run_ingest(
+        str(tmp_path / "lr" / "sec_*.tif"),
+        str(tmp_path / "hr"),
+        specimen="s2",
+        spec={"lr_voxel_nm": LR_VOX, "hr_voxel_nm": HR_VOX, "hr_offset_nm": [0, 100, 100]},
+        **outs,
+    )
     assert meta["hr_dtype"] == "uint16" and meta["lr_dtype"] == "uint8"
     assert np.array_equal(read_tiff(outs["out_hr"])[0], hr)
 
@@ -91,8 +101,9 @@ def test_float_outside_unit_range_is_rescaled_and_noted(tmp_path):
     lr, hr = _pair(tmp_path, "float32")
     write_tiff(tmp_path / "hr.tif", hr * 200 + 10, HR_VOX)
     outs = _outs(tmp_path)
-    meta = run_ingest(str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1",
-                      spec={"hr_offset_nm": OFFSET}, **outs)
+    meta = run_ingest(
+        str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1", spec={"hr_offset_nm": OFFSET}, **outs
+    )
     out, _ = read_tiff(outs["out_hr"])
     assert out.min() == pytest.approx(0) and out.max() == pytest.approx(1)
     assert np.allclose(out, (hr - hr.min()) / (hr.max() - hr.min()), atol=1e-5)
@@ -105,8 +116,13 @@ def test_float_outside_unit_range_is_rescaled_and_noted(tmp_path):
 def _expect_error(tmp_path, match, lr=None, hr=None, spec=None):
     outs = _outs(tmp_path)
     with pytest.raises(InputError, match=match) as err:
-        run_ingest(str(lr or tmp_path / "lr.tif"), str(hr or tmp_path / "hr.tif"), specimen="s1",
-                   spec={"hr_offset_nm": OFFSET} if spec is None else spec, **outs)
+        run_ingest(
+            str(lr or tmp_path / "lr.tif"),
+            str(hr or tmp_path / "hr.tif"),
+            specimen="s1",
+            spec={"hr_offset_nm": OFFSET} if spec is None else spec,
+            **outs,
+        )
     message = str(err.value)
     assert "\n" not in message and message.count(". ") == 0  # one sentence
     _assert_no_output(tmp_path)
@@ -177,13 +193,16 @@ def test_unsupported_dtype_is_refused(tmp_path):
 
 def test_missing_voxel_size_names_the_config_key(tmp_path):
     _pair(tmp_path)
-    tifffile.imwrite(tmp_path / "plain.tif", _vol((4, 64, 64), "uint8"), photometric="minisblack")  # no resolution metadata
+    tifffile.imwrite(
+        tmp_path / "plain.tif", _vol((4, 64, 64), "uint8"), photometric="minisblack"
+    )  # no resolution metadata
     _expect_error(tmp_path, r"specimens\.s1\.hr_voxel_nm", hr=tmp_path / "plain.tif")
     # a 2D sequence knows y/x from its tags at best, never z
     (tmp_path / "seq").mkdir()
     for z in range(4):
-        tifffile.imwrite(tmp_path / "seq" / f"{z}.tif", _vol((64, 64), "uint8"), resolution=(100, 100),
-                         resolutionunit="CENTIMETER")
+        tifffile.imwrite(
+            tmp_path / "seq" / f"{z}.tif", _vol((64, 64), "uint8"), resolution=(100, 100), resolutionunit="CENTIMETER"
+        )
     _expect_error(tmp_path, r"specimens\.s1\.hr_voxel_nm", hr=tmp_path / "seq")
 
 
@@ -197,14 +216,16 @@ def test_scale_ratio_below_one_is_refused(tmp_path):
 def test_missing_offset_and_offset_outside_lr_field(tmp_path):
     _pair(tmp_path)
     _expect_error(tmp_path, r"specimens\.s1\.hr_offset_nm is missing", spec={})
-    _expect_error(tmp_path, r"specimens\.s1\.hr_offset_nm: the HR field .* is not inside the LR field",
-                  spec={"hr_offset_nm": [0, 5000, 300]})
+    _expect_error(
+        tmp_path,
+        r"specimens\.s1\.hr_offset_nm: the HR field .* is not inside the LR field",
+        spec={"hr_offset_nm": [0, 5000, 300]},
+    )
 
 
 def test_malformed_voxel_size_in_config(tmp_path):
     _pair(tmp_path)
-    _expect_error(tmp_path, r"specimens\.s1\.lr_voxel_nm",
-                  spec={"lr_voxel_nm": [50, 33], "hr_offset_nm": OFFSET})
+    _expect_error(tmp_path, r"specimens\.s1\.lr_voxel_nm", spec={"lr_voxel_nm": [50, 33], "hr_offset_nm": OFFSET})
 
 
 # ----------------------------------------------------------------------------- labels
@@ -213,8 +234,7 @@ def test_malformed_voxel_size_in_config(tmp_path):
 def _ingested(tmp_path):
     _pair(tmp_path)
     outs = _outs(tmp_path)
-    run_ingest(str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1",
-               spec={"hr_offset_nm": OFFSET}, **outs)
+    run_ingest(str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif"), specimen="s1", spec={"hr_offset_nm": OFFSET}, **outs)
     return outs["out_meta"]
 
 
@@ -254,15 +274,32 @@ def test_fractional_labels_are_refused(tmp_path):
 def test_phantom_specimen_takes_voxel_sizes_and_offset_from_its_meta(tmp_path):
     from srseg.phantom import run_phantom
 
-    geometry = {"hr_shape": [2, 64, 64], "hr_voxel_nm": HR_VOX, "lr_voxel_nm": LR_VOX, "lr_margin_nm": 300,
-                "offset_error_lr_px": 2, "max_rotation_deg": 2, "max_scale_error": 0.02}
+    geometry = {
+        "hr_shape": [2, 64, 64],
+        "hr_voxel_nm": HR_VOX,
+        "lr_voxel_nm": LR_VOX,
+        "lr_margin_nm": 300,
+        "offset_error_lr_px": 2,
+        "max_rotation_deg": 2,
+        "max_scale_error": 0.02,
+    }
     params = {"seed": 5, "cell_radius_nm": 200, "membrane_contrast": 0.5, "noise": 0.05, "lr_noise": 0.04}
     ph = tmp_path / "phantom"
-    run_phantom(params, geometry, *(ph / n for n in ("lr.tif", "hr.tif", "labels.tif", "meta.json", "truth.json")),
-                progress=False)
+    run_phantom(
+        params,
+        geometry,
+        *(ph / n for n in ("lr.tif", "hr.tif", "labels.tif", "meta.json", "truth.json")),
+        progress=False,
+    )
     outs = _outs(tmp_path)
-    meta = run_ingest(str(ph / "lr.tif"), str(ph / "hr.tif"), specimen="demo", spec={"phantom": params},
-                      phantom_meta=str(ph / "meta.json"), **outs)
+    meta = run_ingest(
+        str(ph / "lr.tif"),
+        str(ph / "hr.tif"),
+        specimen="demo",
+        spec={"phantom": params},
+        phantom_meta=str(ph / "meta.json"),
+        **outs,
+    )
     pmeta = read_json(ph / "meta.json")
     assert meta["hr_offset_nm"] == pytest.approx(pmeta["hr_offset_nm"])
     assert meta["lr_voxel_nm"] == LR_VOX and meta["hr_voxel_nm"] == HR_VOX and meta["phantom"] is True

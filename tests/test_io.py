@@ -30,7 +30,7 @@ def test_imagej_metadata_is_what_fiji_reads(tmp_path):
 
 
 def test_large_labels_roundtrip(tmp_path):
-    labels = (np.arange(60, dtype=np.uint64).reshape(3, 4, 5) * 100_003)
+    labels = np.arange(60, dtype=np.uint64).reshape(3, 4, 5) * 100_003
     path = tmp_path / "labels.tif"
     io.write_labels(path, labels, [50, 4, 4])
     back, voxel = io.read_labels(path)

@@ -26,13 +26,15 @@ from srseg.io import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(os.environ.get("WORKFLOW_SRC", ROOT))  # the workflow copied (default: this checkout)
-ISBI = (ROOT / "config" / "isbi.yaml")
+ISBI = ROOT / "config" / "isbi.yaml"
 DATA = ROOT.parent / "shared" / "data" / "isbi2012"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (DATA / "raw.tif").is_file(),
-                       reason=f"ISBI 2012 data not found at {DATA}: real-data integration test skipped"),
+    pytest.mark.skipif(
+        not (DATA / "raw.tif").is_file(),
+        reason=f"ISBI 2012 data not found at {DATA}: real-data integration test skipped",
+    ),
 ]
 
 
@@ -61,8 +63,14 @@ def test_isbi_workflow_end_to_end(tmp_path):
     cfg = small_isbi_config()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=tmp_path, check=False,
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2"],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     for s in cfg["specimens"]:

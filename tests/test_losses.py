@@ -20,7 +20,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-
 def _t(a):
     return torch.tensor(a, dtype=torch.float32).view(1, 1, *np.shape(a))
 
@@ -97,7 +96,9 @@ def test_gloss_pooled_terms_by_hand():
     zero = torch.zeros_like(ramp)
     assert build_loss({"gloss": 1})(Identity(), zero, ramp)[0].item() == pytest.approx((1 + 2 + 4) / 3 * 6 / 8)
     # 8 x 8: the third level would be 2 x 2 (< 3 x 3) and is left out
-    assert build_loss({"gloss": 1})(Identity(), zero[..., :8, :8], ramp[..., :8, :8])[0].item() == pytest.approx((1 + 2) / 2 * 6 / 8)
+    assert build_loss({"gloss": 1})(Identity(), zero[..., :8, :8], ramp[..., :8, :8])[0].item() == pytest.approx(
+        (1 + 2) / 2 * 6 / 8
+    )
     with pytest.raises(InputError, match="3 x 3"):
         build_loss({"gloss": 1})(Identity(), zero[..., :2, :2], ramp[..., :2, :2])
 

@@ -28,8 +28,19 @@ from srseg.report.columns import (
 )
 
 IMAGE_COLUMNS = ["psnr", "ssim", "frc_mean", "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm"]
-SEG_COLUMNS = ["voi_split", "voi_merge", "voi_sum", "arand", "arand_precision", "arand_recall", "f1", "precision",
-               "recall", "n_true", "n_pred"]
+SEG_COLUMNS = [
+    "voi_split",
+    "voi_merge",
+    "voi_sum",
+    "arand",
+    "arand_precision",
+    "arand_recall",
+    "f1",
+    "precision",
+    "recall",
+    "n_true",
+    "n_pred",
+]
 
 
 @pytest.fixture
@@ -67,8 +78,17 @@ def test_bad_registrations_and_unknown_names_fail(registry):
 
 
 def test_report_columns_follow_the_registry_roles():
-    assert [c.name for c in summary_columns()] == ["psnr", "ssim", "frc_mean", "voi_split", "voi_merge", "voi_sum",
-                                                   "arand", "f1", "f1_fixed"]
+    assert [c.name for c in summary_columns()] == [
+        "psnr",
+        "ssim",
+        "frc_mean",
+        "voi_split",
+        "voi_merge",
+        "voi_sum",
+        "arand",
+        "f1",
+        "f1_fixed",
+    ]
     assert [c.name for c in paired_test_columns()] == ["psnr", "ssim", "voi_sum", "f1"]
     assert [c.name for c in strategy_columns()] == ["psnr", "ssim", "frc_mean", "voi_sum", "f1"]
     assert column("f1").label() == "F1 (val. thr.)" and column("f1_fixed").label(fixed_threshold=0.5) == "F1 (t=0.5)"
@@ -87,9 +107,19 @@ def test_image_metrics_csv_gets_a_column_per_registered_metric(tmp_path, registr
     write_image(tmp_path / "hr.tif", hr, (50.0, 10.0, 10.0), "float32")
     write_json(tmp_path / "pairs.json", {"hr_voxel_nm": [50.0, 10.0, 10.0]})
     out = tmp_path / "spec.csv"
-    metrics.run_image_metrics(str(tmp_path / "sr.tif"), str(tmp_path / "hr.tif"), str(tmp_path / "pairs.json"),
-                              str(out), str(tmp_path / "spec_frc.csv"), {"border_crop": 2}, "edsr", "real", "a", "a",
-                              log=str(tmp_path / "log.txt"))
+    metrics.run_image_metrics(
+        str(tmp_path / "sr.tif"),
+        str(tmp_path / "hr.tif"),
+        str(tmp_path / "pairs.json"),
+        str(out),
+        str(tmp_path / "spec_frc.csv"),
+        {"border_crop": 2},
+        "edsr",
+        "real",
+        "a",
+        "a",
+        log=str(tmp_path / "log.txt"),
+    )
     table = pd.read_csv(out)
     assert list(table.columns) == ["model", "data", "fold", "specimen", "section", *IMAGE_COLUMNS, "mean_abs_error"]
     assert table.loc[1, "mean_abs_error"] == pytest.approx(np.abs(sr[1, 2:-2, 2:-2] - hr[1, 2:-2, 2:-2]).mean())
@@ -110,9 +140,19 @@ def test_seg_metrics_csv_gets_a_column_per_registered_metric(tmp_path, registry)
     write_json(tmp_path / "ref.json", {"source": "labels"})
     write_json(tmp_path / "threshold.json", {"best_threshold": 0.5})
     out = tmp_path / "seg.csv"
-    metrics.run_seg_metrics([str(tmp_path / "t0.5.tif")], str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"),
-                            str(tmp_path / "threshold.json"), str(out), {"thresholds": [0.5], "fixed_threshold": None},
-                            {"border_crop": 0}, "edsr", "real", "a", "a")
+    metrics.run_seg_metrics(
+        [str(tmp_path / "t0.5.tif")],
+        str(tmp_path / "ref.tif"),
+        str(tmp_path / "ref.json"),
+        str(tmp_path / "threshold.json"),
+        str(out),
+        {"thresholds": [0.5], "fixed_threshold": None},
+        {"border_crop": 0},
+        "edsr",
+        "real",
+        "a",
+        "a",
+    )
     table = pd.read_csv(out)
     assert (table["n_false_splits"] == 1).all()
     assert not table["is_fixed"].any()
@@ -126,7 +166,8 @@ def plugin_dir(tmp_path, monkeypatch, registry):
         "from srseg.metrics.registry import IMAGE, metric\n\n\n"
         "@metric('toy_plugin', IMAGE, 'Toy plug-in', unit='au')\n"
         "def _toy(pair):\n"
-        "    return float(pair.pred.mean())\n")
+        "    return float(pair.pred.mean())\n"
+    )
     monkeypatch.setattr(metrics, "__path__", [*metrics.__path__, str(tmp_path)])
     yield tmp_path
     sys.modules.pop("srseg.metrics.toy_plugin", None)

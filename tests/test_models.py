@@ -26,6 +26,7 @@ TINY = {
     "sr3": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "timesteps": 100, "sample_steps": 2},
 }
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors: one thread is fastest and keeps shared CI machines responsive."""
@@ -33,7 +34,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
 
 
 def test_every_registered_arch_has_a_tiny_test_config():

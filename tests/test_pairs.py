@@ -17,7 +17,7 @@ def block_aligned(n=2, s=3, lr_hw=(30, 34), at=(4, 6), hr_lr_hw=(20, 22), seed=0
     lr = rng.random((n, *lr_hw)).astype(np.float32)
     r, c = at
     h, w = hr_lr_hw
-    hr = np.stack([np.kron(sec[r:r + h, c:c + w], np.ones((s, s), np.float32)) for sec in lr])
+    hr = np.stack([np.kron(sec[r : r + h, c : c + w], np.ones((s, s), np.float32)) for sec in lr])
     # HR pixel x -> LR coordinate c + (x + 0.5) / s - 0.5
     m = [[1 / s, 0, c + 0.5 / s - 0.5], [0, 1 / s, r + 0.5 / s - 0.5]]
     return lr, hr, {"matrices": [m] * n, "lr_z": list(range(n)), "hr_shape": list(hr.shape)}
@@ -56,10 +56,18 @@ def ncc(a, b):
 def phantom():
     from srseg.phantom import generate_specimen
 
-    geometry = {"hr_shape": [3, 288, 288], "hr_voxel_nm": [50, 10, 10], "lr_voxel_nm": [50, 33, 33],
-                "lr_margin_nm": 1200, "offset_error_lr_px": 3, "max_rotation_deg": 2.0, "max_scale_error": 0.02}
-    return generate_specimen({"seed": 11, "cell_radius_nm": 420, "membrane_contrast": 0.6,
-                              "noise": 0.05, "lr_noise": 0.04}, geometry)
+    geometry = {
+        "hr_shape": [3, 288, 288],
+        "hr_voxel_nm": [50, 10, 10],
+        "lr_voxel_nm": [50, 33, 33],
+        "lr_margin_nm": 1200,
+        "offset_error_lr_px": 3,
+        "max_rotation_deg": 2.0,
+        "max_scale_error": 0.02,
+    }
+    return generate_specimen(
+        {"seed": 11, "cell_radius_nm": 420, "membrane_contrast": 0.6, "noise": 0.05, "lr_noise": 0.04}, geometry
+    )
 
 
 def test_phantom_pairs_are_registered(phantom):
@@ -77,8 +85,10 @@ def test_phantom_pairs_are_registered(phantom):
         xy = apply(np.array(m), corners)
         assert xy.min() >= -0.5 and xy[:, 0].max() <= hr.shape[2] - 0.5 and xy[:, 1].max() <= hr.shape[1] - 0.5
     # the paired HR, downsampled, matches the paired LR far better than a 1-px shifted LR
-    for down in (hp.reshape(hp.shape[0], h // s, s, w // s, s).mean((2, 4)),
-                 degrade_volume(hp, s, {"kind": "bicubic"}, seed=0)):
+    for down in (
+        hp.reshape(hp.shape[0], h // s, s, w // s, s).mean((2, 4)),
+        degrade_volume(hp, s, {"kind": "bicubic"}, seed=0),
+    ):
         inner = (slice(None), slice(2, -2), slice(2, -2))
         at0 = ncc(down[inner], lp[inner])
         shifted = [ncc(down[inner], np.roll(lp, d, axis=ax)[inner]) for d in (1, -1) for ax in (1, 2)]
@@ -125,8 +135,16 @@ def test_run_pairs_and_labels_write_files(tmp_path):
     write_json(tmp_path / "meta.json", {"lr_voxel_nm": LR_VOX, "hr_voxel_nm": HR_VOX, "hr_offset_nm": [0, 0, 0]})
     write_json(tmp_path / "transform.json", t)
     o = tmp_path / "pairs"
-    run_pairs(tmp_path / "lr.tif", tmp_path / "hr.tif", tmp_path / "meta.json", tmp_path / "transform.json",
-              o / "lr.tif", o / "hr.tif", o / "pairs.json", {"drop_empty": True})
+    run_pairs(
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        tmp_path / "meta.json",
+        tmp_path / "transform.json",
+        o / "lr.tif",
+        o / "hr.tif",
+        o / "pairs.json",
+        {"drop_empty": True},
+    )
     run_pairs_labels(tmp_path / "labels.tif", tmp_path / "transform.json", o / "pairs.json", o / "labels.tif")
     info = read_json(o / "pairs.json")
     plr, lvox, ldt = read_image(o / "lr.tif")

@@ -6,10 +6,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
-from srseg.config import resolve
 from scipy import ndimage as ndi
 
+from srseg.config import resolve
 from srseg.io import InputError, read_json, read_labels, read_tiff
 from srseg.phantom import generate_specimen, read_truth, run_phantom
 
@@ -36,8 +35,9 @@ def _files(d):
 
 
 def _run(params, out):
-    run_phantom(params, SMALL, *(out / n for n in ("lr.tif", "hr.tif", "labels.tif", "meta.json", "truth.json")),
-                progress=False)
+    run_phantom(
+        params, SMALL, *(out / n for n in ("lr.tif", "hr.tif", "labels.tif", "meta.json", "truth.json")), progress=False
+    )
 
 
 def test_same_seed_gives_same_bytes_and_other_seed_differs(tmp_path):
@@ -61,8 +61,9 @@ def test_same_seed_gives_same_bytes_and_other_seed_differs(tmp_path):
 
 def _lr_on_hr(lr_section, M, hr_shape):
     """Sample an LR section at the HR pixel centres given the HR->LR matrix."""
-    return cv2.warpAffine(lr_section, np.asarray(M, np.float64), hr_shape[::-1],
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    return cv2.warpAffine(
+        lr_section, np.asarray(M, np.float64), hr_shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
 
 
 def test_true_transform_maps_hr_onto_lr_and_metadata_offset_is_off(small):
@@ -78,7 +79,7 @@ def test_true_transform_maps_hr_onto_lr_and_metadata_offset_is_off(small):
     for k in range(hz):
         M = np.asarray(truth["matrices"][k])
         hr = cv2.GaussianBlur(small["hr"][k], (0, 0), 1.5)
-        corr = lambda m: np.corrcoef(_lr_on_hr(small["lr"][k], m, (hy, hx)).ravel(), hr.ravel())[0, 1]
+        corr = lambda m, k=k, hr=hr: np.corrcoef(_lr_on_hr(small["lr"][k], m, (hy, hx)).ravel(), hr.ravel())[0, 1]
         shifted = M.copy()
         shifted[0, 2] += 1.0  # one LR pixel off
         assert corr(M) > 0.8
@@ -166,7 +167,7 @@ def test_demo_specimens_differ_as_configured(demo_clean):
 
 
 def test_measured_noise_of_demo_specimens_matches_config():
-    for name, p in DEMO.items():
+    for p in DEMO.values():
         spec = generate_specimen(p, {**SMALL, "hr_shape": [1, 160, 160]})
         assert _noise_sigma(spec["hr"][0]) == pytest.approx(p["noise"], rel=0.15)
 

@@ -58,4 +58,6 @@ def test_slurm_job_records_submit_host_and_cluster():
 
 def test_missing_package_is_none_not_an_error():
     assert package_versions(["numpy", "surely-not-installed-pkg"]) == {
-        "numpy": package_versions(["numpy"])["numpy"], "surely-not-installed-pkg": None}
+        "numpy": package_versions(["numpy"])["numpy"],
+        "surely-not-installed-pkg": None,
+    }

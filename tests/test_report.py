@@ -42,10 +42,25 @@ FAST = {"n_boot": 200, "dpi": 50, "crop_px": 32, "seed": 3}
 
 # Means that decide the winners: edsr/real has the best PSNR, emsr/blur_noise the best
 # (lowest) VOI sum among SR rows; hr has an even lower VOI but must never be marked.
-PSNR = {("bicubic", "none"): 20.0, ("srcnn", "real"): 21.0, ("srcnn", "blur_noise"): 20.5, ("edsr", "real"): 24.0,
-        ("edsr", "blur_noise"): 22.0, ("emsr", "real"): 23.0, ("emsr", "blur_noise"): 22.5}
-VOI = {("bicubic", "none"): 2.0, ("srcnn", "real"): 1.8, ("srcnn", "blur_noise"): 1.9, ("edsr", "real"): 1.5,
-       ("edsr", "blur_noise"): 1.6, ("emsr", "real"): 1.4, ("emsr", "blur_noise"): 1.1, ("hr", "none"): 0.5}
+PSNR = {
+    ("bicubic", "none"): 20.0,
+    ("srcnn", "real"): 21.0,
+    ("srcnn", "blur_noise"): 20.5,
+    ("edsr", "real"): 24.0,
+    ("edsr", "blur_noise"): 22.0,
+    ("emsr", "real"): 23.0,
+    ("emsr", "blur_noise"): 22.5,
+}
+VOI = {
+    ("bicubic", "none"): 2.0,
+    ("srcnn", "real"): 1.8,
+    ("srcnn", "blur_noise"): 1.9,
+    ("edsr", "real"): 1.5,
+    ("edsr", "blur_noise"): 1.6,
+    ("emsr", "real"): 1.4,
+    ("emsr", "blur_noise"): 1.1,
+    ("hr", "none"): 0.5,
+}
 
 
 def _tree(root: Path, seed: int = 0) -> dict:
@@ -59,11 +74,19 @@ def _tree(root: Path, seed: int = 0) -> dict:
                 key = dict(model=model, data=data, fold=fold, specimen=specimen)
                 sections = np.arange(N_SECTIONS)
                 if model != "hr":
-                    img = pd.DataFrame({**key, "section": sections,
-                                        "psnr": PSNR[(model, data)] + rng.normal(0, 0.5, N_SECTIONS),
-                                        "ssim": 0.5 + PSNR[(model, data)] / 100 + rng.normal(0, 0.01, N_SECTIONS),
-                                        "frc_mean": 0.2 + rng.uniform(0, 0.1, N_SECTIONS),
-                                        "frc_cutoff_nm": 40.0, "psnr_norm": 0.0, "ssim_norm": 0.0, "frc_mean_norm": 0.0})
+                    img = pd.DataFrame(
+                        {
+                            **key,
+                            "section": sections,
+                            "psnr": PSNR[(model, data)] + rng.normal(0, 0.5, N_SECTIONS),
+                            "ssim": 0.5 + PSNR[(model, data)] / 100 + rng.normal(0, 0.01, N_SECTIONS),
+                            "frc_mean": 0.2 + rng.uniform(0, 0.1, N_SECTIONS),
+                            "frc_cutoff_nm": 40.0,
+                            "psnr_norm": 0.0,
+                            "ssim_norm": 0.0,
+                            "frc_mean_norm": 0.0,
+                        }
+                    )
                     for name in [n for n in columns(IMAGE) if n not in img]:
                         img[name] = rng.uniform(0, 1, N_SECTIONS)
                     path = res / "metrics/image" / model / data / fold / f"{specimen}.csv"
@@ -71,16 +94,24 @@ def _tree(root: Path, seed: int = 0) -> dict:
                     img.sample(frac=1, random_state=1).to_csv(path, index=False)  # row order must not matter
                     image_csvs.append(str(path))
                     freq = np.linspace(0, 0.05, 12)
-                    frc = pd.DataFrame([{"section": s, "frequency_per_nm": f, "frc": math.exp(-f * 40 * (1 + s / 10))}
-                                        for s in sections for f in freq])
+                    frc = pd.DataFrame(
+                        [
+                            {"section": s, "frequency_per_nm": f, "frc": math.exp(-f * 40 * (1 + s / 10))}
+                            for s in sections
+                            for f in freq
+                        ]
+                    )
                     path = res / "metrics/image" / model / data / fold / f"{specimen}_frc.csv"
                     frc.to_csv(path, index=False)
                     frc_csvs.append(str(path))
                     path = res / "infer" / model / data / fold / f"{specimen}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     vps = 2e6 if model == "bicubic" else 5e5
-                    path.write_text(json.dumps({"voxels_per_s": vps, "compute_seconds": 36 * 36 * 4 / vps,
-                                                "device": "cpu", "seconds": 1.0}))
+                    path.write_text(
+                        json.dumps(
+                            {"voxels_per_s": vps, "compute_seconds": 36 * 36 * 4 / vps, "device": "cpu", "seconds": 1.0}
+                        )
+                    )
                     infer_jsons.append(str(path))
                 seg_rows = []
                 for s in sections:
@@ -88,11 +119,27 @@ def _tree(root: Path, seed: int = 0) -> dict:
                     for t in THRESHOLDS:
                         voi = VOI[(model, data)] + abs(t - best_t) + rng.normal(0, 0.05)
                         f1 = max(0.0, 1 - voi / 3 + rng.normal(0, 0.02))
-                        seg_rows.append({**key, "section": s, "threshold": t, "voi_split": voi * 0.4,
-                                         "voi_merge": voi * 0.6, "voi_sum": voi, "arand": voi / 5,
-                                         "arand_precision": 0.9, "arand_recall": 0.8, "f1": f1, "precision": f1,
-                                         "recall": f1, "n_true": 30, "n_pred": 28, "reference": "hr_segmentation",
-                                         "is_best": t == best_t, "is_fixed": t == 0.5})
+                        seg_rows.append(
+                            {
+                                **key,
+                                "section": s,
+                                "threshold": t,
+                                "voi_split": voi * 0.4,
+                                "voi_merge": voi * 0.6,
+                                "voi_sum": voi,
+                                "arand": voi / 5,
+                                "arand_precision": 0.9,
+                                "arand_recall": 0.8,
+                                "f1": f1,
+                                "precision": f1,
+                                "recall": f1,
+                                "n_true": 30,
+                                "n_pred": 28,
+                                "reference": "hr_segmentation",
+                                "is_best": t == best_t,
+                                "is_fixed": t == 0.5,
+                            }
+                        )
                 path = res / "metrics/seg" / model / data / fold / f"{specimen}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 seg_frame = pd.DataFrame(seg_rows)
@@ -106,21 +153,38 @@ def _tree(root: Path, seed: int = 0) -> dict:
             for fold in FOLDS:
                 d = res / "train" / model / data / fold
                 d.mkdir(parents=True, exist_ok=True)
-                (d / "train.json").write_text(json.dumps({"parameters": 1000 * (TRAINED.index(model) + 1),
-                                                          "steps": 40, "arch": model,
-                                                          "train_seconds_total": 60.0 + 30 * (fold == "beta"),
-                                                          "wall_seconds_this_run": 1.0,
-                                                          "steps_per_s": 5.0, "device": "cpu"}))
+                (d / "train.json").write_text(
+                    json.dumps(
+                        {
+                            "parameters": 1000 * (TRAINED.index(model) + 1),
+                            "steps": 40,
+                            "arch": model,
+                            "train_seconds_total": 60.0 + 30 * (fold == "beta"),
+                            "wall_seconds_this_run": 1.0,
+                            "steps_per_s": 5.0,
+                            "device": "cpu",
+                        }
+                    )
+                )
                 steps = np.arange(1, 41)
                 val = steps % 10 == 0  # train.py's log.csv: validation columns empty between validations
-                log = pd.DataFrame({"step": steps, "loss": 1.0 / steps + 0.01, "l1": 1.0 / steps, "lr": 1e-3,
-                                    "val_l1": np.where(val, 1.0 / steps + 0.02, np.nan),
-                                    "val_psnr": np.where(val, 20 + np.log(steps), np.nan), "seconds": steps * 0.1})
+                log = pd.DataFrame(
+                    {
+                        "step": steps,
+                        "loss": 1.0 / steps + 0.01,
+                        "l1": 1.0 / steps,
+                        "lr": 1e-3,
+                        "val_l1": np.where(val, 1.0 / steps + 0.02, np.nan),
+                        "val_psnr": np.where(val, 20 + np.log(steps), np.nan),
+                        "seconds": steps * 0.1,
+                    }
+                )
                 log.to_csv(d / "log.csv", index=False)
                 train_jsons.append(str(d / "train.json"))
                 train_logs.append(str(d / "log.csv"))
     align_pngs, align_jsons = [], []
     import matplotlib.pyplot as plt
+
     for specimen in SPECIMENS:
         d = res / "align" / specimen
         d.mkdir(parents=True, exist_ok=True)
@@ -130,8 +194,13 @@ def _tree(root: Path, seed: int = 0) -> dict:
         align_jsons.append(str(d / "qc.json"))
     # Example specimen images: LR 12x12, HR/SR 36x36 (scale 3), 4 sections.
     fold = specimen = "alpha"
-    hr = np.clip(0.5 + 0.3 * np.sin(np.arange(36)[None, None] / 3.0) * np.cos(np.arange(36)[None, :, None] / 4.0)
-                 + rng.normal(0, 0.02, (N_SECTIONS, 36, 36)), 0, 1).astype(np.float32)
+    hr = np.clip(
+        0.5
+        + 0.3 * np.sin(np.arange(36)[None, None] / 3.0) * np.cos(np.arange(36)[None, :, None] / 4.0)
+        + rng.normal(0, 0.02, (N_SECTIONS, 36, 36)),
+        0,
+        1,
+    ).astype(np.float32)
     lr = hr.reshape(N_SECTIONS, 12, 3, 12, 3).mean(axis=(2, 4))
     vox = [50.0, 10.0, 10.0]
     pairs = res / "pairs" / specimen
@@ -150,12 +219,29 @@ def _tree(root: Path, seed: int = 0) -> dict:
             path = res / "segment" / model / data / fold / specimen / f"t{t}.tif"
             write_labels(path, labels, vox)
             seg.append(str(path))
-    example = {"fold": fold, "specimen": specimen, "lr": str(pairs / "lr.tif"), "hr": str(pairs / "hr.tif"),
-               "reference": str(res / "reference" / fold / f"{specimen}.tif"), "sr": sr, "seg": seg}
-    return dict(image_csvs=image_csvs, seg_csvs=seg_csvs, frc_csvs=frc_csvs, train_jsons=train_jsons,
-                train_logs=train_logs, infer_jsons=infer_jsons, align_pngs=align_pngs, align_jsons=align_jsons,
-                example=example, rows=ROWS, tables_dir=str(res / "report/tables"),
-                figures_dir=str(res / "report/figures"))
+    example = {
+        "fold": fold,
+        "specimen": specimen,
+        "lr": str(pairs / "lr.tif"),
+        "hr": str(pairs / "hr.tif"),
+        "reference": str(res / "reference" / fold / f"{specimen}.tif"),
+        "sr": sr,
+        "seg": seg,
+    }
+    return dict(
+        image_csvs=image_csvs,
+        seg_csvs=seg_csvs,
+        frc_csvs=frc_csvs,
+        train_jsons=train_jsons,
+        train_logs=train_logs,
+        infer_jsons=infer_jsons,
+        align_pngs=align_pngs,
+        align_jsons=align_jsons,
+        example=example,
+        rows=ROWS,
+        tables_dir=str(res / "report/tables"),
+        figures_dir=str(res / "report/figures"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +291,16 @@ def test_summary_numbers_equal_independent_computation(report):
     best = _best_sections(kwargs)
     seg = _concat(kwargs["seg_csvs"])
     row = summary[(summary["model"] == "emsr") & (summary["data"] == "real")].iloc[0]
-    x = image[(image["model"] == "emsr") & (image["data"] == "real")].sort_values(["fold", "specimen", "section"])["psnr"].to_numpy()
+    x = (
+        image[(image["model"] == "emsr") & (image["data"] == "real")]
+        .sort_values(["fold", "specimen", "section"])["psnr"]
+        .to_numpy()
+    )
     assert row["psnr_mean"] == pytest.approx(np.mean(x))
     assert row["psnr_std"] == pytest.approx(np.std(x, ddof=1))
-    ci = stats.bootstrap((x,), np.mean, n_resamples=FAST["n_boot"], method="percentile",
-                         rng=np.random.default_rng(FAST["seed"])).confidence_interval
+    ci = stats.bootstrap(
+        (x,), np.mean, n_resamples=FAST["n_boot"], method="percentile", rng=np.random.default_rng(FAST["seed"])
+    ).confidence_interval
     assert (row["psnr_ci_low"], row["psnr_ci_high"]) == pytest.approx((ci.low, ci.high))
     assert row["psnr_ci_low"] < row["psnr_mean"] < row["psnr_ci_high"]
     v = best[(best["model"] == "emsr") & (best["data"] == "real")]["voi_sum"].to_numpy()
@@ -219,7 +310,8 @@ def test_summary_numbers_equal_independent_computation(report):
     # hr: segmentation only, no image metrics; costs from train.json / infer json
     hr = summary[summary["model"] == "hr"].iloc[0]
     assert math.isnan(hr["psnr_mean"]) and hr["voi_sum_mean"] == pytest.approx(
-        best[best["model"] == "hr"]["voi_sum"].mean())
+        best[best["model"] == "hr"]["voi_sum"].mean()
+    )
     edsr = summary[(summary["model"] == "edsr") & (summary["data"] == "real")].iloc[0]
     assert edsr["n_params"] == 2000
 
@@ -250,7 +342,10 @@ def test_best_marker_on_the_right_row(report):
     _, kwargs = report
     tables = Path(kwargs["tables_dir"])
     summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
-    best = {r: set(b.split(";")) if isinstance(b, str) else set() for r, b in zip(zip(summary["model"], summary["data"]), summary["best"])}
+    best = {
+        r: set(b.split(";")) if isinstance(b, str) else set()
+        for r, b in zip(zip(summary["model"], summary["data"]), summary["best"])
+    }
     assert "psnr" in best[("edsr", "real")]  # higher is better
     assert "voi_sum" in best[("emsr", "blur_noise")]  # lower is better, hr (lower still) excluded
     assert not best[("hr", "none")]
@@ -325,8 +420,14 @@ def _retime(kwargs, factor: float) -> None:
     """What a second run of one config changes: every wall-clock number."""
     for path in kwargs["train_jsons"] + kwargs["infer_jsons"]:
         info = read_json(path)
-        for key in ("train_seconds_total", "wall_seconds_this_run", "steps_per_s", "voxels_per_s",
-                    "compute_seconds", "seconds"):
+        for key in (
+            "train_seconds_total",
+            "wall_seconds_this_run",
+            "steps_per_s",
+            "voxels_per_s",
+            "compute_seconds",
+            "seconds",
+        ):
             if key in info:
                 info[key] *= factor
         write_json(path, info)
@@ -338,12 +439,14 @@ def _retime(kwargs, factor: float) -> None:
 
 def _moved(kwargs, old: Path, new: Path):
     """run_report's arguments with every path under `old` moved under `new`."""
+
     def move(v):
         if isinstance(v, str) and v.startswith(str(old)):
             return str(new / Path(v).relative_to(old))
         if isinstance(v, list):
             return [move(x) for x in v]
         return {k: move(x) for k, x in v.items()} if isinstance(v, dict) else v
+
     return move(kwargs)
 
 
@@ -374,13 +477,16 @@ def test_bad_input_fails_early_without_outputs(tmp_path):
         run_report(**kwargs, cfg={"confidence": 95})
 
 
-@pytest.mark.parametrize("files, key, rule", [
-    ("train_jsons", "train_seconds_total", "train"),
-    ("train_jsons", "parameters", "train"),
-    ("infer_jsons", "voxels_per_s", "infer"),
-    ("infer_jsons", "device", "infer"),
-    ("align_jsons", "residual_px", "align"),
-])
+@pytest.mark.parametrize(
+    "files, key, rule",
+    [
+        ("train_jsons", "train_seconds_total", "train"),
+        ("train_jsons", "parameters", "train"),
+        ("infer_jsons", "voxels_per_s", "infer"),
+        ("infer_jsons", "device", "infer"),
+        ("align_jsons", "residual_px", "align"),
+    ],
+)
 def test_producer_json_missing_a_declared_key_names_file_and_key(tmp_path, files, key, rule):
     kwargs = _tree(tmp_path)
     path = kwargs[files][1]
@@ -441,5 +547,7 @@ def test_a_registered_metric_becomes_a_column_of_every_metric_table(tmp_path, to
     # metrics CSVs written before the metric existed: the report says which rule to rerun
     path = Path(kwargs["image_csvs"][0])
     pd.read_csv(path).drop(columns=["toy"]).to_csv(path, index=False)
-    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: image-metrics CSV lacks 'toy'; rerun the image_metrics rule"):
+    with pytest.raises(
+        InputError, match=rf"{re.escape(str(path))}: image-metrics CSV lacks 'toy'; rerun the image_metrics rule"
+    ):
         run_report(**kwargs, cfg=FAST)

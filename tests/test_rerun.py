@@ -83,9 +83,11 @@ def branch(model: str | None = None, data: str | None = None) -> set[tuple[str, 
     for m in ("srcnn", "edsr"):
         for d in ("real", "blur_noise"):
             if (model or m) == m and (data or d) == d:
-                jobs |= {("train", f"results/train/{m}/{d}/f0/model.pt"),
-                         ("infer", f"results/infer/{m}/{d}/f0/beta.tif"),
-                         ("image_metrics", f"results/metrics/image/{m}/{d}/f0/beta.csv")}
+                jobs |= {
+                    ("train", f"results/train/{m}/{d}/f0/model.pt"),
+                    ("infer", f"results/infer/{m}/{d}/f0/beta.tif"),
+                    ("image_metrics", f"results/metrics/image/{m}/{d}/f0/beta.csv"),
+                }
     return jobs
 
 
@@ -110,7 +112,9 @@ def test_editing_one_recipe_plans_only_what_depends_on_it(run_dir):
 
 
 def test_adding_a_recipe_nobody_trains_on_plans_nothing(run_dir):
-    original = edit_config(run_dir, lambda c: c["degradations"].update(pssr={"kind": "pssr", "blur_sigma": 2, "noise_gain": 0.2}))
+    original = edit_config(
+        run_dir, lambda c: c["degradations"].update(pssr={"kind": "pssr", "blur_sigma": 2, "noise_gain": 0.2})
+    )
     try:
         assert planned(run_dir) == set()
     finally:

@@ -9,7 +9,7 @@ from srseg.runtime import grad_scaler, require_finite, scaled_step
 def test_scaled_step_takes_one_gradient_step_on_cpu():
     w = torch.nn.Parameter(torch.tensor([1.0]))
     opt = torch.optim.SGD([w], lr=0.5)
-    scaled_step((w ** 2).sum(), opt, grad_scaler(torch.device("cpu")))
+    scaled_step((w**2).sum(), opt, grad_scaler(torch.device("cpu")))
     assert w.item() == pytest.approx(1.0 - 0.5 * 2.0)  # w - lr * d(w^2)/dw
 
 

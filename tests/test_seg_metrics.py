@@ -164,13 +164,42 @@ def test_run_seg_metrics_writes_one_row_per_section_and_threshold(tmp_path):
     merged[merged == 2] = 1
     paths = _write_inputs(tmp_path, truth, {0.3: truth, 0.7: merged}, source="hr_segmentation", best=0.3)
     out = tmp_path / "seg" / "spec.csv"
-    run_seg_metrics(paths, str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"), str(tmp_path / "threshold.json"),
-                    str(out), {"thresholds": [0.3, 0.7], "fixed_threshold": 0.7}, {"border_crop": 2},
-                    "edsr", "real", "alpha", "alpha")
+    run_seg_metrics(
+        paths,
+        str(tmp_path / "ref.tif"),
+        str(tmp_path / "ref.json"),
+        str(tmp_path / "threshold.json"),
+        str(out),
+        {"thresholds": [0.3, 0.7], "fixed_threshold": 0.7},
+        {"border_crop": 2},
+        "edsr",
+        "real",
+        "alpha",
+        "alpha",
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == ["model", "data", "fold", "specimen", "section", "threshold", "voi_split",
-                                   "voi_merge", "voi_sum", "arand", "arand_precision", "arand_recall", "f1",
-                                   "precision", "recall", "n_true", "n_pred", "reference", "is_best", "is_fixed"]
+    assert list(table.columns) == [
+        "model",
+        "data",
+        "fold",
+        "specimen",
+        "section",
+        "threshold",
+        "voi_split",
+        "voi_merge",
+        "voi_sum",
+        "arand",
+        "arand_precision",
+        "arand_recall",
+        "f1",
+        "precision",
+        "recall",
+        "n_true",
+        "n_pred",
+        "reference",
+        "is_best",
+        "is_fixed",
+    ]
     assert len(table) == 3 * 2
     assert (table["reference"] == "hr_segmentation").all()
     best = table[table["threshold"] == 0.3]
@@ -183,8 +212,18 @@ def test_run_seg_metrics_writes_one_row_per_section_and_threshold(tmp_path):
 def test_run_seg_metrics_rejects_bad_inputs_without_output(tmp_path):
     truth = _grid_truth(sections=2)
     out = tmp_path / "seg" / "spec.csv"
-    args = (str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"), str(tmp_path / "threshold.json"), str(out),
-            {"thresholds": [0.5]}, {"border_crop": 0}, "edsr", "real", "alpha", "alpha")
+    args = (
+        str(tmp_path / "ref.tif"),
+        str(tmp_path / "ref.json"),
+        str(tmp_path / "threshold.json"),
+        str(out),
+        {"thresholds": [0.5]},
+        {"border_crop": 0},
+        "edsr",
+        "real",
+        "alpha",
+        "alpha",
+    )
     paths = _write_inputs(tmp_path, truth, {0.5: truth[:, :, :16]})
     with pytest.raises(InputError, match="shape"):
         run_seg_metrics(paths, *args)

@@ -8,8 +8,8 @@ from scipy.spatial import cKDTree
 from skimage.metrics import adapted_rand_error
 
 from srseg import affinity, ruler, segment
-from srseg.config import section
 from srseg.affinity import AffinityUNet, affinity_targets
+from srseg.config import section
 from srseg.io import InputError, read_json, read_labels, write_image, write_json, write_labels
 from srseg.metrics import segmentation_scores
 from srseg.runtime import save_checkpoint
@@ -24,7 +24,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
 
 
 def voronoi(shape, n_cells, seed, membrane=2, groups=None):
@@ -129,8 +128,10 @@ def test_blank_section_is_one_fragment():
 
 
 def test_pick_best_threshold_lowest_mean_voi_ties_to_lowest():
-    scores = {"a": {0.1: {"voi_sum": 1.0}, 0.5: {"voi_sum": 0.2}, 0.9: {"voi_sum": 0.2}},
-              "b": {0.1: {"voi_sum": 0.0}, 0.5: {"voi_sum": 0.4}, 0.9: {"voi_sum": 0.4}}}
+    scores = {
+        "a": {0.1: {"voi_sum": 1.0}, 0.5: {"voi_sum": 0.2}, 0.9: {"voi_sum": 0.2}},
+        "b": {0.1: {"voi_sum": 0.0}, 0.5: {"voi_sum": 0.4}, 0.9: {"voi_sum": 0.4}},
+    }
     best, mean = segment.pick_best_threshold(scores)
     assert best == 0.5 and mean[0.1]["voi_sum"] == pytest.approx(0.5)
 
@@ -168,30 +169,62 @@ def test_choose_threshold_uses_validation_not_test(tmp_path, monkeypatch):
     write_labels(lab, train_labels, [50, 10, 10])
     out = tmp_path / "affinity"
     ruler.run_train_affinity(
-        hr=[str(hr)], labels=[str(lab)], model=str(out / "model.pt"), log_csv=str(out / "log.csv"),
-        train_json=str(out / "train.json"), threshold_json=str(out / "threshold.json"),
-        affinity=section("affinity", {"features": 4, "depth": 2, "steps": 2, "batch": 1, "patch": 16,
-                                      "val_fraction": 0.25, "augment": {"flip": False, "prob": 0.0}}),
-        segmentation=section("segmentation", {"thresholds": THRESHOLDS}), seed=0, device="cpu")
+        hr=[str(hr)],
+        labels=[str(lab)],
+        model=str(out / "model.pt"),
+        log_csv=str(out / "log.csv"),
+        train_json=str(out / "train.json"),
+        threshold_json=str(out / "threshold.json"),
+        affinity=section(
+            "affinity",
+            {
+                "features": 4,
+                "depth": 2,
+                "steps": 2,
+                "batch": 1,
+                "patch": 16,
+                "val_fraction": 0.25,
+                "augment": {"flip": False, "prob": 0.0},
+            },
+        ),
+        segmentation=section("segmentation", {"thresholds": THRESHOLDS}),
+        seed=0,
+        device="cpu",
+    )
     choice = read_json(out / "threshold.json")
     assert choice["best_threshold"] >= 0.7
     assert choice["criterion"] == "voi_sum"
     assert choice["validation_sections"] == {"s1": [6, 8]}
     assert set(choice["scores"]) == {str(t) for t in THRESHOLDS}
-    assert choice["scores"][str(choice["best_threshold"])]["voi_sum"] == min(s["voi_sum"] for s in choice["scores"].values())
+    assert choice["scores"][str(choice["best_threshold"])]["voi_sum"] == min(
+        s["voi_sum"] for s in choice["scores"].values()
+    )
 
 
 def test_run_segment_writes_one_volume_per_threshold(tmp_path):
     torch.manual_seed(0)
     net = AffinityUNet(2, 4, 2)
     model = tmp_path / "model.pt"
-    save_checkpoint(model, {"net": net.config(), "state_dict": net.state_dict(),
-                            "params": section("affinity", {"tile": 32, "overlap": 8, "batch": 2})})
+    save_checkpoint(
+        model,
+        {
+            "net": net.config(),
+            "state_dict": net.state_dict(),
+            "params": section("affinity", {"tile": 32, "overlap": 8, "batch": 2}),
+        },
+    )
     image = tmp_path / "img.tif"
     write_image(image, render(voronoi((2, 40, 44), 8, seed=7), 7), [50, 10, 10], "uint8")
     segs = [str(tmp_path / "seg" / f"{segment.threshold_name(t)}.tif") for t in THRESHOLDS]
-    segment.run_segment(str(image), str(model), segs, str(tmp_path / "seg" / "segment.json"),
-                        {"thresholds": THRESHOLDS}, cache_dir=str(tmp_path / "cache"), device="cpu")
+    segment.run_segment(
+        str(image),
+        str(model),
+        segs,
+        str(tmp_path / "seg" / "segment.json"),
+        {"thresholds": THRESHOLDS},
+        cache_dir=str(tmp_path / "cache"),
+        device="cpu",
+    )
     for path in segs:
         lab, voxel = read_labels(path)
         assert lab.shape == (2, 40, 44) and voxel == pytest.approx([50, 10, 10])
@@ -218,8 +251,13 @@ def test_reference_from_labels_or_hr_segmentation(tmp_path):
         segs.append(str(tmp_path / f"t{t}.tif"))
         write_labels(segs[-1], labels + i, [50, 10, 10])
     write_json(tmp_path / "threshold.json", {"best_threshold": 0.7})
-    segment.run_reference(str(tmp_path / "ref2.tif"), str(tmp_path / "ref2.json"),
-                          threshold_json=str(tmp_path / "threshold.json"), segmentations=segs, thresholds=THRESHOLDS)
+    segment.run_reference(
+        str(tmp_path / "ref2.tif"),
+        str(tmp_path / "ref2.json"),
+        threshold_json=str(tmp_path / "threshold.json"),
+        segmentations=segs,
+        thresholds=THRESHOLDS,
+    )
     meta = read_json(tmp_path / "ref2.json")
     assert meta["source"] == "hr_segmentation" and meta["threshold"] == 0.7
     assert np.array_equal(read_labels(tmp_path / "ref2.tif")[0], labels + 3)

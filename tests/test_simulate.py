@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from srseg.align import align_volume
-from srseg.io import InputError, read_image, read_json, read_labels
 from srseg.config import resolve
 from srseg.config.checks import check_section_blocks
+from srseg.io import InputError, read_image, read_json, read_labels
 from srseg.simulate import (
     load_source,
     poisson_gaussian,
@@ -24,13 +24,20 @@ from srseg.simulate import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = ROOT.parent / "shared" / "data" / "isbi2012"
-needs_isbi = pytest.mark.skipif(not (ISBI / "raw.tif").is_file(),
-                                reason=f"ISBI 2012 data not found at {ISBI} (real-data tests skipped)")
+needs_isbi = pytest.mark.skipif(
+    not (ISBI / "raw.tif").is_file(), reason=f"ISBI 2012 data not found at {ISBI} (real-data tests skipped)"
+)
 
 
 def params(**kw):
-    p = {"source": str(ISBI / "raw.tif"), "labels": str(ISBI / "cells.tif"), "labels_kind": "cell_mask",
-         "sections": [3, 6], "lr_voxel_nm": [50, 16, 16], "seed": 5}
+    p = {
+        "source": str(ISBI / "raw.tif"),
+        "labels": str(ISBI / "cells.tif"),
+        "labels_kind": "cell_mask",
+        "sections": [3, 6],
+        "lr_voxel_nm": [50, 16, 16],
+        "seed": 5,
+    }
     p.update(kw)
     return p
 
@@ -41,15 +48,25 @@ def isbi():
 
 
 @needs_isbi
-@pytest.mark.parametrize("lr_nm, overrides", [
-    (16.0, {}),                                                                   # 4x, random geometry
-    (13.2, {"rotation_deg": -2.7, "scale": 1.025, "offset_error_lr_px": [18.0, -15.0]}),  # 3.3x, large errors
-])
+@pytest.mark.parametrize(
+    "lr_nm, overrides",
+    [
+        (16.0, {}),  # 4x, random geometry
+        (13.2, {"rotation_deg": -2.7, "scale": 1.025, "offset_error_lr_px": [18.0, -15.0]}),  # 3.3x, large errors
+    ],
+)
 def test_align_recovers_the_true_transform_on_isbi(isbi, lr_nm, overrides):
     src, vox, lab, _ = isbi
     sim = simulate_volume(src, vox, params(lr_voxel_nm=[50, lr_nm, lr_nm]), labels=lab, geometry_overrides=overrides)
-    res = align_volume(sim["lr"], sim["hr"], sim["lr_voxel_nm"], sim["hr_voxel_nm"], sim["hr_offset_nm"],
-                       {"search_margin_lr_px": 26}, truth=sim["truth"])
+    res = align_volume(
+        sim["lr"],
+        sim["hr"],
+        sim["lr_voxel_nm"],
+        sim["hr_voxel_nm"],
+        sim["hr_offset_nm"],
+        {"search_margin_lr_px": 26},
+        truth=sim["truth"],
+    )
     assert res["qc"]["error_px_max"] <= 0.25
     assert res["lr_z"] == sim["truth"]["lr_z"]
 
@@ -61,11 +78,11 @@ def test_metadata_is_what_a_microscope_reports(isbi):
     t = sim["truth"]
     assert sim["hr_voxel_nm"] == [50.0, 4.0, 4.0] and sim["lr_voxel_nm"] == [50.0, 16.0, 16.0]
     # the stage offset in the metadata is the true one plus the drawn error, in LR pixels
-    err = (np.subtract(sim["hr_offset_nm"], t["hr_offset_nm_true"])[1:] / 16.0)
+    err = np.subtract(sim["hr_offset_nm"], t["hr_offset_nm_true"])[1:] / 16.0
     assert err == pytest.approx(t["offset_error_lr_px"]) and 1.2 <= np.abs(err).max() <= 4
     # HR is a crop of the source (plus its own noise), labels the same crop
     (x0, y0), (_, h, w) = t["hr_origin_in_source_xy"][0], sim["hr"].shape
-    assert np.corrcoef(sim["hr"][0].ravel(), src[0, y0:y0 + h, x0:x0 + w].ravel())[0, 1] > 0.95
+    assert np.corrcoef(sim["hr"][0].ravel(), src[0, y0 : y0 + h, x0 : x0 + w].ravel())[0, 1] > 0.95
     assert sim["labels"].shape == sim["hr"].shape and sim["labels"].max() > 50
 
 
@@ -115,8 +132,10 @@ def test_isbi_config_leave_one_out_never_tests_on_a_training_section():
 
 @needs_isbi
 def test_run_simulate_writes_phantom_like_outputs(tmp_path):
-    out = {k: str(tmp_path / f"{k}.{'json' if k in ('meta', 'truth') else 'tif'}")
-           for k in ("lr", "hr", "labels", "meta", "truth")}
+    out = {
+        k: str(tmp_path / f"{k}.{'json' if k in ('meta', 'truth') else 'tif'}")
+        for k in ("lr", "hr", "labels", "meta", "truth")
+    }
     p = params(sections=[0, 2], crop=[0, 256, 0, 256])
     run_simulate(p, out["lr"], out["hr"], out["labels"], out["meta"], out["truth"], specimen="s", progress=False)
     lr, lr_vox, dtype = read_image(out["lr"])

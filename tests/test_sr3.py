@@ -15,8 +15,11 @@ from srseg.models import build_model, load_trained
 from srseg.training import run_train
 from srseg.training.kinds.diffusion import diffusion_loss
 
-TINY = {"arch": "sr3", "net": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "attention": True, "timesteps": 1000,
-                               "sample_steps": 4}, "loss": {"mse": 1}}
+TINY = {
+    "arch": "sr3",
+    "net": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "attention": True, "timesteps": 1000, "sample_steps": 4},
+    "loss": {"mse": 1},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -91,8 +94,19 @@ def pairs(tmp_path):
 
 
 def test_train_resume_and_variance_map(pairs, tmp_path):
-    spec = model_spec({**TINY, "lr": 1e-3, "steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 4,
-                       "val_patches": 2, "seed": 1})
+    spec = model_spec(
+        {
+            **TINY,
+            "lr": 1e-3,
+            "steps": 4,
+            "batch": 2,
+            "patch": 8,
+            "checkpoint_every": 2,
+            "val_every": 4,
+            "val_patches": 2,
+            "seed": 1,
+        }
+    )
     out = lambda d: (str(d / "model.pt"), str(d / "log.csv"), str(d / "train.json"))  # noqa: E731
     full = run_train(spec, *pairs, *out(tmp_path / "full"), device="cpu")
 
@@ -108,10 +122,22 @@ def test_train_resume_and_variance_map(pairs, tmp_path):
     b, _ = load_trained(tmp_path / "res" / "model.pt")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
-    info1 = run_infer(pairs[0][0], str(tmp_path / "one.tif"), str(tmp_path / "one.json"), str(tmp_path / "full" / "model.pt"),
-                      settings={"tile": 8, "overlap": 2, "samples": 1}, device="cpu")
-    info3 = run_infer(pairs[0][0], str(tmp_path / "s.tif"), str(tmp_path / "s.json"), str(tmp_path / "full" / "model.pt"),
-                      settings={"tile": 8, "overlap": 2, "samples": 3}, device="cpu")
+    info1 = run_infer(
+        pairs[0][0],
+        str(tmp_path / "one.tif"),
+        str(tmp_path / "one.json"),
+        str(tmp_path / "full" / "model.pt"),
+        settings={"tile": 8, "overlap": 2, "samples": 1},
+        device="cpu",
+    )
+    info3 = run_infer(
+        pairs[0][0],
+        str(tmp_path / "s.tif"),
+        str(tmp_path / "s.json"),
+        str(tmp_path / "full" / "model.pt"),
+        settings={"tile": 8, "overlap": 2, "samples": 3},
+        device="cpu",
+    )
     assert info1["variance_mean"] is None and not (tmp_path / "one_std.tif").exists()
     std, _, _ = read_image(tmp_path / "s_std.tif")
     assert info3["variance_mean"] > 0 and std.shape == (3, 32, 32)

@@ -14,11 +14,26 @@ from srseg.losses import build_loss
 from srseg.models import build_model, load_trained, save_trained
 from srseg.training import run_train
 
-TINY_EMSR = {"arch": "emsr", "net": {"channels": 8, "n_basic": 1, "n_res": 1, "heads": 2},
-             "loss": {"emsr": {"l1": 1, "lambdas": [1, 1, 1], "noise_sigma": 5}}}
+TINY_EMSR = {
+    "arch": "emsr",
+    "net": {"channels": 8, "n_basic": 1, "n_res": 1, "heads": 2},
+    "loss": {"emsr": {"l1": 1, "lambdas": [1, 1, 1], "noise_sigma": 5}},
+}
 TINY_EDSR = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 2}, "loss": {"l1": 1}}
-BASE = {"optimizer": "adam", "lr": 1e-3, "lr_halve_every": 3, "steps": 6, "batch": 2, "patch": 8,
-        "checkpoint_every": 2, "val_every": 3, "val_patches": 4, "amp": True, "seed": 5}
+BASE = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "lr_halve_every": 3,
+    "steps": 6,
+    "batch": 2,
+    "patch": 8,
+    "checkpoint_every": 2,
+    "val_every": 3,
+    "val_patches": 4,
+    "amp": True,
+    "seed": 5,
+}
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -27,7 +42,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
 
 
 def _pair(rng, z=3, n=16, scale=2):
@@ -52,16 +66,27 @@ def pairs(tmp_path):
 
 def _run(entry, pairs, out, **kw):
     """Train a (partial) model entry: its complete slice comes from the schema's defaults."""
-    return run_train(model_spec(entry), pairs[0], pairs[1], str(out / "model.pt"), str(out / "log.csv"),
-                     str(out / "train.json"), device="cpu", **kw)
+    return run_train(
+        model_spec(entry),
+        pairs[0],
+        pairs[1],
+        str(out / "model.pt"),
+        str(out / "log.csv"),
+        str(out / "train.json"),
+        device="cpu",
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("spec", [
-    {"arch": "srcnn", "net": {"features": [8, 4]}, "loss": {"mse": 1}},
-    TINY_EDSR,
-    TINY_EMSR,
-    {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}, "loss": {"charbonnier": 1, "ssim": 0.5, "gloss": 0.5}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"arch": "srcnn", "net": {"features": [8, 4]}, "loss": {"mse": 1}},
+        TINY_EDSR,
+        TINY_EMSR,
+        {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}, "loss": {"charbonnier": 1, "ssim": 0.5, "gloss": 0.5}},
+    ],
+)
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(spec):
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
@@ -90,9 +115,20 @@ def test_train_writes_model_log_and_json(pairs, tmp_path):
     assert log["val_psnr"].notna().tolist() == [False, False, True, False, False, True]
     assert log["lr"].tolist() == [1e-3] * 3 + [5e-4] * 3  # halved every 3 steps
     saved = json.loads((tmp_path / "train.json").read_text())
-    for key in ("parameters", "steps_per_s", "train_seconds_total", "device", "torch_version", "scale", "arch", "val_bicubic_psnr"):
+    for key in (
+        "parameters",
+        "steps_per_s",
+        "train_seconds_total",
+        "device",
+        "torch_version",
+        "scale",
+        "arch",
+        "val_bicubic_psnr",
+    ):
         assert key in saved
-    assert saved["scale"] == 2 and saved["device"] == "cpu" and saved["steps"] == 6 and saved["resumed_from_step"] is None
+    assert (
+        saved["scale"] == 2 and saved["device"] == "cpu" and saved["steps"] == 6 and saved["resumed_from_step"] is None
+    )
     assert saved["train_sections"] == 4  # last of 3 sections of each specimen held back for validation
     model, meta = load_trained(tmp_path / "model.pt")
     assert meta["arch"] == "edsr" and meta["scale"] == 2
@@ -150,7 +186,9 @@ def test_fine_tune_from_init_reports_keys_that_do_not_fit(pairs, tmp_path):
     init = info["init"]
     assert init["loaded"] > 0
     assert any(k.startswith("body.1.") for k in init["missing"])  # the second block is new
-    assert any(k.startswith("upsample.") for k in init["shape_mismatch"]) or any(k.startswith("upsample.") for k in init["unexpected"])
+    assert any(k.startswith("upsample.") for k in init["shape_mismatch"]) or any(
+        k.startswith("upsample.") for k in init["unexpected"]
+    )
     assert json.loads((tmp_path / "ft" / "train.json").read_text())["init"]["loaded"] == init["loaded"]
 
 
@@ -173,19 +211,29 @@ def test_bad_inputs_raise_before_training_and_leave_no_outputs(pairs, tmp_path):
     with pytest.raises(InputError, match="no trainable parameters"):
         run_train(model_spec({"arch": "bicubic"}), *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
     with pytest.raises(InputError, match="lack .*model_spec"):
-        run_train({"arch": "edsr", "kind": "supervised", "loss": {"l1": 1}}, *pairs,
-                  *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+        run_train(
+            {"arch": "edsr", "kind": "supervised", "loss": {"l1": 1}},
+            *pairs,
+            *(str(out / f) for f in ("m.pt", "l.csv", "t.json")),
+        )
     # HR that is not an integer multiple of LR
     rng = np.random.default_rng(0)
     write_image(tmp_path / "odd_hr.tif", rng.random((3, 33, 33)).astype(np.float32), [50, 10, 10])
     with pytest.raises(InputError, match="integer multiple"):
-        run_train(model_spec(spec), pairs[0][:1], [str(tmp_path / "odd_hr.tif")], *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+        run_train(
+            model_spec(spec),
+            pairs[0][:1],
+            [str(tmp_path / "odd_hr.tif")],
+            *(str(out / f) for f in ("m.pt", "l.csv", "t.json")),
+        )
     # init checkpoints: another arch, a corrupt file (checked again by the job: the file may change after planning)
     emsr = {"arch": "emsr", "net": TINY_EMSR["net"]}
     save_trained(tmp_path / "emsr.pt", build_model(emsr, 2), emsr, 2)
     checked = model_spec(spec)
     with pytest.raises(InputError, match="models.edsr.init: .* trained as arch 'emsr'"):
-        run_train({**checked, "init": str(tmp_path / "emsr.pt")}, *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+        run_train(
+            {**checked, "init": str(tmp_path / "emsr.pt")}, *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json"))
+        )
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     with pytest.raises(InputError, match="corrupt.pt"):
         _run({**spec, "init": str(tmp_path / "corrupt.pt")}, pairs, out)

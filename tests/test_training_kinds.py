@@ -26,17 +26,40 @@ NAME = "tiny"
 TRAINING = {"steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 2, "val_patches": 2, "seed": 3}
 SR_ENTRIES = {
     "edsr": {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}, "loss": {"l1": 1}},
-    "wgan": {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 1, "noise": True}, "critic": {"channels": [8, 16]},
-             "loss": {"l1": 100, "wgan_gp": {"weight": 1}}, "n_critic": 2},
-    "esrgan": {"arch": "esrgan", "net": {"n_feats": 8, "n_blocks": 1, "growth": 4}, "critic": {"n_feats": 8},
-               "loss": {"l1": 1, "ragan": {"weight": 0.01}}, "gan_start": 1},
-    "sr3": {"arch": "sr3", "net": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "attention": False, "sample_steps": 2},
-            "loss": {"mse": 1}},
+    "wgan": {
+        "arch": "wgan",
+        "net": {"n_feats": 8, "n_blocks": 1, "noise": True},
+        "critic": {"channels": [8, 16]},
+        "loss": {"l1": 100, "wgan_gp": {"weight": 1}},
+        "n_critic": 2,
+    },
+    "esrgan": {
+        "arch": "esrgan",
+        "net": {"n_feats": 8, "n_blocks": 1, "growth": 4},
+        "critic": {"n_feats": 8},
+        "loss": {"l1": 1, "ragan": {"weight": 0.01}},
+        "gan_start": 1,
+    },
+    "sr3": {
+        "arch": "sr3",
+        "net": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "attention": False, "sample_steps": 2},
+        "loss": {"mse": 1},
+    },
 }
 # a prefix that names part (not all) of each network
 FREEZE = {"edsr": "head.", "wgan": "head.", "esrgan": "conv_first.", "sr3": "unet.head.", "affinity": "down.0."}
-AFFINITY = {"features": 4, "depth": 2, "batch": 2, "patch": 16, "steps": 4, "checkpoint_every": 2, "val_every": 2,
-            "log_every": 1, "tile": 32, "overlap": 8}
+AFFINITY = {
+    "features": 4,
+    "depth": 2,
+    "batch": 2,
+    "patch": 16,
+    "steps": 4,
+    "checkpoint_every": 2,
+    "val_every": 2,
+    "log_every": 1,
+    "tile": 32,
+    "overlap": 8,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +91,9 @@ class SRCase:
 
     def run(self, out, on_step=None, device="cpu", **over) -> dict:
         spec = model_spec(self.entry(**over), name=NAME)
-        return run_train(spec, [str(self.lr)], [str(self.hr)], *_outputs(out), device=device, name=NAME, on_step=on_step)
+        return run_train(
+            spec, [str(self.lr)], [str(self.hr)], *_outputs(out), device=device, name=NAME, on_step=on_step
+        )
 
     def weights(self, out) -> dict:
         return load_trained(out / "model.pt")[0].state_dict()
@@ -101,8 +126,9 @@ class AffinityCase:
 
     def run(self, out, on_step=None, device="cpu", **over) -> dict:
         settings = section("affinity", {**AFFINITY, **over})
-        affinity.train_affinity_network(self.hr, self.labels, *_outputs(out), settings, seed=1, device=device,
-                                        on_step=on_step)
+        affinity.train_affinity_network(
+            self.hr, self.labels, *_outputs(out), settings, seed=1, device=device, on_step=on_step
+        )
         return read_json(out / "train.json")
 
     def weights(self, out) -> dict:
@@ -154,12 +180,19 @@ def test_init_loads_weights_and_freeze_keeps_them_bit_identical(case, tmp_path):
 def test_wrong_freeze_prefix_fails_before_the_first_step(case, tmp_path):
     steps = []
     out = tmp_path / "run"
-    with pytest.raises(InputError, match=rf"^{case.where}.freeze: prefix 'nope.' matches no parameter; "
-                                         rf"valid top-level prefixes are .*{FREEZE[case.arch].split('.')[0]}\."):
+    with pytest.raises(
+        InputError,
+        match=rf"^{case.where}.freeze: prefix 'nope.' matches no parameter; "
+        rf"valid top-level prefixes are .*{FREEZE[case.arch].split('.')[0]}\.",
+    ):
         case.run(out, on_step=steps.append, freeze=["nope."])
     assert steps == [] and not out.exists()
     with pytest.raises(InputError, match="freezes every parameter"):
-        case.run(out, on_step=steps.append, freeze=[p + "." for p in {n.split(".")[0] for n in case.save_init(tmp_path / "i.pt")}])
+        case.run(
+            out,
+            on_step=steps.append,
+            freeze=[p + "." for p in {n.split(".")[0] for n in case.save_init(tmp_path / "i.pt")}],
+        )
     assert steps == []
 
 

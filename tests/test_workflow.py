@@ -1,7 +1,6 @@
 """End to end: the whole DAG on a tiny config, from phantom generation to the report."""
 
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,20 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 def snakemake(workdir, *args):
     proc = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(TINY), "--cores", "2", *args],
-        capture_output=True, text=True,
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(TINY),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in Path(workdir, "logs").rglob("*.log"))

@@ -10,13 +10,13 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, zoom
 
+from srseg.config import model_spec
 from srseg.data import PatchSampler, context_indices
 from srseg.infer import run_infer, super_resolve
 from srseg.io import InputError, read_image, read_json, write_image
 from srseg.losses import build_loss
 from srseg.models import build_model, load_trained, save_trained
 from srseg.models.swinir_arch import SwinLayer, relative_position_index
-from srseg.config import model_spec
 from srseg.training import run_train
 
 TINY = {
@@ -142,17 +142,20 @@ def test_context_reaches_the_network(arch):
     assert np.array_equal(out[0], out2[0])  # section 0 (neighbours 0, 0, 1) does not
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"arch": "emsr", "context": 1}, "cannot take z-context"),
-    ({"arch": "bicubic", "context": 2}, "cannot take z-context"),
-    ({"arch": "edsr", "context": -1}, "integer >= 0"),
-    ({"arch": "edsr", "context": 1.5}, "integer >= 0"),
-    ({"arch": "edsr", "net": {"in_channels": 3}}, "unknown key"),
-    ({"arch": "swinir", "net": {"embed_dim": 10, "heads": 4}}, "divisible"),
-    ({"arch": "swinir", "net": {"window": [4, 0]}}, "window"),
-    ({"arch": "edt", "net": {"heads": 1, "embed_dim": 8}}, "heads >= 2"),
-    ({"arch": "rcan"}, "cannot upsample by 5"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"arch": "emsr", "context": 1}, "cannot take z-context"),
+        ({"arch": "bicubic", "context": 2}, "cannot take z-context"),
+        ({"arch": "edsr", "context": -1}, "integer >= 0"),
+        ({"arch": "edsr", "context": 1.5}, "integer >= 0"),
+        ({"arch": "edsr", "net": {"in_channels": 3}}, "unknown key"),
+        ({"arch": "swinir", "net": {"embed_dim": 10, "heads": 4}}, "divisible"),
+        ({"arch": "swinir", "net": {"window": [4, 0]}}, "window"),
+        ({"arch": "edt", "net": {"heads": 1, "embed_dim": 8}}, "heads >= 2"),
+        ({"arch": "rcan"}, "cannot upsample by 5"),
+    ],
+)
 def test_bad_specs_raise_input_error(spec, words):
     with pytest.raises(InputError, match=words):
         build_model(spec, 5 if spec["arch"] == "rcan" else 2)
@@ -166,14 +169,39 @@ def test_context_model_trains_and_infers_a_volume(tmp_path):
         write_image(tmp_path / name / "lr.tif", lr, [50, 20, 20], "uint8")
         write_image(tmp_path / name / "hr.tif", hr, [50, 10, 10], "uint8")
         paths.append((str(tmp_path / name / "lr.tif"), str(tmp_path / name / "hr.tif")))
-    spec = model_spec({"arch": "rcan", "net": TINY["rcan"], "context": 1, "loss": {"l1": 1}, "steps": 4, "batch": 2,
-                       "patch": 8, "checkpoint_every": 4, "val_every": 4, "val_patches": 2})
+    spec = model_spec(
+        {
+            "arch": "rcan",
+            "net": TINY["rcan"],
+            "context": 1,
+            "loss": {"l1": 1},
+            "steps": 4,
+            "batch": 2,
+            "patch": 8,
+            "checkpoint_every": 4,
+            "val_every": 4,
+            "val_patches": 2,
+        }
+    )
     out = tmp_path / "train"
-    info = run_train(spec, [p[0] for p in paths], [p[1] for p in paths], str(out / "model.pt"),
-                     str(out / "log.csv"), str(out / "train.json"), device="cpu")
+    info = run_train(
+        spec,
+        [p[0] for p in paths],
+        [p[1] for p in paths],
+        str(out / "model.pt"),
+        str(out / "log.csv"),
+        str(out / "train.json"),
+        device="cpu",
+    )
     assert info["context"] == 1 and np.isfinite(info["final_val_l1"])
-    res = run_infer(paths[0][0], str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"), model_path=str(out / "model.pt"),
-                    settings={"tile": 8, "overlap": 2, "batch": 4}, device="cpu")
+    res = run_infer(
+        paths[0][0],
+        str(tmp_path / "sr.tif"),
+        str(tmp_path / "sr.json"),
+        model_path=str(out / "model.pt"),
+        settings={"tile": 8, "overlap": 2, "batch": 4},
+        device="cpu",
+    )
     sr, _, dtype = read_image(tmp_path / "sr.tif")
     assert sr.shape == (5, 32, 32) and dtype == "uint8" and res["context"] == 1
     assert read_json(tmp_path / "sr.json")["hr_shape"] == [5, 32, 32]

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import runtime
-from .io import InputError, read_image, read_labels, write_json
+from .io import InputError, read_image, read_labels
 from .training.engine import KINDS, Kind, train
 from .training.weights import trainable
 
@@ -85,8 +85,11 @@ class _Block(nn.Module):
         layers = []
         for i, k in enumerate(kernels):
             pad = tuple(kk // 2 for kk in k) if isinstance(k, (tuple, list)) else k // 2
-            layers += [conv(cin if i == 0 else cout, cout, k, padding=pad),
-                       nn.GroupNorm(_groups(cout), cout), nn.ReLU(inplace=True)]
+            layers += [
+                conv(cin if i == 0 else cout, cout, k, padding=pad),
+                nn.GroupNorm(_groups(cout), cout),
+                nn.ReLU(inplace=True),
+            ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -253,11 +256,11 @@ def sample_batch(
             img = augment_intensity(img, rng, aug)
         aff = aff[(slice(None),) + inner]
         if dim == 2:
-            imgs.append(img[0][None])          # (1, P, P)
-            tgts.append(aff[1:, 0])            # (2, P, P): y, x
+            imgs.append(img[0][None])  # (1, P, P)
+            tgts.append(aff[1:, 0])  # (2, P, P): y, x
         else:
-            imgs.append(img[None])             # (1, Z, P, P)
-            tgts.append(aff)                   # (3, Z, P, P)
+            imgs.append(img[None])  # (1, Z, P, P)
+            tgts.append(aff)  # (3, Z, P, P)
     return np.stack(imgs).astype(np.float32), np.stack(tgts).astype(np.float32)
 
 
@@ -332,21 +335,21 @@ def predict_affinities(
     jobs = [(z, y, x) for z in zs for y in ys for x in xs]
     bar = tqdm(total=len(jobs), desc="affinities", unit="tile", disable=not progress, mininterval=2)
     for i in range(0, len(jobs), batch):
-        chunk = jobs[i:i + batch]
-        tiles = [image[z:z + tz, y:y + ty, x:x + tx] for z, y, x in chunk]
+        chunk = jobs[i : i + batch]
+        tiles = [image[z : z + tz, y : y + ty, x : x + tx] for z, y, x in chunk]
         tiles = np.stack([np.pad(t, ((0, 0), (0, py), (0, px)), mode="reflect") for t in tiles])
         inp = torch.from_numpy(tiles).to(device)
         if net.dim == 3:
-            inp = inp[:, None]                # (B, 1, Z, Y, X); in 2D the single section is the channel
+            inp = inp[:, None]  # (B, 1, Z, Y, X); in 2D the single section is the channel
         with runtime.autocast(device):
             logits = net(inp)
         affs = logits_to_affs(logits, net.dim).cpu().numpy()
         if net.dim == 2:
-            affs = affs[:, :, None]           # (B, 3, 1, Y, X)
+            affs = affs[:, :, None]  # (B, 3, 1, Y, X)
         affs = affs[..., :ty, :tx]
         for (z, y, x), a in zip(chunk, affs):
-            out[:, z:z + tz, y:y + ty, x:x + tx] += a * weight
-            norm[z:z + tz, y:y + ty, x:x + tx] += weight
+            out[:, z : z + tz, y : y + ty, x : x + tx] += a * weight
+            norm[z : z + tz, y : y + ty, x : x + tx] += weight
         bar.update(len(chunk))
     bar.close()
     out /= norm
@@ -376,7 +379,9 @@ def split_specimens(pairs: dict[str, tuple[np.ndarray, np.ndarray]], val_fractio
     out = {}
     for name, (image, labels) in pairs.items():
         if image.shape[0] < 2:
-            raise InputError(f"{name}: a single section cannot be split into training and validation; give at least 2 sections")
+            raise InputError(
+                f"{name}: a single section cannot be split into training and validation; give at least 2 sections"
+            )
         tr, va = validation_sections(image.shape[0], val_fraction)
         out[name] = ((image[tr], labels[tr]), (image[va], labels[va]), [va.start, va.stop])
     return out
@@ -389,8 +394,10 @@ def training_patch(volumes, settings: dict) -> int:
     patch = min(int(settings["patch"]), smallest - 2)
     patch -= patch % m
     if patch < m:
-        raise InputError(f"training sections of {smallest} pixels are too small for affinity.depth {settings['depth']}; "
-                         "lower affinity.depth or give larger sections")
+        raise InputError(
+            f"training sections of {smallest} pixels are too small for affinity.depth {settings['depth']}; "
+            "lower affinity.depth or give larger sections"
+        )
     return patch
 
 
@@ -403,8 +410,8 @@ def validation_batch(val_volumes, dim: int, settings: dict):
         cy, cx = min(side, ny), min(side, nx)
         cy, cx = cy - cy % m, cx - cx % m
         y0, x0 = (ny - cy) // 2, (nx - cx) // 2
-        aff = affinity_targets(labels, dim)[:, :, y0:y0 + cy, x0:x0 + cx]
-        img = image[:, y0:y0 + cy, x0:x0 + cx]
+        aff = affinity_targets(labels, dim)[:, :, y0 : y0 + cy, x0 : x0 + cx]
+        img = image[:, y0 : y0 + cy, x0 : x0 + cx]
         if dim == 2:
             imgs += [im[None] for im in img]
             tgts += [aff[1:, z] for z in range(nz)]
@@ -415,7 +422,10 @@ def validation_batch(val_volumes, dim: int, settings: dict):
 
 
 def cosine_decay(steps: int) -> Callable[[int], float]:
-    """Learning-rate factor: cosine from 1 to 5 % over `steps` (a short CPU budget converges better than constant lr)."""
+    """Learning-rate factor: cosine from 1 to 5 % over `steps`.
+
+    A short CPU budget converges better than at a constant learning rate.
+    """
     return lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
 
 
@@ -464,7 +474,9 @@ class AffinityTraining(Kind):
 
     def step(self, step: int) -> dict[str, float]:
         s = self.settings
-        x, y = sample_batch(self.volumes, self.rng, int(s["batch"]), self.patch, self.dim, int(s["patch_z"]), s["augment"])
+        x, y = sample_batch(
+            self.volumes, self.rng, int(s["batch"]), self.patch, self.dim, int(s["patch_z"]), s["augment"]
+        )
         x, y = runtime.to_device(x, self.device), runtime.to_device(y, self.device)
         with runtime.autocast(self.device, self.amp):
             logits = self.model(x)
@@ -493,23 +505,36 @@ class AffinityTraining(Kind):
 
     def summary(self, rows) -> dict:
         params = {k: v for k, v in self.settings.items() if k != "seed"}
-        return {"params": params, "host": platform.node(), "train_specimens": list(self.specimens),
-                "train_sections": {n: [0, va[0]] for n, va in self.specimens.items()},
-                "validation_sections": dict(self.specimens)}
+        return {
+            "params": params,
+            "host": platform.node(),
+            "train_specimens": list(self.specimens),
+            "train_sections": {n: [0, va[0]] for n, va in self.specimens.items()},
+            "validation_sections": dict(self.specimens),
+        }
 
     def save(self, path: str, info: dict) -> None:
         params = {k: v for k, v in self.settings.items() if k != "seed"}
-        runtime.save_checkpoint(path, {
-            "arch": "affinity", "net": self.model.config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "params": params, "seed": self.settings["seed"], "torch_version": torch.__version__})
+        runtime.save_checkpoint(
+            path,
+            {
+                "arch": "affinity",
+                "net": self.model.config(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "params": params,
+                "seed": self.settings["seed"],
+                "torch_version": torch.__version__,
+            },
+        )
 
 
 def read_training_pairs(hr: Sequence[str], labels: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """specimen (the HR file's folder name) -> (image, labels), each pair checked."""
     if len(hr) != len(labels) or not hr:
-        raise InputError("rule train_affinity needs one labels file per HR file and at least one labelled "
-                         "training specimen; add labels to a training specimen")
+        raise InputError(
+            "rule train_affinity needs one labels file per HR file and at least one labelled "
+            "training specimen; add labels to a training specimen"
+        )
     pairs = {}
     for hp, lp in zip(hr, labels):
         image, _, _ = read_image(hp)
@@ -540,8 +565,20 @@ def train_affinity_network(
     (its `model`, `device`, validation sections)."""
     pairs = read_training_pairs(hr, labels)
     splits = split_specimens(pairs, float(affinity["val_fraction"]))
-    kind = AffinityTraining({**affinity, "seed": seed}, splits, {"hr": list(map(str, hr)), "labels": list(map(str, labels))})
-    train(kind, model=model, log_csv=log_csv, train_json=train_json, checkpoint=checkpoint, device=device,
-          threads=threads, log=log, where="affinity", on_step=on_step)
+    kind = AffinityTraining(
+        {**affinity, "seed": seed}, splits, {"hr": list(map(str, hr)), "labels": list(map(str, labels))}
+    )
+    train(
+        kind,
+        model=model,
+        log_csv=log_csv,
+        train_json=train_json,
+        checkpoint=checkpoint,
+        device=device,
+        threads=threads,
+        log=log,
+        where="affinity",
+        on_step=on_step,
+    )
     kind.model.eval()
     return kind

@@ -38,11 +38,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import section
-from .log import get_logger
 from .io import InputError, atomic_path, read_image, read_json, write_json
+from .log import get_logger
 
 logger = logging.getLogger("srseg.align")
-
 
 
 # --------------------------------------------------------------------------- geometry helpers
@@ -199,8 +198,13 @@ def ransac_similarity(src: np.ndarray, dst: np.ndarray, ransac_px: float):
         return None, np.zeros(len(src), bool)
     cv2.setRNGSeed(0)  # RANSAC sampling: same input, same answer
     m, inl = cv2.estimateAffinePartial2D(
-        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
-        ransacReprojThreshold=float(ransac_px), maxIters=5000, confidence=0.999, refineIters=20,
+        src.astype(np.float32),
+        dst.astype(np.float32),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=float(ransac_px),
+        maxIters=5000,
+        confidence=0.999,
+        refineIters=20,
     )
     if m is None:
         return None, np.zeros(len(src), bool)
@@ -257,15 +261,27 @@ def _window(quad: np.ndarray, margin: float, shape_yx) -> tuple[int, int, int, i
     """Integer LR window (y0, y1, x0, x1) around a placed field plus a margin, clipped to the image."""
     (x0, y0), (x1, y1) = quad.min(0) - margin, quad.max(0) + margin
     h, w = shape_yx
-    return (max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1),
-            max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1))
+    return (
+        max(0, int(np.floor(y0))),
+        min(h, int(np.ceil(y1)) + 1),
+        max(0, int(np.floor(x0))),
+        min(w, int(np.ceil(x1)) + 1),
+    )
 
 
 # --------------------------------------------------------------------------- the whole stack
 
 
-def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_offset_nm,
-                 params: dict | None = None, truth: dict | None = None, where: str = "meta.json") -> dict:
+def align_volume(
+    lr: np.ndarray,
+    hr: np.ndarray,
+    lr_voxel_nm,
+    hr_voxel_nm,
+    hr_offset_nm,
+    params: dict | None = None,
+    truth: dict | None = None,
+    where: str = "meta.json",
+) -> dict:
     """Register an HR stack (z, y, x) in an LR stack; returns transform.json's content plus a "qc" entry.
 
     `truth` (phantoms only) is {"matrices": [...], "lr_z": [...]} in the same
@@ -283,7 +299,14 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     # Per-section SIFT + RANSAC on downsampled HR vs an LR window around the coarse placement.
     smalls, sections = {}, []
     for k in tqdm(range(n_hr), desc="align: SIFT per section", unit="section"):
-        rec = {"hr_z": k, "lr_z": int(lr_z[k]), "n_matches": 0, "n_inliers": 0, "residual_px": None, "status": "outside"}
+        rec = {
+            "hr_z": k,
+            "lr_z": int(lr_z[k]),
+            "n_matches": 0,
+            "n_inliers": 0,
+            "residual_px": None,
+            "status": "outside",
+        }
         sections.append(rec)
         if not inside[k]:
             continue
@@ -331,7 +354,8 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
                 f"{max(r['n_inliers'] for r in sections)} inliers, align.min_inliers is {p['min_inliers']}) and "
                 f"no unambiguous cross-correlation peak (best {best['ncc_peak']:.2f}, margin "
                 f"{best['ncc_margin']:.2f}); check hr_offset_nm and voxel sizes, or raise "
-                "align.search_margin_lr_px in config.yaml")
+                "align.search_margin_lr_px in config.yaml"
+            )
         rot = [r for r in sections if r["status"] == "bad_rotation"]
         if rot:
             worst = min(rot, key=lambda r: abs(r["rotation_deg"]))
@@ -369,8 +393,10 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     ctr_med = np.median(np.stack(list(ctr.values())), axis=0)
     for r in ok:
         k = r["hr_z"]
-        wrong_lin = r["method"] == "sift" and corner_rms(
-            with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
+        wrong_lin = (
+            r["method"] == "sift"
+            and corner_rms(with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
+        )
         if wrong_lin or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac:
             r["status"] = "outlier"
     ok = [r for r in ok if r["status"] == "ok"]
@@ -406,8 +432,11 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
     good = []
     if ecc_lin:
         med = np.median(np.stack(list(ecc_lin.values())), axis=0)
-        good = [k for k in ecc_lin
-                if corner_rms(with_centre(ecc_lin[k], c_hr, c_hr), with_centre(med, c_hr, c_hr), field) <= 0.5]
+        good = [
+            k
+            for k in ecc_lin
+            if corner_rms(with_centre(ecc_lin[k], c_hr, c_hr), with_centre(med, c_hr, c_hr), field) <= 0.5
+        ]
     if good:
         lin_final = np.mean([ecc_lin[k] for k in good], axis=0)  # averaging sections beats noise
         ctr_final = _interp_centres(good, [ecc_ctr[k] for k in good], n_hr)
@@ -447,8 +476,13 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
         # where HR pixel (0, 0) really is minus where hr_offset_nm put it (x, y; mean over sections)
         "stage_offset_error_lr_px": (np.mean([m[:, 2] for m in matrices], axis=0) - m0[:, 2]).tolist(),
         "drift_range_lr_px": (ctr_final.max(0) - ctr_final.min(0)).tolist(),
-        "sift_vs_final_px": float(np.sqrt(np.mean([
-            corner_rms(with_centre(lin_sift, init_ctr[k], c_hr), matrices[k], field) ** 2 for k in range(n_hr)]))),
+        "sift_vs_final_px": float(
+            np.sqrt(
+                np.mean(
+                    [corner_rms(with_centre(lin_sift, init_ctr[k], c_hr), matrices[k], field) ** 2 for k in range(n_hr)]
+                )
+            )
+        ),
     }
     if truth is not None:
         tm = [np.asarray(m, float) for m in truth["matrices"]]
@@ -464,8 +498,10 @@ def align_volume(lr: np.ndarray, hr: np.ndarray, lr_voxel_nm, hr_voxel_nm, hr_of
         "lr_voxel_nm": [float(v) for v in lr_voxel_nm],
         "hr_voxel_nm": [float(v) for v in hr_voxel_nm],
         "coarse_matrix": m0.tolist(),
-        "method": ("per-section SIFT+RANSAC similarity; shared linear part (median, then mean of per-section "
-                   "ECC affine fits); per-section position of the field centre (stage drift) from ECC"),
+        "method": (
+            "per-section SIFT+RANSAC similarity; shared linear part (median, then mean of per-section "
+            "ECC affine fits); per-section position of the field centre (stage drift) from ECC"
+        ),
         "sections": sections,
         "qc": qc,
     }
@@ -545,8 +581,9 @@ def qc_figure(path, lr2d: np.ndarray, hr2d: np.ndarray, m: np.ndarray, title: st
 # --------------------------------------------------------------------------- rule entry point
 
 
-def run_align(lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, params: dict,
-              truth_path=None, log=None) -> dict:
+def run_align(
+    lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, params: dict, truth_path=None, log=None
+) -> dict:
     """The `align` rule: read ingest outputs, align, write transform.json, qc.png, qc.json."""
     get_logger(logger.name, log)
     meta = read_json(meta_path)
@@ -557,8 +594,16 @@ def run_align(lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, para
     hr, _, _ = read_image(hr_path)
     truth = read_json(truth_path) if truth_path else None
     logger.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
-    result = align_volume(lr, hr, meta["lr_voxel_nm"], meta["hr_voxel_nm"], meta["hr_offset_nm"],
-                          params, truth=truth, where=str(meta_path))
+    result = align_volume(
+        lr,
+        hr,
+        meta["lr_voxel_nm"],
+        meta["hr_voxel_nm"],
+        meta["hr_offset_nm"],
+        params,
+        truth=truth,
+        where=str(meta_path),
+    )
     qc = result.pop("qc")
     qc["sections"] = result["sections"]
     logger.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})

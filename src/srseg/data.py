@@ -17,13 +17,18 @@ from .io import InputError, read_image
 def load_pairs(lr_paths: list[str], hr_paths: list[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
     """Read LR/HR TIFF pairs; check HR = scale x LR (one integer scale for all pairs)."""
     if not lr_paths or len(lr_paths) != len(hr_paths):
-        raise InputError(f"training needs one HR file per LR file, got {len(lr_paths)} LR and {len(hr_paths)} HR; check the fold's training specimens")
+        raise InputError(
+            f"training needs one HR file per LR file, got {len(lr_paths)} LR and {len(hr_paths)} HR;"
+            " check the fold's training specimens"
+        )
     pairs, scale = [], None
     for lp, hp in zip(lr_paths, hr_paths):
         lr, _, _ = read_image(lp)
         hr, _, _ = read_image(hp)
         if lr.shape[0] != hr.shape[0]:
-            raise InputError(f"{lp}: {lr.shape[0]} sections but {hp} has {hr.shape[0]}; pair LR and HR section by section")
+            raise InputError(
+                f"{lp}: {lr.shape[0]} sections but {hp} has {hr.shape[0]}; pair LR and HR section by section"
+            )
         ry, rx = hr.shape[1] / lr.shape[1], hr.shape[2] / lr.shape[2]
         if ry != rx or not ry.is_integer() or ry < 1:
             raise InputError(
@@ -31,7 +36,9 @@ def load_pairs(lr_paths: list[str], hr_paths: list[str]) -> tuple[list[tuple[np.
                 "HR must be exactly scale x LR in y and x"
             )
         if scale is not None and int(ry) != scale:
-            raise InputError(f"{hp}: scale {int(ry)} differs from {scale} of the other training pairs; use one scale per model")
+            raise InputError(
+                f"{hp}: scale {int(ry)} differs from {scale} of the other training pairs; use one scale per model"
+            )
         scale = int(ry)
         for name, vol in ((lp, lr), (hp, hr)):
             if not np.isfinite(vol).all():
@@ -67,7 +74,8 @@ def check_patch(pairs, patch: int, paths: list[str] | None = None) -> None:
         if min(lr.shape[1:]) < patch:
             where = paths[i] if paths else f"training pair {i}"
             raise InputError(
-                f"{where}: LR sections of {lr.shape[1]} x {lr.shape[2]} px are smaller than the training patch {patch}; lower `patch`"
+                f"{where}: LR sections of {lr.shape[1]} x {lr.shape[2]} px are smaller than the training patch "
+                f"{patch}; lower `patch`"
             )
 
 
@@ -101,8 +109,17 @@ class PatchSampler:
     section (edges replicated), giving (n, 2k+1, p, p) LR batches.
     """
 
-    def __init__(self, pairs, patch: int, scale: int, rng: np.random.Generator, augment: bool = True,
-                 min_std: float = 0.01, max_tries: int = 50, context: int = 0):
+    def __init__(
+        self,
+        pairs,
+        patch: int,
+        scale: int,
+        rng: np.random.Generator,
+        augment: bool = True,
+        min_std: float = 0.01,
+        max_tries: int = 50,
+        context: int = 0,
+    ):
         check_patch(pairs, patch)
         self.pairs, self.patch, self.scale, self.rng = pairs, patch, scale, rng
         self.context = int(context)

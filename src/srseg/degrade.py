@@ -38,8 +38,8 @@ from skimage.util import random_noise
 from tqdm import tqdm
 
 from .config import checks, section
-from .log import get_logger
 from .io import InputError, read_image, read_json, write_image
+from .log import get_logger
 
 logger = logging.getLogger("srseg.degrade")
 
@@ -133,8 +133,9 @@ def degrade_volume(hr: np.ndarray, scale: int, recipe: dict, seed: int, return_p
     return (lr, drawn) if return_params else lr
 
 
-def run_degrade(hr_path, pairs_json, out_lr, recipe: dict, recipe_name: str, specimen: str, seed: int,
-                log=None) -> None:
+def run_degrade(
+    hr_path, pairs_json, out_lr, recipe: dict, recipe_name: str, specimen: str, seed: int, log=None
+) -> None:
     """The `degrade` rule: degrade the paired HR of one specimen with one recipe."""
     get_logger(logger.name, log)
     recipe = check_recipe(recipe, recipe_name)

@@ -20,9 +20,10 @@ from scipy.ndimage import gaussian_filter
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 from tqdm import tqdm
 
-from .io import InputError, read_image, write_image, write_json
 from .config import section
+from .io import InputError, read_image, write_image, write_json
 from .log import get_logger  # torch-free: this stage runs in the data env
+
 
 def check_denoise(params: dict | None) -> dict:
     """The `denoise:` settings with the method's defaults (schemas/config.schema.yaml); InputError names a bad key."""
@@ -47,8 +48,14 @@ def denoise_section(section: np.ndarray, method: str = "nl_means", **settings) -
     """Denoise one (y, x) float section in [0, 1]; returns float32 clipped to [0, 1]."""
     if method == "nl_means":
         sigma = noise_sigma(section)
-        out = denoise_nl_means(section, h=settings["h"] * sigma, sigma=sigma, fast_mode=True,
-                               patch_size=int(settings["patch_size"]), patch_distance=int(settings["patch_distance"]))
+        out = denoise_nl_means(
+            section,
+            h=settings["h"] * sigma,
+            sigma=sigma,
+            fast_mode=True,
+            patch_size=int(settings["patch_size"]),
+            patch_distance=int(settings["patch_distance"]),
+        )
     elif method == "tv":
         out = denoise_tv_chambolle(section, weight=settings["weight"])
     elif method == "gaussian":
@@ -81,10 +88,22 @@ def run_denoise(hr_path: str, out_hr: str, out_json: str, params: dict | None = 
     before = [noise_sigma(s) for s in vol]
     after = [noise_sigma(s) for s in den]
     write_image(out_hr, den, voxel, dtype)
-    info = {"input": str(hr_path), "settings": cfg, "dtype": dtype, "sections": int(vol.shape[0]),
-            "noise_sigma_before": float(np.mean(before)), "noise_sigma_after": float(np.mean(after)),
-            "noise_sigma_before_per_section": before, "noise_sigma_after_per_section": after}
+    info = {
+        "input": str(hr_path),
+        "settings": cfg,
+        "dtype": dtype,
+        "sections": int(vol.shape[0]),
+        "noise_sigma_before": float(np.mean(before)),
+        "noise_sigma_after": float(np.mean(after)),
+        "noise_sigma_before_per_section": before,
+        "noise_sigma_after_per_section": after,
+    }
     write_json(out_json, info)
-    logger.info("denoised %s (%s): estimated noise sigma %.4f -> %.4f", hr_path, cfg["method"],
-             info["noise_sigma_before"], info["noise_sigma_after"])
+    logger.info(
+        "denoised %s (%s): estimated noise sigma %.4f -> %.4f",
+        hr_path,
+        cfg["method"],
+        info["noise_sigma_before"],
+        info["noise_sigma_after"],
+    )
     return info

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import context_indices
 from .config import section
+from .data import context_indices
 from .io import InputError, from_float, read_image, read_json, read_tiff, write_json, write_tiff
-from .models import build_model, load_trained
 from .log import get_logger
+from .models import build_model, load_trained
 from .runtime import autocast, resolve_device, set_threads
 
 
@@ -65,7 +65,10 @@ def check_tiling(tile, overlap, batch) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InputError(f"config key infer.{key}: must be an integer >= {lo}, got {v!r}")
     if 2 * overlap >= tile:
-        raise InputError(f"config key infer.overlap: {overlap} must be less than half of infer.tile ({tile}); lower overlap or raise tile")
+        raise InputError(
+            f"config key infer.overlap: {overlap} must be less than half of infer.tile ({tile});"
+            " lower overlap or raise tile"
+        )
 
 
 def super_resolve(
@@ -111,7 +114,9 @@ def super_resolve(
     with torch.inference_mode():
         for k in range(z0, z1):
             acc.fill(0.0)
-            section = torch.from_numpy(np.ascontiguousarray(vol[context_indices(k, context, z)], np.float32))  # (2k+1, h, w)
+            section = torch.from_numpy(
+                np.ascontiguousarray(vol[context_indices(k, context, z)], np.float32)
+            )  # (2k+1, h, w)
             if fast:
                 section = section.pin_memory()
             section = section.to(device, non_blocking=True)
@@ -122,10 +127,16 @@ def super_resolve(
                 if fast:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, amp):
-                    y = model(x) if noise is None else model(x, noise=tile_noise(noise, chunk, ys, xs, ty, tx, model.noise_factor))
+                    y = (
+                        model(x)
+                        if noise is None
+                        else model(x, noise=tile_noise(noise, chunk, ys, xs, ty, tx, model.noise_factor))
+                    )
                 y = y.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
                 for (i, j), t in zip(chunk, y):
-                    acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(wy[i], wx[j])
+                    acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(
+                        wy[i], wx[j]
+                    )
                 bar.update(len(chunk))
             res = acc / norm
             out[k - z0] = res if out_dtype == "float32" else from_float(res, out_dtype)
@@ -148,8 +159,20 @@ def tile_noise(noise: torch.Tensor, chunk, ys, xs, ty: int, tx: int, f: int) -> 
     return torch.stack([noise[:, ys[i] * f : (ys[i] + ty) * f, xs[j] * f : (xs[j] + tx) * f] for i, j in chunk])
 
 
-def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: int, seed: int, out_dtype: str,
-               sections: tuple[int, int] | None = None):
+def sample_std(
+    model,
+    vol,
+    scale,
+    tile,
+    overlap,
+    batch,
+    device,
+    amp,
+    samples: int,
+    seed: int,
+    out_dtype: str,
+    sections: tuple[int, int] | None = None,
+):
     """`samples` SR volumes with noise seeds seed, seed+1, ...: (sample 0 in out_dtype, per-pixel std float32).
 
     Sample 0 is what samples=1 gives, so asking for a variance map does not change the SR output.
@@ -158,8 +181,9 @@ def sample_std(model, vol, scale, tile, overlap, batch, device, amp, samples: in
         raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
     mean = m2 = first = None
     for i in range(samples):
-        sr = super_resolve(model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i,
-                           sections=sections)
+        sr = super_resolve(
+            model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i, sections=sections
+        )
         if i == 0:
             first, mean, m2 = sr.copy(), sr.astype(np.float64), np.zeros(sr.shape, np.float64)
             continue
@@ -176,7 +200,9 @@ def z_blocks(n: int, blocks: int) -> list[tuple[int, int]]:
     if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
         raise InputError(f"config key infer.blocks_z: must be an integer >= 1, got {blocks!r}")
     if blocks > n:
-        raise InputError(f"config key infer.blocks_z: {blocks} blocks but the volume has only {n} sections; lower infer.blocks_z")
+        raise InputError(
+            f"config key infer.blocks_z: {blocks} blocks but the volume has only {n} sections; lower infer.blocks_z"
+        )
     edges = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), blocks)])
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -185,7 +211,9 @@ def _hr_voxel(pairs: dict | None, lr_voxel, scale: int, lr_path) -> list[float]:
     if pairs and pairs.get("hr_voxel_nm"):
         return [float(v) for v in pairs["hr_voxel_nm"]]
     if lr_voxel is None or any(v is None for v in lr_voxel):
-        raise InputError(f"{lr_path}: no voxel size in the TIFF and no hr_voxel_nm in pairs.json; write the LR with its voxel size")
+        raise InputError(
+            f"{lr_path}: no voxel size in the TIFF and no hr_voxel_nm in pairs.json; write the LR with its voxel size"
+        )
     return [float(lr_voxel[0]), lr_voxel[1] / scale, lr_voxel[2] / scale]
 
 
@@ -223,17 +251,27 @@ def run_infer(
     if model_path:
         model, meta = load_trained(model_path, "cpu")
         if pairs_scale is not None and pairs_scale != int(meta["scale"]):
-            raise InputError(f"{model_path}: model was trained at scale {meta['scale']} but {pairs_json} pairs at scale {pairs_scale}; train on data of the same scale")
+            raise InputError(
+                f"{model_path}: model was trained at scale {meta['scale']} but {pairs_json} pairs at scale "
+                f"{pairs_scale}; train on data of the same scale"
+            )
         scale, arch = int(meta["scale"]), meta["arch"]
     else:
         if not arch_spec:
-            raise InputError("infer needs a trained model file or an untrained arch spec (e.g. {arch: bicubic}); check the infer rule's inputs")
+            raise InputError(
+                "infer needs a trained model file or an untrained arch spec (e.g. {arch: bicubic}); "
+                "check the infer rule's inputs"
+            )
         scale = scale if scale is not None else pairs_scale
         if scale is None:
-            raise InputError(f"no scale for arch {arch_spec.get('arch')!r}: give pairs.json with a `scale` key or pass scale")
+            raise InputError(
+                f"no scale for arch {arch_spec.get('arch')!r}: give pairs.json with a `scale` key or pass scale"
+            )
         model, arch = build_model(arch_spec, int(scale)), arch_spec["arch"]
         if getattr(model, "trainable", True) and any(True for _ in model.parameters()):
-            raise InputError(f"arch {arch!r} must be trained before inference; run the train rule and pass its model.pt")
+            raise InputError(
+                f"arch {arch!r} must be trained before inference; run the train rule and pass its model.pt"
+            )
         scale = int(scale)
     vol, lr_voxel, dtype = read_image(lr_path)
     hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
@@ -253,26 +291,47 @@ def run_infer(
     if stochastic and samples > 1:  # generative archs: n samples, per-pixel std as a hallucination indicator
         sr, std = sample_std(model, vol, scale, tile, overlap, batch, dev, amp, samples, seed, dtype, sections)
     else:
-        sr, std = super_resolve(model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed,
-                                sections=sections), None
+        sr, std = (
+            super_resolve(
+                model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed, sections=sections
+            ),
+            None,
+        )
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     compute = time.perf_counter() - t1
     std_path = None
     if std is not None:  # undeclared extra beside the declared output (keeps the DAG unconditional)
-        std_path = str(out_tif)[: -len(".tif")] + "_std.tif" if str(out_tif).endswith(".tif") else str(out_tif) + "_std.tif"
+        std_path = (
+            str(out_tif)[: -len(".tif")] + "_std.tif" if str(out_tif).endswith(".tif") else str(out_tif) + "_std.tif"
+        )
         write_tiff(std_path, std, hr_voxel)
     write_tiff(out_tif, sr, hr_voxel)
     info = {
-        "arch": arch, "model": model_path, "scale": scale, "context": getattr(model, "context", 0), "input": str(lr_path),
-        "lr_shape": list(vol.shape), "hr_shape": list(sr.shape), "hr_voxel_nm": hr_voxel, "dtype": dtype,
-        "tile": tile, "overlap": overlap, "batch": batch, "amp": bool(amp and dev.type == "cuda"),
-        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "threads": threads, "torch_version": torch.__version__,
-        "compute_seconds": compute, "voxels_per_s": sr.size / compute if compute > 0 else None,
+        "arch": arch,
+        "model": model_path,
+        "scale": scale,
+        "context": getattr(model, "context", 0),
+        "input": str(lr_path),
+        "lr_shape": list(vol.shape),
+        "hr_shape": list(sr.shape),
+        "hr_voxel_nm": hr_voxel,
+        "dtype": dtype,
+        "tile": tile,
+        "overlap": overlap,
+        "batch": batch,
+        "amp": bool(amp and dev.type == "cuda"),
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "threads": threads,
+        "torch_version": torch.__version__,
+        "compute_seconds": compute,
+        "voxels_per_s": sr.size / compute if compute > 0 else None,
         "seconds": time.perf_counter() - t0,
-        "samples": int(samples) if stochastic else 1, "noise_seed": int(seed) if stochastic else None,
-        "variance_mean": float(std.mean()) if std is not None else None, "std_path": std_path,
+        "samples": int(samples) if stochastic else 1,
+        "noise_seed": int(seed) if stochastic else None,
+        "variance_mean": float(std.mean()) if std is not None else None,
+        "std_path": std_path,
     }
     if sections is not None:
         info.update(block=int(block), blocks_z=int(blocks_z), z_range=list(sections))
@@ -280,8 +339,9 @@ def run_infer(
     return info
 
 
-def run_infer_gather(block_tifs: list[str], block_jsons: list[str], out_tif: str, out_json: str,
-                     log: str | None = None) -> dict:
+def run_infer_gather(
+    block_tifs: list[str], block_jsons: list[str], out_tif: str, out_json: str, log: str | None = None
+) -> dict:
     """Join the blocks of a scattered inference (run_infer with block=0..n-1) into one volume + info json.
 
     The TIFF is the blocks concatenated along z (bytes as the one-job result); the json is
@@ -306,10 +366,21 @@ def run_infer_gather(block_tifs: list[str], block_jsons: list[str], out_tif: str
     compute = sum(i["compute_seconds"] for i in infos)
     info = {k: v for k, v in infos[0].items() if k not in ("block", "z_range")}
     info.update(
-        hr_shape=list(sr.shape), compute_seconds=compute, voxels_per_s=sr.size / compute if compute > 0 else None,
-        seconds=sum(i["seconds"] for i in infos), std_path=std_path, blocks_z=len(infos),
-        variance_mean=(float(np.average([i["variance_mean"] for i in infos],
-                                        weights=[i["z_range"][1] - i["z_range"][0] for i in infos])) if std_path else None),
+        hr_shape=list(sr.shape),
+        compute_seconds=compute,
+        voxels_per_s=sr.size / compute if compute > 0 else None,
+        seconds=sum(i["seconds"] for i in infos),
+        std_path=std_path,
+        blocks_z=len(infos),
+        variance_mean=(
+            float(
+                np.average(
+                    [i["variance_mean"] for i in infos], weights=[i["z_range"][1] - i["z_range"][0] for i in infos]
+                )
+            )
+            if std_path
+            else None
+        ),
         block_devices=[i["device_name"] for i in infos],
     )
     write_json(out_json, info)

@@ -22,6 +22,7 @@ from .io import InputError, read_json, write_json, write_labels, write_tiff
 from .labels import cell_mask_to_instances
 from .stacks import SUPPORTED_DTYPES, check_image, read_stack  # noqa: F401  (re-exported: ingest's formats)
 
+
 def _voxel(name: str, which: str, from_config, from_meta, from_tiff, source: str) -> list[float]:
     """Resolve a voxel size: config wins, else the phantom meta.json, else TIFF metadata."""
     key = f"specimens.{name}.{which}_voxel_nm"
@@ -50,13 +51,24 @@ def _check_inside(name, lr_shape, hr_shape, lr_vox, hr_vox, offset) -> None:
     outside = geometry.hr_outside_lr(lr_shape, hr_shape, lr_vox, hr_vox, offset)
     if outside is not None:
         axis, (h0, h1), (l0, l1) = outside
-        raise InputError(f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is not "
-                         f"inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
-                         f"(HR must be a sub-field of the LR overview)")
+        raise InputError(
+            f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is not "
+            f"inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
+            f"(HR must be a sub-field of the LR overview)"
+        )
 
 
-def run_ingest(lr: str, hr: str, out_lr: str, out_hr: str, out_meta: str, specimen: str,
-               spec: dict | None = None, phantom_meta: str | None = None, log: str | None = None) -> dict:
+def run_ingest(
+    lr: str,
+    hr: str,
+    out_lr: str,
+    out_hr: str,
+    out_meta: str,
+    specimen: str,
+    spec: dict | None = None,
+    phantom_meta: str | None = None,
+    log: str | None = None,
+) -> dict:
     """Validate a specimen's LR and HR stacks and write lr.tif, hr.tif and meta.json.
 
     lr, hr: a TIFF, folder or glob; spec: the specimen's config entry (may hold
@@ -75,15 +87,19 @@ def run_ingest(lr: str, hr: str, out_lr: str, out_hr: str, out_meta: str, specim
     if ratio[1] <= 1 or ratio[2] <= 1:
         r = min(ratio[1], ratio[2])
         what = f"scale ratio {r:.3g} < 1" if r < 1 else "scale ratio = 1 (nothing to super-resolve)"
-        raise InputError(f"specimen {specimen}: LR/HR {what} in y/x (LR voxel {lr_vox} nm, HR voxel {hr_vox} nm) "
-                         f"but HR pixels must be smaller than LR pixels; check specimens.{specimen}.lr_voxel_nm "
-                         f"and hr_voxel_nm")
+        raise InputError(
+            f"specimen {specimen}: LR/HR {what} in y/x (LR voxel {lr_vox} nm, HR voxel {hr_vox} nm) "
+            f"but HR pixels must be smaller than LR pixels; check specimens.{specimen}.lr_voxel_nm "
+            f"and hr_voxel_nm"
+        )
     offset = spec.get("hr_offset_nm")
     if offset is None:
         offset = pmeta.get("hr_offset_nm")
     if offset is None:
-        raise InputError(f"config key specimens.{specimen}.hr_offset_nm is missing; give the stage position "
-                         f"[z, y, x] (nm) of HR pixel 0 relative to LR pixel 0")
+        raise InputError(
+            f"config key specimens.{specimen}.hr_offset_nm is missing; give the stage position "
+            f"[z, y, x] (nm) of HR pixel 0 relative to LR pixel 0"
+        )
     offset = _check_triplet(offset, f"specimens.{specimen}.hr_offset_nm", positive=False)
     _check_inside(specimen, lr_vol.shape, hr_vol.shape, lr_vox, hr_vox, offset)
 
@@ -112,8 +128,15 @@ def run_ingest(lr: str, hr: str, out_lr: str, out_hr: str, out_meta: str, specim
     return meta
 
 
-def run_ingest_labels(labels: str, hr_meta: str, out_labels: str, specimen: str,
-                      labels_kind: str = "instances", connectivity: str = "2d", log: str | None = None) -> np.ndarray:
+def run_ingest_labels(
+    labels: str,
+    hr_meta: str,
+    out_labels: str,
+    specimen: str,
+    labels_kind: str = "instances",
+    connectivity: str = "2d",
+    log: str | None = None,
+) -> np.ndarray:
     """Validate instance labels against the ingested HR (same shape) and write labels.tif.
 
     labels: a TIFF, folder or glob (or file.h5:/dataset) of integer IDs (0 =
@@ -130,18 +153,23 @@ def run_ingest_labels(labels: str, hr_meta: str, out_labels: str, specimen: str,
         vol = cell_mask_to_instances(vol, connectivity)
     if np.issubdtype(vol.dtype, np.floating):
         if not np.all(np.isfinite(vol)) or not np.all(np.mod(vol, 1) == 0):
-            raise InputError(f"{src}: must hold integer instance IDs, found fractional/NaN values; "
-                             f"export the label image as integers")
+            raise InputError(
+                f"{src}: must hold integer instance IDs, found fractional/NaN values; "
+                f"export the label image as integers"
+            )
     elif not np.issubdtype(vol.dtype, np.integer):
         raise InputError(f"{src}: pixel type {vol.dtype} cannot hold instance IDs; export integer labels")
     if vol.min() < 0:
         raise InputError(f"{src}: has negative IDs; labels must be >= 0 (0 = background)")
     if list(vol.shape) != list(meta["hr_shape"]):
-        raise InputError(f"{src}: shape {list(vol.shape)} differs from the HR stack {meta['hr_shape']}; "
-                         f"labels must cover the HR stack voxel for voxel (specimens.{specimen}.labels)")
+        raise InputError(
+            f"{src}: shape {list(vol.shape)} differs from the HR stack {meta['hr_shape']}; "
+            f"labels must cover the HR stack voxel for voxel (specimens.{specimen}.labels)"
+        )
     if vol.max() == 0:
-        raise InputError(f"{src}: contains no labelled voxels; give instance labels or set "
-                         f"specimens.{specimen}.labels: null")
+        raise InputError(
+            f"{src}: contains no labelled voxels; give instance labels or set specimens.{specimen}.labels: null"
+        )
     vol = vol.astype(np.uint64)
     write_labels(out_labels, vol, meta["hr_voxel_nm"])
     return vol

@@ -18,8 +18,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import tifffile
@@ -121,13 +121,20 @@ def write_tiff(path: str | os.PathLike, vol: np.ndarray, voxel_nm: Sequence[floa
     with atomic_path(path) as tmp:
         if vol.dtype in (np.uint8, np.uint16, np.float32):
             tifffile.imwrite(
-                tmp, vol, imagej=True, resolution=resolution,
+                tmp,
+                vol,
+                imagej=True,
+                resolution=resolution,
                 metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"},
                 compression="zlib",
             )
         else:
             tifffile.imwrite(
-                tmp, vol, resolution=(1e7 / vx, 1e7 / vy), resolutionunit="CENTIMETER", photometric="minisblack",
+                tmp,
+                vol,
+                resolution=(1e7 / vx, 1e7 / vy),
+                resolutionunit="CENTIMETER",
+                photometric="minisblack",
                 metadata={"axes": "ZYX", "voxel_size_nm": [vz, vy, vx]},
                 compression="zlib",
             )

@@ -87,7 +87,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigm
     g = gaussian_window(sigma).to(pred.device, torch.float32)
     n = g.numel()
     if min(pred.shape[-2:]) < n:
-        raise InputError(f"SSIM loss needs patches of at least {n} x {n} HR pixels; raise `patch` or drop the ssim loss")
+        raise InputError(
+            f"SSIM loss needs patches of at least {n} x {n} HR pixels; raise `patch` or drop the ssim loss"
+        )
 
     def blur(x):  # separable valid convolution
         x = F.conv2d(x, g.view(1, 1, 1, n))
@@ -149,7 +151,9 @@ class GradientLoss(PixelLoss):
                 break
             terms.append((neighbour_differences(pred) - neighbour_differences(target)).abs().mean())
         if not terms:
-            raise InputError(f"gloss needs HR patches of at least 3 x 3 px, got {tuple(pred.shape[-2:])}; raise `patch`")
+            raise InputError(
+                f"gloss needs HR patches of at least 3 x 3 px, got {tuple(pred.shape[-2:])}; raise `patch`"
+            )
         return torch.stack(terms).mean()
 
 
@@ -227,7 +231,10 @@ class CompositeLoss(nn.Module):
                 self.terms.append((name, _weight(value, f"loss.{name}"), cls()))
             else:
                 if not isinstance(value, dict):
-                    raise InputError(f"config key loss.{name}: give its settings as a mapping, e.g. {{l1: 1, lambdas: [1, 1, 1], noise_sigma: 5}}")
+                    raise InputError(
+                        f"config key loss.{name}: give its settings as a mapping, e.g. {{l1: 1, "
+                        "lambdas: [1, 1, 1], noise_sigma: 5}}"
+                    )
                 try:
                     self.terms.append((name, 1.0, cls(**value)))
                 except TypeError as exc:
@@ -276,7 +283,9 @@ class AdversarialLoss(nn.Module):
         raise InputError(f"loss {self.loss_name!r} needs a critic: use it with a GAN arch (wgan, esrgan)")
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None
+) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean over images of (||grad_x C(x_hat)||_2 - 1)^2, x_hat = e*real + (1-e)*fake.
 
     e ~ U[0, 1] per image from the torch RNG unless given. Computed in float32 (outside autocast)."""
@@ -364,8 +373,13 @@ class PerceptualLoss(nn.Module):
         from .models.vgg import VGGFeatures
 
         if not weights or not os.path.isfile(str(weights)):
-            raise InputError(f"loss perceptual: VGG19 weights file {weights!r} not found; set `perceptual: {{weights: path}}` to a torchvision vgg19 state dict")
-        self.layer_weights = {str(k): _weight(v, f"loss.perceptual.layers.{k}") for k, v in (layers or {"conv5_4": 1.0}).items()}
+            raise InputError(
+                f"loss perceptual: VGG19 weights file {weights!r} not found; set `perceptual: {{weights: path}}` "
+                "to a torchvision vgg19 state dict"
+            )
+        self.layer_weights = {
+            str(k): _weight(v, f"loss.perceptual.layers.{k}") for k, v in (layers or {"conv5_4": 1.0}).items()
+        }
         self.weight = _weight(weight, "loss.perceptual.weight")
         self.vgg = VGGFeatures(str(weights), list(self.layer_weights))
 

@@ -22,11 +22,10 @@ import numpy as np
 
 from .align import apply, compose, field_corners, invert
 from .config import section
-from .log import get_logger
 from .io import InputError, read_image, read_json, read_labels, write_image, write_json, write_labels
+from .log import get_logger
 
 logger = logging.getLogger("srseg.pairs")
-
 
 
 def integer_scale(lr_voxel_nm, hr_voxel_nm, where: str = "meta.json") -> int:
@@ -100,13 +99,25 @@ def warp_section(img: np.ndarray, m_pair_to_src: np.ndarray, shape_yx, labels: b
         mat = np.array([[a[1, 1], a[1, 0]], [a[0, 1], a[0, 0]]])
         off = np.array([a[1, 2], a[0, 2]])
         return ndimage.affine_transform(img, mat, off, output_shape=(h, w), order=0, mode="constant", cval=0)
-    out = cv2.warpAffine(img.astype(np.float32), np.asarray(m_pair_to_src, np.float64), (w, h),
-                         flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(
+        img.astype(np.float32),
+        np.asarray(m_pair_to_src, np.float64),
+        (w, h),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return np.clip(out, 0.0, 1.0)
 
 
-def make_pairs(lr: np.ndarray, hr: np.ndarray, transform: dict, lr_voxel_nm, hr_voxel_nm,
-               params: dict | None = None, where: str = "transform.json"):
+def make_pairs(
+    lr: np.ndarray,
+    hr: np.ndarray,
+    transform: dict,
+    lr_voxel_nm,
+    hr_voxel_nm,
+    params: dict | None = None,
+    where: str = "transform.json",
+):
     """Paired (lr, hr, info) volumes from an aligned specimen; info is pairs.json's content."""
     p = section("pairs", params)
     scale = integer_scale(lr_voxel_nm, hr_voxel_nm, where)
@@ -166,14 +177,15 @@ def pair_labels(labels: np.ndarray, transform: dict, info: dict) -> np.ndarray:
     """Warp instance labels onto the paired-HR grid of `info` (nearest neighbour)."""
     shape = tuple(info["hr_shape"][1:])
     scale, origin = int(info["scale"]), tuple(info["lr_origin"])
-    return np.stack([
-        warp_section(labels[k], pair_to_hr(np.asarray(transform["matrices"][k]), origin, scale), shape, labels=True)
-        for k in info["hr_sections"]
-    ])
+    return np.stack(
+        [
+            warp_section(labels[k], pair_to_hr(np.asarray(transform["matrices"][k]), origin, scale), shape, labels=True)
+            for k in info["hr_sections"]
+        ]
+    )
 
 
-def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_json, params: dict,
-              log=None) -> dict:
+def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_json, params: dict, log=None) -> dict:
     """The `pairs` rule: write paired lr.tif, hr.tif (input dtype) and pairs.json."""
     get_logger(logger.name, log)
     meta = read_json(meta_path)
@@ -181,9 +193,12 @@ def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_j
     lr, _, lr_dtype = read_image(lr_path)
     hr, _, hr_dtype = read_image(hr_path)
     if list(hr.shape) != list(transform.get("hr_shape", hr.shape)):
-        raise InputError(f"{transform_path}: was made for HR shape {transform['hr_shape']}, not {list(hr.shape)}; rerun align")
-    lr_p, hr_p, info = make_pairs(lr, hr, transform, meta["lr_voxel_nm"], meta["hr_voxel_nm"], params,
-                                  where=str(transform_path))
+        raise InputError(
+            f"{transform_path}: was made for HR shape {transform['hr_shape']}, not {list(hr.shape)}; rerun align"
+        )
+    lr_p, hr_p, info = make_pairs(
+        lr, hr, transform, meta["lr_voxel_nm"], meta["hr_voxel_nm"], params, where=str(transform_path)
+    )
     logger.info("pairs: scale %d, LR %s, HR %s, dropped %s", info["scale"], lr_p.shape, hr_p.shape, info["dropped"])
     write_image(out_lr, lr_p, info["lr_voxel_nm"], lr_dtype)
     write_image(out_hr, hr_p, info["hr_voxel_nm"], hr_dtype)

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from .config import section
 from .io import InputError, read_json, write_image, write_json, write_labels
 
+
 def _streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent random streams, so e.g. changing `noise` leaves the tissue alone."""
     names = ("tissue", "placement", "hr_noise", "lr_acq")
@@ -142,15 +143,18 @@ class _Tissue:
             for _ in range(n):
                 a = rng.uniform(90, 220)
                 b = rng.uniform(45, 80)
-                mitos.append({
-                    "cell": cell,
-                    "offset": rng.normal(0, 0.3 * r, 2),
-                    "a": min(a, 0.8 * r), "b": min(b, 0.4 * r),
-                    "theta": rng.uniform(0, math.pi),
-                    "zc": rng.uniform(-2, self.nz + 1),
-                    "half_len": rng.uniform(1.5, 4.0),
-                    "phase": rng.uniform(0, 2 * math.pi),
-                })
+                mitos.append(
+                    {
+                        "cell": cell,
+                        "offset": rng.normal(0, 0.3 * r, 2),
+                        "a": min(a, 0.8 * r),
+                        "b": min(b, 0.4 * r),
+                        "theta": rng.uniform(0, math.pi),
+                        "zc": rng.uniform(-2, self.nz + 1),
+                        "half_len": rng.uniform(1.5, 4.0),
+                        "phase": rng.uniform(0, 2 * math.pi),
+                    }
+                )
         return mitos
 
     def seeds_at(self, k: int) -> np.ndarray:
@@ -173,8 +177,9 @@ class _Tissue:
         # every pixel with its nearest zero pixel; the zeros are the seeds.
         marker = np.ones(self.shape, np.uint8)
         marker[si[:, 0], si[:, 1]] = 0
-        _, nearest = cv2.distanceTransformWithLabels(marker, cv2.DIST_L2, cv2.DIST_MASK_PRECISE,
-                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        _, nearest = cv2.distanceTransformWithLabels(
+            marker, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
+        )
         lut = np.zeros(int(nearest.max()) + 1, np.int32)
         lut[nearest[si[:, 0], si[:, 1]]] = np.arange(1, self.n_cells + 1, dtype=np.int32)
         vor = lut[nearest]
@@ -317,7 +322,9 @@ def _placement(g: dict, n_sections: int, lr_shape_yx, rng) -> dict:
     for M in mats:
         xy = M @ corners
         if xy.min() < room or xy[0].max() > lr_shape_yx[1] - 1 - room or xy[1].max() > lr_shape_yx[0] - 1 - room:
-            raise InputError("config key phantom.lr_margin_nm is too small to hold the rotated, shifted HR field; increase it")
+            raise InputError(
+                "config key phantom.lr_margin_nm is too small to hold the rotated, shifted HR field; increase it"
+            )
     return {
         "matrices": [M.tolist() for M in mats],
         "rotation_deg": theta,
@@ -365,12 +372,19 @@ def generate_specimen(params: dict, geometry: dict, progress: bool = False) -> d
         img, lab = tissue.section(k)
         M = np.vstack([np.asarray(place["matrices"][k]), [0, 0, 1]])
         hr_to_fine = (to_fine @ lr_to_phys @ M)[:2]  # HR px -> LR px -> nm -> fine px
-        hr[k] = cv2.warpAffine(cv2.GaussianBlur(img, (0, 0), sd_hr), hr_to_fine, (hx, hy), flags=flags,
-                               borderMode=cv2.BORDER_REFLECT)
-        labels[k] = cv2.warpAffine(lab, hr_to_fine, (hx, hy), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                   borderMode=cv2.BORDER_REPLICATE)
-        lr[k] = cv2.warpAffine(cv2.GaussianBlur(img, (0, 0), sd_lr), lr_to_fine, lr_shape[:0:-1], flags=flags,
-                               borderMode=cv2.BORDER_REFLECT)
+        hr[k] = cv2.warpAffine(
+            cv2.GaussianBlur(img, (0, 0), sd_hr), hr_to_fine, (hx, hy), flags=flags, borderMode=cv2.BORDER_REFLECT
+        )
+        labels[k] = cv2.warpAffine(
+            lab, hr_to_fine, (hx, hy), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+        lr[k] = cv2.warpAffine(
+            cv2.GaussianBlur(img, (0, 0), sd_lr),
+            lr_to_fine,
+            lr_shape[:0:-1],
+            flags=flags,
+            borderMode=cv2.BORDER_REFLECT,
+        )
     labels = _separate_touching(labels)
 
     hr += p["noise"] * rngs["hr_noise"].standard_normal(hr.shape, dtype=np.float32)
@@ -380,8 +394,15 @@ def generate_specimen(params: dict, geometry: dict, progress: bool = False) -> d
     lr += p["lr_noise"] * acq.standard_normal(lr.shape, dtype=np.float32)
 
     truth = {k: v for k, v in place.items() if k != "hr_offset_nm_meta"}
-    truth.update({"lr_z": list(range(hz)), "seed": int(p["seed"]), "n_cells": int(tissue.n_cells),
-                  "lr_shape": list(lr_shape), "hr_shape": [hz, hy, hx]})
+    truth.update(
+        {
+            "lr_z": list(range(hz)),
+            "seed": int(p["seed"]),
+            "n_cells": int(tissue.n_cells),
+            "lr_shape": list(lr_shape),
+            "hr_shape": [hz, hy, hx],
+        }
+    )
     return {
         "lr": np.clip(lr, 0, 1).astype(np.float32),
         "hr": np.clip(hr, 0, 1).astype(np.float32),
@@ -410,8 +431,18 @@ def _separate_touching(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_phantom(params: dict, geometry: dict, out_lr: str, out_hr: str, out_labels: str,
-                out_meta: str, out_truth: str, progress: bool = True, threads: int = 1, log=None) -> dict:
+def run_phantom(
+    params: dict,
+    geometry: dict,
+    out_lr: str,
+    out_hr: str,
+    out_labels: str,
+    out_meta: str,
+    out_truth: str,
+    progress: bool = True,
+    threads: int = 1,
+    log=None,
+) -> dict:
     """Generate one specimen and write lr/hr (uint8), labels, meta.json, truth.json (all atomic).
 
     meta.json holds what a microscope would record (voxel sizes, the stage offset
@@ -423,8 +454,15 @@ def run_phantom(params: dict, geometry: dict, out_lr: str, out_hr: str, out_labe
     write_image(out_hr, spec["hr"], spec["hr_voxel_nm"], "uint8")
     write_labels(out_labels, spec["labels"], spec["hr_voxel_nm"])
     write_json(out_truth, spec["truth"])
-    write_json(out_meta, {"lr_voxel_nm": spec["lr_voxel_nm"], "hr_voxel_nm": spec["hr_voxel_nm"],
-                          "hr_offset_nm": spec["hr_offset_nm"], "phantom": True})
+    write_json(
+        out_meta,
+        {
+            "lr_voxel_nm": spec["lr_voxel_nm"],
+            "hr_voxel_nm": spec["hr_voxel_nm"],
+            "hr_offset_nm": spec["hr_offset_nm"],
+            "phantom": True,
+        },
+    )
     return spec
 
 

@@ -22,8 +22,19 @@ from pathlib import Path
 from .io import write_json
 
 # distributions whose versions can change a number in the tables
-PACKAGES = ("srseg", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless", "tifffile",
-            "waterz", "pandas", "snakemake", "snakemake-executor-plugin-slurm")
+PACKAGES = (
+    "srseg",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "opencv-python-headless",
+    "tifffile",
+    "waterz",
+    "pandas",
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+)
 
 
 def package_versions(names=PACKAGES) -> dict[str, str | None]:
@@ -54,6 +65,7 @@ def cuda_info() -> dict:
 
 def git_state(path: str | Path = ".") -> dict:
     """Commit and dirty flag of the git checkout containing `path` (None outside a checkout or without git)."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30)
 

@@ -38,13 +38,25 @@ def run_train_affinity(
     merge_function) and writes the one with the lowest mean VOI sum to threshold.json:
     the test specimen is never looked at.
     """
-    kind = affinity_net.train_affinity_network(hr, labels, model, log_csv, train_json, affinity, seed, device, threads, log)
+    kind = affinity_net.train_affinity_network(
+        hr, labels, model, log_csv, train_json, affinity, seed, device, threads, log
+    )
     predict: Callable[[np.ndarray], np.ndarray] = lambda img: affinity_net.predict_affinities(  # noqa: E731
-        kind.model, img, kind.device, int(affinity["tile"]), int(affinity["overlap"]), int(affinity["batch"]),
-        int(affinity["tile_z"]))
+        kind.model,
+        img,
+        kind.device,
+        int(affinity["tile"]),
+        int(affinity["overlap"]),
+        int(affinity["batch"]),
+        int(affinity["tile_z"]),
+    )
     choice = choose_threshold(
-        predict, kind.validation, segmentation["thresholds"], seed_min_distance=segmentation["seed_min_distance"],
-        dim=kind.dim, merge_function=segmentation["merge_function"],
+        predict,
+        kind.validation,
+        segmentation["thresholds"],
+        seed_min_distance=segmentation["seed_min_distance"],
+        dim=kind.dim,
+        merge_function=segmentation["merge_function"],
     )
     choice["validation_sections"] = dict(kind.specimens)
     get_logger("srseg.ruler", log).info("best threshold on validation: %s", choice["best_threshold"])

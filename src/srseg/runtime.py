@@ -145,7 +145,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({exc}); delete it or point to a valid file") from exc
+        raise InputError(
+            f"{path}: not a readable PyTorch checkpoint ({exc}); delete it or point to a valid file"
+        ) from exc
 
 
 def count_parameters(model: torch.nn.Module) -> int:

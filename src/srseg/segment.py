@@ -29,8 +29,8 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -43,6 +43,7 @@ from .config import section
 from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
 from .waterz_scoring import scoring_function
 
+
 def threshold_name(t: float) -> str:
     """File stem of the segmentation at threshold t: 0.5 -> 't0.5' (Python's shortest float repr)."""
     return f"t{float(t)}"
@@ -54,8 +55,10 @@ def check_affinities(affs: np.ndarray) -> np.ndarray:
     if affs.ndim != 4 or affs.shape[0] != 3:
         raise InputError(f"affinities must have shape (3, z, y, x), got {affs.shape}; predict them with srseg.affinity")
     if not np.all(np.isfinite(affs)):
-        raise InputError("affinities contain NaN or infinite values; the affinity network or its input image "
-                         "is broken (check the image for NaN)")
+        raise InputError(
+            "affinities contain NaN or infinite values; the affinity network or its input image "
+            "is broken (check the image for NaN)"
+        )
     return np.ascontiguousarray(np.clip(affs, 0.0, 1.0), dtype=np.float32)
 
 
@@ -87,7 +90,9 @@ def section_fragments(affs_yx: np.ndarray, seed_min_distance: int = 3, boundary_
     components, n = ndimage.label(interior)
     if n == 0:
         return np.ones(boundary.shape, np.uint64)
-    peaks = peak_local_max(distance, min_distance=max(1, int(seed_min_distance)), labels=components, exclude_border=False)
+    peaks = peak_local_max(
+        distance, min_distance=max(1, int(seed_min_distance)), labels=components, exclude_border=False
+    )
     markers = np.zeros(boundary.shape, np.int64)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     # components peak_local_max gave no seed (tiny or flat ones): seed at their distance maximum
@@ -103,8 +108,9 @@ def section_fragments(affs_yx: np.ndarray, seed_min_distance: int = 3, boundary_
     return watershed(landscape, markers).astype(np.uint64)
 
 
-def fragments_from_affinities(affs: np.ndarray, seed_min_distance: int = 3, boundary_threshold: float = 0.5,
-                              progress: bool = False) -> np.ndarray:
+def fragments_from_affinities(
+    affs: np.ndarray, seed_min_distance: int = 3, boundary_threshold: float = 0.5, progress: bool = False
+) -> np.ndarray:
     """Fragments (z, y, x) uint64, per section, IDs unique over the volume, 1..n."""
     affs = check_affinities(affs)
     out = np.zeros(affs.shape[1:], np.uint64)
@@ -163,13 +169,25 @@ def _waterz(affs, fragments, thresholds, scoring):
 
     with _c_stdout_to_stderr():
         # waterz reuses one buffer for every threshold: copy each result
-        return [np.array(seg, dtype=np.uint64, copy=True) for seg in waterz.agglomerate(
-            affs, list(thresholds), fragments=np.ascontiguousarray(fragments, dtype=np.uint64),
-            scoring_function=scoring)]
+        return [
+            np.array(seg, dtype=np.uint64, copy=True)
+            for seg in waterz.agglomerate(
+                affs,
+                list(thresholds),
+                fragments=np.ascontiguousarray(fragments, dtype=np.uint64),
+                scoring_function=scoring,
+            )
+        ]
 
 
-def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[float], dim: int = 2,
-                merge_function: str = "mean", progress: bool = False) -> dict[float, np.ndarray]:
+def agglomerate(
+    affs: np.ndarray,
+    fragments: np.ndarray,
+    thresholds: Sequence[float],
+    dim: int = 2,
+    merge_function: str = "mean",
+    progress: bool = False,
+) -> dict[float, np.ndarray]:
     """One label volume (z, y, x) uint64 per threshold, from affinities and fragments.
 
     dim=2: each section is agglomerated alone (z affinities ignored), IDs made
@@ -179,8 +197,10 @@ def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[fl
     affs = check_affinities(affs)
     fragments = np.asarray(fragments)
     if fragments.shape != affs.shape[1:]:
-        raise InputError(f"fragments have shape {fragments.shape} but affinities {affs.shape[1:]}; "
-                         "compute them from the same affinities")
+        raise InputError(
+            f"fragments have shape {fragments.shape} but affinities {affs.shape[1:]}; "
+            "compute them from the same affinities"
+        )
     thresholds = sorted(float(t) for t in thresholds)
     scoring = scoring_function(merge_function)
     if dim == 3:
@@ -190,8 +210,8 @@ def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[fl
     out = {t: np.zeros(fragments.shape, np.uint64) for t in thresholds}
     offsets = {t: 0 for t in thresholds}
     for z in tqdm(range(affs.shape[1]), desc="agglomeration", unit="section", disable=not progress, mininterval=2):
-        frag, _, _ = relabel_sequential(fragments[z:z + 1].astype(np.uint64))  # waterz sizes arrays by the max ID
-        section_affs = affs[:, z:z + 1].copy()
+        frag, _, _ = relabel_sequential(fragments[z : z + 1].astype(np.uint64))  # waterz sizes arrays by the max ID
+        section_affs = affs[:, z : z + 1].copy()
         section_affs[0] = 0.0
         for t, seg in zip(thresholds, _waterz(section_affs, frag, thresholds, scoring)):
             seg, _, _ = relabel_sequential(seg)
@@ -200,8 +220,14 @@ def agglomerate(affs: np.ndarray, fragments: np.ndarray, thresholds: Sequence[fl
     return out
 
 
-def segment_affinities(affs: np.ndarray, thresholds: Sequence[float], seed_min_distance: int = 3, dim: int = 2,
-                       merge_function: str = "mean", progress: bool = False) -> tuple[dict[float, np.ndarray], dict]:
+def segment_affinities(
+    affs: np.ndarray,
+    thresholds: Sequence[float],
+    seed_min_distance: int = 3,
+    dim: int = 2,
+    merge_function: str = "mean",
+    progress: bool = False,
+) -> tuple[dict[float, np.ndarray], dict]:
     """Fragments + agglomeration: ({threshold: labels}, timings in seconds and fragment count)."""
     t0 = time.perf_counter()
     fragments = fragments_from_affinities(affs, seed_min_distance, progress=progress)
@@ -225,8 +251,11 @@ def pick_best_threshold(scores: Mapping[str, Mapping[float, Mapping[str, float]]
     mean = {}
     for t in thresholds:
         keys = set.intersection(*(set(per[t]) for per in scores.values()))
-        mean[t] = {k: float(np.mean([per[t][k] for per in scores.values()])) for k in sorted(keys)
-                   if all(np.isscalar(per[t][k]) for per in scores.values())}
+        mean[t] = {
+            k: float(np.mean([per[t][k] for per in scores.values()]))
+            for k in sorted(keys)
+            if all(np.isscalar(per[t][k]) for per in scores.values())
+        }
     best = min(thresholds, key=lambda t: (mean[t][criterion], t))
     return best, mean
 
@@ -292,11 +321,15 @@ def run_segment(
     runtime.set_threads(threads)
     thresholds = [float(t) for t in thresholds]
     if len(segmentations) != len(thresholds):
-        raise InputError(f"rule segment: {len(segmentations)} outputs for {len(thresholds)} thresholds; "
-                         "declare one t<thr>.tif per segmentation.thresholds entry")
+        raise InputError(
+            f"rule segment: {len(segmentations)} outputs for {len(thresholds)} thresholds; "
+            "declare one t<thr>.tif per segmentation.thresholds entry"
+        )
     for path, t in zip(segmentations, thresholds):
         if Path(path).stem != threshold_name(t):
-            raise InputError(f"rule segment: output {path} does not match threshold {t}; name it {threshold_name(t)}.tif")
+            raise InputError(
+                f"rule segment: output {path} does not match threshold {t}; name it {threshold_name(t)}.tif"
+            )
     vol, voxel, _ = read_image(image)
     if not np.all(np.isfinite(vol)):
         raise InputError(f"{image}: the image contains NaN or infinite values; fix the upstream output")
@@ -319,17 +352,29 @@ def run_segment(
     n = int(vol.size)
     seg_s = timing["fragment_seconds"] + timing["agglomerate_seconds"]
     info = {
-        "image": str(image), "model": str(model), "device": str(dev), "dim": net.dim, "shape": list(vol.shape),
-        "voxels": n, "thresholds": thresholds, "merge_function": merge_function, "seed_min_distance": seed_min_distance,
+        "image": str(image),
+        "model": str(model),
+        "device": str(dev),
+        "dim": net.dim,
+        "shape": list(vol.shape),
+        "voxels": n,
+        "thresholds": thresholds,
+        "merge_function": merge_function,
+        "seed_min_distance": seed_min_distance,
         "ids": "unique per section (score per section)" if net.dim == 2 else "3D",
-        "affinity_seconds": t_pred, "affinity_voxels_per_second": n / max(t_pred, 1e-9),
-        **timing, "segmentation_voxels_per_second": n / max(seg_s, 1e-9),
+        "affinity_seconds": t_pred,
+        "affinity_voxels_per_second": n / max(t_pred, 1e-9),
+        **timing,
+        "segmentation_voxels_per_second": n / max(seg_s, 1e-9),
         "agglomeration_voxels_per_second": n / max(timing["agglomerate_seconds"], 1e-9),
         "segments": {str(t): int(len(np.unique(segs[t])) - (0 in segs[t])) for t in thresholds},
     }
     write_json(segment_json, info)
-    logger.info("affinities %.0f voxels/s, segmentation %.0f voxels/s",
-                info["affinity_voxels_per_second"], info["segmentation_voxels_per_second"])
+    logger.info(
+        "affinities %.0f voxels/s, segmentation %.0f voxels/s",
+        info["affinity_voxels_per_second"],
+        info["segmentation_voxels_per_second"],
+    )
 
 
 def run_reference(
@@ -352,20 +397,31 @@ def run_reference(
     if labels:
         lab, voxel = read_labels(labels)
         if not np.any(lab):
-            raise InputError(f"{labels}: labels are all background (0); give instance labels with at least one cell "
-                             "or set labels: null")
+            raise InputError(
+                f"{labels}: labels are all background (0); give instance labels with at least one cell "
+                "or set labels: null"
+            )
         meta = {"source": "labels", "path": str(labels), "threshold": None}
     else:
         if threshold_json is None:
-            raise InputError("rule reference: neither labels nor threshold.json given; give the specimen labels "
-                             "or train the affinity network")
+            raise InputError(
+                "rule reference: neither labels nor threshold.json given; give the specimen labels "
+                "or train the affinity network"
+            )
         best = float(read_json(threshold_json)["best_threshold"])
         by_t = {float(t): p for t, p in zip(thresholds, segmentations)}
         if best not in by_t:
-            raise InputError(f"{threshold_json}: best threshold {best} is not among segmentation.thresholds "
-                             f"{list(by_t)}; rerun train_affinity")
+            raise InputError(
+                f"{threshold_json}: best threshold {best} is not among segmentation.thresholds "
+                f"{list(by_t)}; rerun train_affinity"
+            )
         lab, voxel = read_labels(by_t[best])
-        meta = {"source": "hr_segmentation", "path": str(by_t[best]), "threshold": best, "threshold_json": str(threshold_json)}
+        meta = {
+            "source": "hr_segmentation",
+            "path": str(by_t[best]),
+            "threshold": best,
+            "threshold_json": str(threshold_json),
+        }
     meta["segments"] = int(len(np.unique(lab)) - (0 in lab))
     write_labels(output, lab, voxel)
     write_json(output_json, meta)

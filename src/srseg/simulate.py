@@ -40,16 +40,13 @@ import os
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 from scipy.signal import lfilter
 from tqdm import tqdm
 
 from .config import section
+from .io import InputError, to_float, write_image, write_json, write_labels
 from .labels import cell_mask_to_instances  # noqa: F401  (re-exported)
 from .stacks import check_image, read_stack
-from .io import InputError, to_float, write_image, write_json, write_labels
-
-
 
 # ------------------------------------------------------------------------------ pseudo-specimens
 
@@ -65,8 +62,10 @@ def section_range(spec: dict, n_sections: int | None = None, where: str = "simul
         raise InputError(f"config key {where}.sections = {sec!r} must be [start, stop) section indices") from None
     if start < 0 or stop <= start or (n_sections is not None and stop > n_sections):
         have = f" (the source has {n_sections})" if n_sections is not None else ""
-        raise InputError(f"config key {where}.sections = {sec!r} is not a valid [start, stop) block of "
-                         f"sections{have}; use 0 <= start < stop <= the number of sections")
+        raise InputError(
+            f"config key {where}.sections = {sec!r} is not a valid [start, stop) block of "
+            f"sections{have}; use 0 <= start < stop <= the number of sections"
+        )
     return start, stop
 
 
@@ -110,8 +109,16 @@ def _signed(rng, max_abs: float) -> float:
 # ------------------------------------------------------------------------------------ geometry
 
 
-def draw_geometry(p: dict, src_shape, src_voxel_nm, rng: np.random.Generator, *, rotation_deg=None,
-                  scale=None, offset_error_lr_px=None) -> dict:
+def draw_geometry(
+    p: dict,
+    src_shape,
+    src_voxel_nm,
+    rng: np.random.Generator,
+    *,
+    rotation_deg=None,
+    scale=None,
+    offset_error_lr_px=None,
+) -> dict:
     """The true placement of both acquisitions (explicit values override the random draws).
 
     G maps source pixels (x, y) to LR pixels: the LR grid covers the source field
@@ -124,8 +131,11 @@ def draw_geometry(p: dict, src_shape, src_voxel_nm, rng: np.random.Generator, *,
     _, lvy, lvx = p["lr_voxel_nm"]
     theta = _signed(rng, p["max_rotation_deg"]) if rotation_deg is None else float(rotation_deg)
     s = 1.0 + _signed(rng, p["max_scale_error"]) if scale is None else float(scale)
-    err = (np.array([_signed(rng, p["offset_error_lr_px"]) for _ in range(2)]) if offset_error_lr_px is None
-           else np.asarray(offset_error_lr_px, float).reshape(2))  # (y, x) LR px
+    err = (
+        np.array([_signed(rng, p["offset_error_lr_px"]) for _ in range(2)])
+        if offset_error_lr_px is None
+        else np.asarray(offset_error_lr_px, float).reshape(2)
+    )  # (y, x) LR px
     lr_shape = (nz, max(8, round(H * svy / lvy)), max(8, round(W * svx / lvx)))
     c, sn = math.cos(math.radians(theta)), math.sin(math.radians(theta))
     lin = s * np.array([[c, -sn], [sn, c]]) @ np.diag([svx / lvx, svy / lvy])
@@ -152,14 +162,23 @@ def draw_geometry(p: dict, src_shape, src_voxel_nm, rng: np.random.Generator, *,
     for M in mats:
         xy = M @ corners
         if xy.min() < margin or xy[0].max() > lr_shape[2] - 1 - margin or xy[1].max() > lr_shape[1] - 1 - margin:
-            raise InputError("config key simulate.hr_field_fraction leaves no room for the rotated, shifted HR "
-                             "field inside the LR overview; lower hr_field_fraction")
+            raise InputError(
+                "config key simulate.hr_field_fraction leaves no room for the rotated, shifted HR "
+                "field inside the LR overview; lower hr_field_fraction"
+            )
     true_off = [0.0, float(mats[0][1, 2] * lvy), float(mats[0][0, 2] * lvx)]
     meta_off = [0.0, true_off[1] + float(err[0]) * lvy, true_off[2] + float(err[1]) * lvx]
     return {
-        "G": G, "matrices": mats, "origins_xy": origins, "hr_shape": (nz, h, w), "lr_shape": lr_shape,
-        "rotation_deg": theta, "scale": s, "offset_error_lr_px": [float(e) for e in err],
-        "hr_offset_nm_true": true_off, "hr_offset_nm_meta": meta_off,
+        "G": G,
+        "matrices": mats,
+        "origins_xy": origins,
+        "hr_shape": (nz, h, w),
+        "lr_shape": lr_shape,
+        "rotation_deg": theta,
+        "scale": s,
+        "offset_error_lr_px": [float(e) for e in err],
+        "hr_offset_nm_true": true_off,
+        "hr_offset_nm_meta": meta_off,
     }
 
 
@@ -184,8 +203,9 @@ def scanline_offsets(n_sections: int, n_rows: int, sd: float, corr: float, rng) 
     return lfilter([1.0], [1.0, -corr], e, axis=1)[..., None].astype(np.float32)
 
 
-def acquire(source: np.ndarray, p: dict, geom: dict, rngs: dict, labels: np.ndarray | None = None,
-            progress: bool = False) -> dict:
+def acquire(
+    source: np.ndarray, p: dict, geom: dict, rngs: dict, labels: np.ndarray | None = None, progress: bool = False
+) -> dict:
     """Render the LR overview and the HR acquisition of `source` (float32 [0, 1], z y x) for `geom`."""
     nz, h, w = geom["hr_shape"]
     lr_shape = geom["lr_shape"]
@@ -199,12 +219,17 @@ def acquire(source: np.ndarray, p: dict, geom: dict, rngs: dict, labels: np.ndar
     lab = None if labels is None else np.empty((nz, h, w), labels.dtype)
     for k in tqdm(range(nz), desc="simulate sections", disable=not progress):
         blurred = cv2.GaussianBlur(source[k], (0, 0), sd)
-        lr[k] = cv2.warpAffine(blurred, inv, (lr_shape[2], lr_shape[1]),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        lr[k] = cv2.warpAffine(
+            blurred,
+            inv,
+            (lr_shape[2], lr_shape[1]),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         x0, y0 = geom["origins_xy"][k]
-        hr[k] = source[k, y0:y0 + h, x0:x0 + w]
+        hr[k] = source[k, y0 : y0 + h, x0 : x0 + w]
         if lab is not None:
-            lab[k] = labels[k, y0:y0 + h, x0:x0 + w]
+            lab[k] = labels[k, y0 : y0 + h, x0 : x0 + w]
 
     acq = rngs["lr_acq"]
     lr = p["lr_offset"] + p["lr_contrast"] * np.clip(lr, 0, None) ** p["lr_gamma"]
@@ -215,8 +240,15 @@ def acquire(source: np.ndarray, p: dict, geom: dict, rngs: dict, labels: np.ndar
     return {"lr": np.clip(lr, 0, 1), "hr": np.clip(hr, 0, 1), "labels": lab}
 
 
-def simulate_volume(source: np.ndarray, source_voxel_nm, params: dict, labels: np.ndarray | None = None,
-                    geometry_overrides: dict | None = None, progress: bool = False, where: str = "simulate") -> dict:
+def simulate_volume(
+    source: np.ndarray,
+    source_voxel_nm,
+    params: dict,
+    labels: np.ndarray | None = None,
+    geometry_overrides: dict | None = None,
+    progress: bool = False,
+    where: str = "simulate",
+) -> dict:
     """Simulate an LR/HR acquisition pair from a real HR volume already cut to its sections.
 
     source: float32 [0, 1] (z, y, x); labels: instance IDs of the same shape (or
@@ -228,11 +260,15 @@ def simulate_volume(source: np.ndarray, source_voxel_nm, params: dict, labels: n
     src_vox = _triplet(source_voxel_nm, f"{where}.source_voxel_nm")
     p["lr_voxel_nm"] = _triplet(p["lr_voxel_nm"], f"{where}.lr_voxel_nm")
     if abs(p["lr_voxel_nm"][0] - src_vox[0]) > 1e-6 * src_vox[0]:
-        raise InputError(f"config key {where}.lr_voxel_nm z ({p['lr_voxel_nm'][0]}) must equal the source's "
-                         f"section thickness ({src_vox[0]} nm): both acquisitions image the same sections")
+        raise InputError(
+            f"config key {where}.lr_voxel_nm z ({p['lr_voxel_nm'][0]}) must equal the source's "
+            f"section thickness ({src_vox[0]} nm): both acquisitions image the same sections"
+        )
     if min(p["lr_voxel_nm"][1] / src_vox[1], p["lr_voxel_nm"][2] / src_vox[2]) <= 1:
-        raise InputError(f"config key {where}.lr_voxel_nm {p['lr_voxel_nm']} must be coarser in y and x than the "
-                         f"source's {src_vox} nm")
+        raise InputError(
+            f"config key {where}.lr_voxel_nm {p['lr_voxel_nm']} must be coarser in y and x than the "
+            f"source's {src_vox} nm"
+        )
     rngs = _streams(p["seed"])
     geom = draw_geometry(p, source.shape, src_vox, rngs["geometry"], **(geometry_overrides or {}))
     out = acquire(source, p, geom, rngs, labels=labels, progress=progress)
@@ -250,8 +286,15 @@ def simulate_volume(source: np.ndarray, source_voxel_nm, params: dict, labels: n
         "lr_shape": list(geom["lr_shape"]),
         "hr_shape": list(geom["hr_shape"]),
     }
-    return {"lr": out["lr"], "hr": out["hr"], "labels": out["labels"], "lr_voxel_nm": p["lr_voxel_nm"],
-            "hr_voxel_nm": src_vox, "hr_offset_nm": geom["hr_offset_nm_meta"], "truth": truth}
+    return {
+        "lr": out["lr"],
+        "hr": out["hr"],
+        "labels": out["labels"],
+        "lr_voxel_nm": p["lr_voxel_nm"],
+        "hr_voxel_nm": src_vox,
+        "hr_offset_nm": geom["hr_offset_nm_meta"],
+        "truth": truth,
+    }
 
 
 # ---------------------------------------------------------------------------------- rule entry
@@ -270,33 +313,52 @@ def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list
     if crop is not None:
         y0, y1, x0, x1 = (int(v) for v in crop)
         if not (0 <= y0 < y1 <= img.shape[1] and 0 <= x0 < x1 <= img.shape[2]):
-            raise InputError(f"config key {where}.crop = {crop} is outside the source field {list(img.shape[1:])}; "
-                             f"give [y0, y1, x0, x1] inside it")
+            raise InputError(
+                f"config key {where}.crop = {crop} is outside the source field {list(img.shape[1:])}; "
+                f"give [y0, y1, x0, x1] inside it"
+            )
     else:
         y0, y1, x0, x1 = 0, img.shape[1], 0, img.shape[2]
     cut = (slice(start, stop), slice(y0, y1), slice(x0, x1))
     src_vox = p["source_voxel_nm"]
     if src_vox is None:
         if vox is None or any(v is None for v in vox):
-            raise InputError(f"{p['source']}: no complete voxel size in its metadata ({vox}); set "
-                             f"{where}.source_voxel_nm: [z, y, x] (nm) in the config")
+            raise InputError(
+                f"{p['source']}: no complete voxel size in its metadata ({vox}); set "
+                f"{where}.source_voxel_nm: [z, y, x] (nm) in the config"
+            )
         src_vox = vox
     lab = None
     if p["labels"]:
         lraw, _ = read_stack(str(p["labels"]))
         if lraw.shape != raw.shape:
-            raise InputError(f"{p['labels']}: shape {list(lraw.shape)} differs from the source {list(raw.shape)}; "
-                             f"labels must cover the source voxel for voxel ({where}.labels)")
+            raise InputError(
+                f"{p['labels']}: shape {list(lraw.shape)} differs from the source {list(raw.shape)}; "
+                f"labels must cover the source voxel for voxel ({where}.labels)"
+            )
         lab = lraw[cut]
         # instances from a cell mask after cutting, so a cell split by the cut gets two IDs
-        lab = (cell_mask_to_instances(lab, p["labels_connectivity"]) if p["labels_kind"] == "cell_mask"
-               else lab.astype(np.uint32))
+        lab = (
+            cell_mask_to_instances(lab, p["labels_connectivity"])
+            if p["labels_kind"] == "cell_mask"
+            else lab.astype(np.uint32)
+        )
     prov = {"source": str(p["source"]), "labels": p["labels"], "sections": [start, stop], "crop": [y0, y1, x0, x1]}
     return to_float(img[cut]), [float(v) for v in src_vox], lab, prov
 
 
-def run_simulate(params: dict, out_lr: str, out_hr: str, out_labels: str, out_meta: str, out_truth: str,
-                 specimen: str = "simulate", threads: int = 1, progress: bool = True, log=None) -> dict:
+def run_simulate(
+    params: dict,
+    out_lr: str,
+    out_hr: str,
+    out_labels: str,
+    out_meta: str,
+    out_truth: str,
+    specimen: str = "simulate",
+    threads: int = 1,
+    progress: bool = True,
+    log=None,
+) -> dict:
     """The `simulate` rule: read the source, simulate, write lr/hr (uint8), labels, meta.json, truth.json.
 
     Without labels in the config an all-zero labels.tif is NOT written: the rule
@@ -305,8 +367,10 @@ def run_simulate(params: dict, out_lr: str, out_hr: str, out_labels: str, out_me
     cv2.setNumThreads(int(threads))  # results do not depend on the thread count
     where = f"specimens.{specimen}.simulate"
     if not params.get("labels"):
-        raise InputError(f"config key {where}.labels is missing; give the source's labels (instances or a "
-                         f"cell mask with labels_kind: cell_mask)")
+        raise InputError(
+            f"config key {where}.labels is missing; give the source's labels (instances or a "
+            f"cell mask with labels_kind: cell_mask)"
+        )
     source, src_vox, labels, prov = load_source(params, where)
     sim = simulate_volume(source, src_vox, params, labels=labels, progress=progress, where=where)
     sim["truth"].update(prov)
@@ -314,6 +378,15 @@ def run_simulate(params: dict, out_lr: str, out_hr: str, out_labels: str, out_me
     write_image(out_hr, sim["hr"], sim["hr_voxel_nm"], "uint8")
     write_labels(out_labels, sim["labels"], sim["hr_voxel_nm"])
     write_json(out_truth, sim["truth"])
-    write_json(out_meta, {"lr_voxel_nm": sim["lr_voxel_nm"], "hr_voxel_nm": sim["hr_voxel_nm"],
-                          "hr_offset_nm": sim["hr_offset_nm"], "phantom": False, "simulated": True, **prov})
+    write_json(
+        out_meta,
+        {
+            "lr_voxel_nm": sim["lr_voxel_nm"],
+            "hr_voxel_nm": sim["hr_voxel_nm"],
+            "hr_offset_nm": sim["hr_offset_nm"],
+            "phantom": False,
+            "simulated": True,
+            **prov,
+        },
+    )
     return sim

@@ -34,18 +34,23 @@ def _read_tiff_file(path: str) -> tuple[np.ndarray, list | None]:
     except Exception as exc:  # tifffile raises many exception types for damaged files
         raise InputError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}); re-export it as TIFF") from exc
     if photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.PALETTE, tifffile.PHOTOMETRIC.YCBCR):
-        raise InputError(f"{path}: is stored as an RGB/colour image (axes {axes}) where a grey stack is expected; "
-                         f"save it as single-channel 8/16-bit or float32 (Fiji: Image > Type > 8-bit; "
-                         f"tifffile: photometric='minisblack')")
+        raise InputError(
+            f"{path}: is stored as an RGB/colour image (axes {axes}) where a grey stack is expected; "
+            f"save it as single-channel 8/16-bit or float32 (Fiji: Image > Type > 8-bit; "
+            f"tifffile: photometric='minisblack')"
+        )
     while vol.ndim > 3 and vol.shape[0] == 1:  # a singleton time/channel axis in front is harmless
         vol = vol[0]
         axes = axes[1:]
     if vol.ndim > 3:
-        raise InputError(f"{path}: is a {vol.ndim}D stack {vol.shape} (axes {axes}) where a 3D (z, y, x) "
-                         f"stack is expected; export one channel/time point")
+        raise InputError(
+            f"{path}: is a {vol.ndim}D stack {vol.shape} (axes {axes}) where a 3D (z, y, x) "
+            f"stack is expected; export one channel/time point"
+        )
     if "C" in axes or "S" in axes:
-        raise InputError(f"{path}: has a channel axis (axes {axes}) where a grey stack is expected; "
-                         f"export a single channel")
+        raise InputError(
+            f"{path}: has a channel axis (axes {axes}) where a grey stack is expected; export a single channel"
+        )
     if vol.ndim == 2:
         vol = vol[None]
     if vol.ndim != 3:
@@ -58,8 +63,9 @@ def _read_png_file(path: str) -> np.ndarray:
     if img is None:
         raise InputError(f"{path}: not a readable PNG; re-export it")
     if img.ndim == 3:
-        raise InputError(f"{path}: is an RGB/multi-channel image where a grey section is expected; "
-                         f"save it as 8/16-bit greyscale")
+        raise InputError(
+            f"{path}: is an RGB/multi-channel image where a grey section is expected; save it as 8/16-bit greyscale"
+        )
     return img[None]
 
 
@@ -72,8 +78,10 @@ def read_hdf5(path: str, dataset: str) -> tuple[np.ndarray, list | None]:
     try:
         import h5py
     except ImportError:
-        raise InputError(f"{path}:{dataset}: reading HDF5 needs the h5py package; install it with "
-                         f"`pip install h5py` or convert the dataset to TIFF") from None
+        raise InputError(
+            f"{path}:{dataset}: reading HDF5 needs the h5py package; install it with "
+            f"`pip install h5py` or convert the dataset to TIFF"
+        ) from None
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found; check the path in config.yaml")
     try:
@@ -122,8 +130,10 @@ def read_stack(spec: str) -> tuple[np.ndarray, list | None]:
         if sl.shape[0] != 1:
             raise InputError(f"{f}: holds {sl.shape[0]} sections; a folder/glob must hold one 2D section per file")
         if slices and (sl.shape != slices[0].shape or sl.dtype != slices[0].dtype):
-            raise InputError(f"{f}: section shape/dtype {sl.shape[1:]} {sl.dtype} differs from {files[0]} "
-                             f"({slices[0].shape[1:]} {slices[0].dtype}); all sections must match")
+            raise InputError(
+                f"{f}: section shape/dtype {sl.shape[1:]} {sl.dtype} differs from {files[0]} "
+                f"({slices[0].shape[1:]} {slices[0].dtype}); all sections must match"
+            )
         slices.append(sl)
     if voxel is not None:
         voxel = [None] + list(voxel[1:])  # a single section's z spacing is meaningless

@@ -15,18 +15,46 @@ QUANTILES = (10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90,
 
 MERGE_FUNCTIONS = {
     "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
-    **{f"hist_quant_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256, false>>"
-       for q in QUANTILES},
+    **{
+        f"hist_quant_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256, false>>"
+        for q in QUANTILES
+    },
 }
 
 # template and type names of waterz/backend/MergeFunctions.hpp and Operators.hpp
-WATERZ_NAMES = frozenset({
-    "OneMinus", "Invert", "Square", "Step", "Add", "Subtract", "Multiply", "Divide",
-    "MinSize", "MaxSize", "ContactArea", "MeanAffinity", "MinAffinity", "MaxAffinity",
-    "HistogramQuantileAffinity", "QuantileAffinity", "MeanMaxKAffinity", "EdgeStatisticValue",
-    "MeanAffinityProvider", "MinAffinityProvider", "MaxAffinityProvider", "HistogramQuantileProvider",
-    "VectorQuantileProvider", "Random", "Constant", "RegionGraphType", "ScoreValue", "true", "false",
-})
+WATERZ_NAMES = frozenset(
+    {
+        "OneMinus",
+        "Invert",
+        "Square",
+        "Step",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Divide",
+        "MinSize",
+        "MaxSize",
+        "ContactArea",
+        "MeanAffinity",
+        "MinAffinity",
+        "MaxAffinity",
+        "HistogramQuantileAffinity",
+        "QuantileAffinity",
+        "MeanMaxKAffinity",
+        "EdgeStatisticValue",
+        "MeanAffinityProvider",
+        "MinAffinityProvider",
+        "MaxAffinityProvider",
+        "HistogramQuantileProvider",
+        "VectorQuantileProvider",
+        "Random",
+        "Constant",
+        "RegionGraphType",
+        "ScoreValue",
+        "true",
+        "false",
+    }
+)
 
 
 def scoring_function(name: str) -> str:

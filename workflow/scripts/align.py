@@ -1,4 +1,5 @@
 """Snakemake rule `align`: place HR in LR (srseg.align.run_align)."""
+
 from srseg.align import run_align
 from srseg.entry import rule_log
 

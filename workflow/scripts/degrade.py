@@ -1,4 +1,5 @@
 """Snakemake rule `degrade`: synthetic LR from paired HR (srseg.degrade.run_degrade)."""
+
 from srseg.degrade import run_degrade
 from srseg.entry import rule_log
 

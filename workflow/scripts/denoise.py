@@ -1,4 +1,5 @@
 """Snakemake rule `denoise`: denoised HR target of train_data `denoised` (srseg.denoise.run_denoise)."""
+
 from srseg.denoise import run_denoise
 from srseg.entry import rule_log
 

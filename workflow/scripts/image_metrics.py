@@ -1,4 +1,5 @@
 """Snakemake rule `image_metrics`: PSNR / SSIM / FRC of one SR volume (srseg.metrics.run_image_metrics)."""
+
 from srseg.entry import rule_log
 from srseg.metrics import run_image_metrics
 

@@ -1,4 +1,6 @@
-"""Snakemake rules `infer` and `infer_block`: tiled SR of a test specimen's real LR, or of one block of it (srseg.infer.run_infer)."""
+"""Snakemake rules `infer` and `infer_block`: tiled SR of a test specimen's real LR, or of one block
+of it (srseg.infer.run_infer)."""
+
 from srseg.entry import rule_log
 from srseg.infer import run_infer
 

@@ -1,4 +1,5 @@
 """Snakemake rule `infer_gather`: join the blocks of a scattered inference (srseg.infer.run_infer_gather)."""
+
 from srseg.entry import rule_log
 from srseg.infer import run_infer_gather
 

@@ -1,4 +1,5 @@
 """Snakemake rule `ingest`: validated LR / HR stacks and meta.json (srseg.ingest.run_ingest)."""
+
 from srseg.entry import rule_log
 from srseg.ingest import run_ingest
 

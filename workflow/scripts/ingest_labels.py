@@ -1,4 +1,5 @@
 """Snakemake rule `ingest_labels`: instance labels on the HR grid (srseg.ingest.run_ingest_labels)."""
+
 from srseg.entry import rule_log
 from srseg.ingest import run_ingest_labels
 

@@ -1,4 +1,5 @@
 """Snakemake rule `pairs`: matched LR / HR crops at an integer scale (srseg.pairs.run_pairs)."""
+
 from srseg.entry import rule_log
 from srseg.pairs import run_pairs
 

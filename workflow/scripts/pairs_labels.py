@@ -1,4 +1,5 @@
 """Snakemake rule `pairs_labels`: labels on the paired-HR grid (srseg.pairs.run_pairs_labels)."""
+
 from srseg.entry import rule_log
 from srseg.pairs import run_pairs_labels
 

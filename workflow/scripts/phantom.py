@@ -1,4 +1,5 @@
 """Snakemake rule `phantom`: one generated demo specimen (srseg.phantom.run_phantom)."""
+
 from srseg.entry import rule_log
 from srseg.phantom import run_phantom
 

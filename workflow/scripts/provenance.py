@@ -1,4 +1,6 @@
-"""Snakemake rule `provenance`: resolved config, package versions, git commit, hosts (srseg.provenance.run_provenance)."""
+"""Snakemake rule `provenance`: resolved config, package versions, git commit, hosts
+(srseg.provenance.run_provenance)."""
+
 from srseg.entry import rule_log
 from srseg.provenance import run_provenance
 

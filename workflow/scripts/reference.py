@@ -1,4 +1,5 @@
 """Snakemake rule `reference`: the labels a test specimen is scored against (srseg.segment.run_reference)."""
+
 from srseg.entry import rule_log
 from srseg.segment import run_reference
 

@@ -1,4 +1,5 @@
 """Snakemake rule `seg_metrics`: VOI / adapted Rand / F1 of one row's segmentations (srseg.metrics.run_seg_metrics)."""
+
 from srseg.entry import rule_log
 from srseg.metrics import run_seg_metrics
 

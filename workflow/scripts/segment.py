@@ -1,4 +1,5 @@
 """Snakemake rule `segment`: affinities + fragments + waterz at every threshold (srseg.segment.run_segment)."""
+
 from srseg.entry import rule_log
 from srseg.segment import run_segment
 
@@ -9,7 +10,8 @@ with rule_log(snakemake) as log:
         segmentations=list(snakemake.output.segs),
         segment_json=snakemake.output.info,
         segmentation=dict(snakemake.params.segmentation),
-        cache_dir=snakemake.params.cache,
+        # waterz JIT-compiles non-prebuilt scoring functions (witty) into a cache folder: one per job, no collisions
+        cache_dir=".waterz_cache/{model}/{data}/{fold}/{specimen}".format(**snakemake.wildcards),
         device=snakemake.config["device"],
         threads=snakemake.threads,
         log=log,

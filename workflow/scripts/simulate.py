@@ -1,4 +1,5 @@
 """Snakemake rule `simulate`: LR + HR acquisitions simulated from a real HR stack (srseg.simulate.run_simulate)."""
+
 from srseg.entry import rule_log
 from srseg.simulate import run_simulate
 

@@ -1,4 +1,5 @@
 """Snakemake rule `train`: one SR model, one kind of training data, one fold (srseg.training.run_train)."""
+
 from srseg.entry import rule_log
 from srseg.training import run_train
 

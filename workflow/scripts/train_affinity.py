@@ -1,6 +1,8 @@
-"""Snakemake rule `train_affinity`: the fold's affinity network and its validation-chosen threshold (srseg.ruler.run_train_affinity)."""
-from srseg.ruler import run_train_affinity
+"""Snakemake rule `train_affinity`: the fold's affinity network and its validation-chosen threshold
+(srseg.ruler.run_train_affinity)."""
+
 from srseg.entry import rule_log
+from srseg.ruler import run_train_affinity
 
 with rule_log(snakemake) as log:
     run_train_affinity(

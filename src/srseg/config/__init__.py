@@ -21,8 +21,25 @@ from .checks import GAN_KEYS, folds, training_keys
 from .digest import canonical, code_digest
 from .schema import defaults, load_schema, normalise, section, subschema, validate
 
-__all__ = ["resolve", "model_settings", "model_spec", "folds", "section", "defaults", "canonical", "code_digest",
-           "load_schema", "normalise", "validate", "subschema", "catalog", "checks", "digest", "schema", "GAN_KEYS"]
+__all__ = [
+    "resolve",
+    "model_settings",
+    "model_spec",
+    "folds",
+    "section",
+    "defaults",
+    "canonical",
+    "code_digest",
+    "load_schema",
+    "normalise",
+    "validate",
+    "subschema",
+    "catalog",
+    "checks",
+    "digest",
+    "schema",
+    "GAN_KEYS",
+]
 
 
 def resolve(config: dict, workdir: str | Path = ".") -> dict:
@@ -41,8 +58,16 @@ def _slice(entry: dict, training: dict, seed: int) -> dict:
     keys = training_keys() + (tuple(k for k in GAN_KEYS if k != "critic") if arch.kind == "gan" else ())
     out = {k: training[k] for k in keys}
     out.update({k: v for k, v in entry.items() if k in keys})
-    out.update(arch=arch.name, kind=arch.kind, net=net, loss=entry["loss"], init=entry["init"],
-               context=entry["context"], freeze=entry["freeze"], seed=entry.get("seed", seed))
+    out.update(
+        arch=arch.name,
+        kind=arch.kind,
+        net=net,
+        loss=entry["loss"],
+        init=entry["init"],
+        context=entry["context"],
+        freeze=entry["freeze"],
+        seed=entry.get("seed", seed),
+    )
     if arch.kind == "gan":
         out["critic"] = entry.get("critic", {})
     return canonical(out)
@@ -57,8 +82,9 @@ def model_settings(config: dict, name: str) -> dict:
     return _slice(config["models"][name], config["training"], config["seed"])
 
 
-def model_spec(entry: dict, training: dict | None = None, seed: int = 0, name: str = "model",
-               workdir: str | Path = ".") -> dict:
+def model_spec(
+    entry: dict, training: dict | None = None, seed: int = 0, name: str = "model", workdir: str | Path = "."
+) -> dict:
     """For library callers and tests: a (partial) model entry -> its complete, checked slice."""
     entry_schema = subschema("models", "*")
     full = normalise(dict(entry), entry_schema)

@@ -31,12 +31,12 @@ NO_DEFAULT = object()  # a parameter without a (literal) default
 @dataclass(frozen=True)
 class ArchInfo:
     name: str
-    module: str                 # e.g. srseg.models.edsr_arch
+    module: str  # e.g. srseg.models.edsr_arch
     path: Path
-    params: dict = field(default_factory=dict)   # net key -> literal default (or NO_DEFAULT)
-    kind: str = "supervised"    # supervised | gan | diffusion | untrained
-    context: bool = False       # accepts in_channels: z-context (2.5D) input
-    critic_params: tuple = ()   # GAN archs: build_critic keywords
+    params: dict = field(default_factory=dict)  # net key -> literal default (or NO_DEFAULT)
+    kind: str = "supervised"  # supervised | gan | diffusion | untrained
+    context: bool = False  # accepts in_channels: z-context (2.5D) input
+    critic_params: tuple = ()  # GAN archs: build_critic keywords
 
     @property
     def trained(self) -> bool:
@@ -54,8 +54,8 @@ class ArchInfo:
 @dataclass(frozen=True)
 class LossInfo:
     name: str
-    role: str                   # pixel | model | adversarial | options (a pixel-like loss with options)
-    options: tuple = ()         # keys of its mapping form
+    role: str  # pixel | model | adversarial | options (a pixel-like loss with options)
+    options: tuple = ()  # keys of its mapping form
     takes_pixel_losses: bool = False  # **kwargs of pixel losses (emsr's l_p)
 
 
@@ -80,7 +80,9 @@ def _signature(fn: ast.FunctionDef, skip=("self", "scale", "in_channels")) -> tu
     positional = args.posonlyargs + args.args
     defaults = [NO_DEFAULT] * (len(positional) - len(args.defaults)) + [_literal(d) for d in args.defaults]
     params = {a.arg: d for a, d in zip(positional, defaults)}
-    params.update({a.arg: (_literal(d) if d is not None else NO_DEFAULT) for a, d in zip(args.kwonlyargs, args.kw_defaults)})
+    params.update(
+        {a.arg: (_literal(d) if d is not None else NO_DEFAULT) for a, d in zip(args.kwonlyargs, args.kw_defaults)}
+    )
     in_channels = "in_channels" in params
     return {k: v for k, v in params.items() if k not in skip}, in_channels, args.kwarg is not None
 

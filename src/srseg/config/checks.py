@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .. import geometry
 from ..io import InputError, peek_checkpoint, source_exists, stack_info
-from ..waterz_scoring import check_merge_function, MERGE_FUNCTIONS
+from ..waterz_scoring import MERGE_FUNCTIONS, check_merge_function
 from . import catalog
-from .schema import suggest, subschema
+from .schema import subschema, suggest
 
 #: keys of a model entry that only GAN archs take
 GAN_KEYS = ("n_critic", "d_lr", "betas", "schedule", "gan_start", "critic")
@@ -59,8 +59,10 @@ def check_specimens(config: dict, workdir: Path) -> None:
         if len(kinds) > 1:
             raise InputError(f"{key}: has both phantom: and simulate:; give one of them")
         if kinds and own:
-            raise InputError(f"{key}.{own[0]}: a {kinds[0]}: specimen is generated and takes no {own[0]}:; "
-                             f"remove {own[0]}: or {kinds[0]}:")
+            raise InputError(
+                f"{key}.{own[0]}: a {kinds[0]}: specimen is generated and takes no {own[0]}:; "
+                f"remove {own[0]}: or {kinds[0]}:"
+            )
         if kinds:
             for k in ("labels", "lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm"):
                 if entry.get(k) is not None:
@@ -68,28 +70,42 @@ def check_specimens(config: dict, workdir: Path) -> None:
         else:
             for k in ("lr", "hr"):
                 if k not in entry:
-                    raise InputError(f"{key}.{k}: missing; give the {k.upper()} stack (a TIFF, a folder or glob of "
-                                     f"sections, or file.h5:/dataset), or make it a phantom: or simulate: specimen")
+                    raise InputError(
+                        f"{key}.{k}: missing; give the {k.upper()} stack (a TIFF, a folder or glob of "
+                        f"sections, or file.h5:/dataset), or make it a phantom: or simulate: specimen"
+                    )
             if entry.get("hr_offset_nm") is None:
-                raise InputError(f"{key}.hr_offset_nm: missing; give the stage position [z, y, x] (nm) of HR voxel "
-                                 f"(0, 0, 0) in the LR frame")
+                raise InputError(
+                    f"{key}.hr_offset_nm: missing; give the stage position [z, y, x] (nm) of HR voxel "
+                    f"(0, 0, 0) in the LR frame"
+                )
         for k in ("lr", "hr", "labels"):
             if entry.get(k) and not _exists(entry[k], workdir):
-                raise InputError(f"{key}.{k}: {entry[k]!r} does not exist; give a TIFF file, a folder of 2D images, "
-                                 f"a glob or file.h5:/dataset")
+                raise InputError(
+                    f"{key}.{k}: {entry[k]!r} does not exist; give a TIFF file, a folder of 2D images, "
+                    f"a glob or file.h5:/dataset"
+                )
         sim = entry.get("simulate")
         if sim is not None:
             if not sim["labels"]:
-                raise InputError(f"{key}.simulate.labels: missing; give the source's labels (instances, or a cell mask "
-                                 f"with labels_kind: cell_mask) so the affinity network can be trained and scored")
+                raise InputError(
+                    f"{key}.simulate.labels: missing; give the source's labels (instances, or a cell mask "
+                    f"with labels_kind: cell_mask) so the affinity network can be trained and scored"
+                )
             for k in ("source", "labels"):
                 if sim.get(k) and not _exists(sim[k], workdir):
-                    raise InputError(f"{key}.simulate.{k}: {sim[k]!r} does not exist; give the real HR stack's path "
-                                     f"(relative to the working directory)")
+                    raise InputError(
+                        f"{key}.simulate.{k}: {sim[k]!r} does not exist; give the real HR stack's path "
+                        f"(relative to the working directory)"
+                    )
             if sim["sections"] is not None and sim["sections"][0] >= sim["sections"][1]:
-                raise InputError(f"{key}.simulate.sections: {sim['sections']} is empty; give [start, stop) with start < stop")
+                raise InputError(
+                    f"{key}.simulate.sections: {sim['sections']} is empty; give [start, stop) with start < stop"
+                )
             if sim["crop"] is not None and (sim["crop"][0] >= sim["crop"][1] or sim["crop"][2] >= sim["crop"][3]):
-                raise InputError(f"{key}.simulate.crop: {sim['crop']} is empty; give [y0, y1, x0, x1] with y0 < y1, x0 < x1")
+                raise InputError(
+                    f"{key}.simulate.crop: {sim['crop']} is empty; give [y0, y1, x0, x1] with y0 < y1, x0 < x1"
+                )
     check_section_blocks(config["specimens"], workdir)
     geometry_of = config["phantom"]
     if geometry_of["hr_voxel_nm"][0] != geometry_of["lr_voxel_nm"][0]:
@@ -111,11 +127,12 @@ def check_section_blocks(specimens: dict, workdir: Path = Path(".")) -> None:
         start, stop = sim["sections"] if sim.get("sections") is not None else (0, float("inf"))
         blocks.append((name, src, start, stop))
     for i, (a, src_a, s0, s1) in enumerate(blocks):
-        for b, src_b, t0, t1 in blocks[i + 1:]:
+        for b, src_b, t0, t1 in blocks[i + 1 :]:
             if src_a == src_b and s0 < t1 and t0 < s1:
                 raise InputError(
                     f"specimens.{b}.simulate.sections: overlaps specimens.{a}.simulate.sections of the same source, "
-                    f"so a section would be trained on and tested; give disjoint [start, stop) blocks")
+                    f"so a section would be trained on and tested; give disjoint [start, stop) blocks"
+                )
 
 
 def hr_sections(config: dict, name: str, workdir: Path) -> int | None:
@@ -143,8 +160,10 @@ def check_sections(config: dict, fold_map: dict, workdir: Path) -> None:
         if n < 1:
             raise InputError(f"specimens.{name}: has no sections; give a stack with at least one section")
         if name in trained_on and n < 2:
-            raise InputError(f"specimens.{name}: has {n} section but is trained on, which needs at least 2 "
-                             f"(training and validation sections); give more sections or use it only for testing")
+            raise InputError(
+                f"specimens.{name}: has {n} section but is trained on, which needs at least 2 "
+                f"(training and validation sections); give more sections or use it only for testing"
+            )
     for name, entry in sorted(config["specimens"].items()):
         if "lr" not in entry:
             continue
@@ -155,14 +174,18 @@ def check_sections(config: dict, fold_map: dict, workdir: Path) -> None:
         hr_vox = entry["hr_voxel_nm"] or hr[1]
         for which, vox in (("lr", lr_vox), ("hr", hr_vox)):
             if vox is None or any(v is None for v in vox):
-                raise InputError(f"specimens.{name}.{which}_voxel_nm: missing and {entry[which]} has no voxel size in "
-                                 f"its metadata; set it to [z, y, x] in nm")
+                raise InputError(
+                    f"specimens.{name}.{which}_voxel_nm: missing and {entry[which]} has no voxel size in "
+                    f"its metadata; set it to [z, y, x] in nm"
+                )
         outside = geometry.hr_outside_lr(lr[0], hr[0], lr_vox, hr_vox, entry["hr_offset_nm"])
         if outside is not None:
             axis, (h0, h1), (l0, l1) = outside
-            raise InputError(f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is "
-                             f"not inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
-                             f"(HR must be a sub-field of the LR overview)")
+            raise InputError(
+                f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is "
+                f"not inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
+                f"(HR must be a sub-field of the LR overview)"
+            )
 
 
 # --------------------------------------------------------------------------- data, splits
@@ -181,8 +204,10 @@ def check_train_data(config: dict) -> None:
         check_recipe(name, recipe)
     for data in config["train_data"]:
         if data not in RESERVED_DATA and data not in recipes:
-            raise InputError(f"train_data: {data!r} is neither real, denoised nor a recipe under degradations"
-                             f"{suggest(data, list(recipes) + list(RESERVED_DATA))}")
+            raise InputError(
+                f"train_data: {data!r} is neither real, denoised nor a recipe under degradations"
+                f"{suggest(data, list(recipes) + list(RESERVED_DATA))}"
+            )
 
 
 def check_splits(config: dict) -> None:
@@ -197,8 +222,10 @@ def check_splits(config: dict) -> None:
                     raise InputError(f"splits.{fold}.{role}: unknown specimen {s!r}{suggest(s, specimens)}")
         leaked = sorted(set(split["train"]) & set(split["test"]))
         if leaked:
-            raise InputError(f"splits.{fold}: {', '.join(leaked)} is both trained on and tested; a specimen may be "
-                             f"in only one of train and test")
+            raise InputError(
+                f"splits.{fold}: {', '.join(leaked)} is both trained on and tested; a specimen may be "
+                f"in only one of train and test"
+            )
 
 
 def check_labels(config: dict, fold_map: dict) -> None:
@@ -206,8 +233,10 @@ def check_labels(config: dict, fold_map: dict) -> None:
     for fold, split in fold_map.items():
         labelled = [s for s in split["train"] if _has_labels(config["specimens"][s])]
         if not labelled:
-            raise InputError(f"splits.{fold}.train: no training specimen has labels, so fold {fold}'s affinity network "
-                             f"cannot be trained; add labels: to one of {', '.join(split['train'])}")
+            raise InputError(
+                f"splits.{fold}.train: no training specimen has labels, so fold {fold}'s affinity network "
+                f"cannot be trained; add labels: to one of {', '.join(split['train'])}"
+            )
 
 
 def _has_labels(entry: dict) -> bool:
@@ -244,17 +273,25 @@ def check_loss(key: str, loss: dict, arch: catalog.ArchInfo, workdir: Path) -> N
         if info.role == "adversarial":
             adversarial.append(name)
         if name == "perceptual" and not (value.get("weights") and _path(str(value["weights"]), workdir).is_file()):
-            raise InputError(f"{where}.weights: VGG19 weights file {value.get('weights')!r} not found; give the path "
-                             f"of a torchvision vgg19 state dict (no weights are downloaded)")
+            raise InputError(
+                f"{where}.weights: VGG19 weights file {value.get('weights')!r} not found; give the path "
+                f"of a torchvision vgg19 state dict (no weights are downloaded)"
+            )
         if arch.kind == "diffusion":
-            raise InputError(f"{where}: arch {arch.name} is trained on the noise with pixel losses only "
-                             f"({', '.join(pixel)}); remove {name}")
+            raise InputError(
+                f"{where}: arch {arch.name} is trained on the noise with pixel losses only "
+                f"({', '.join(pixel)}); remove {name}"
+            )
     if arch.kind == "gan" and len(adversarial) != 1:
-        raise InputError(f"{key}.loss: GAN arch {arch.name} needs exactly one adversarial loss (wgan_gp, ragan or gan_bce), "
-                         f"got {', '.join(adversarial) or 'none'}")
+        raise InputError(
+            f"{key}.loss: GAN arch {arch.name} needs exactly one adversarial loss (wgan_gp, ragan or gan_bce), "
+            f"got {', '.join(adversarial) or 'none'}"
+        )
     if arch.kind != "gan" and adversarial:
-        raise InputError(f"{key}.loss.{adversarial[0]}: adversarial, but arch {arch.name} has no critic; "
-                         f"use a GAN arch (wgan, esrgan) or remove it")
+        raise InputError(
+            f"{key}.loss.{adversarial[0]}: adversarial, but arch {arch.name} has no critic; "
+            f"use a GAN arch (wgan, esrgan) or remove it"
+        )
 
 
 def check_init(key: str, path: str | None, arch: str, workdir: Path, registry: str = "srseg") -> None:
@@ -265,8 +302,10 @@ def check_init(key: str, path: str | None, arch: str, workdir: Path, registry: s
         raise InputError(f"{key}.init: {path!r} does not exist; give the checkpoint to fine-tune from")
     meta = peek_checkpoint(file)
     if meta and isinstance(meta.get("arch"), str) and meta["arch"] != arch:
-        raise InputError(f"{key}.init: {path} was trained as arch {meta['arch']!r}, this model is {arch!r}; "
-                         f"point init: to a {arch} checkpoint")
+        raise InputError(
+            f"{key}.init: {path} was trained as arch {meta['arch']!r}, this model is {arch!r}; "
+            f"point init: to a {arch} checkpoint"
+        )
 
 
 def check_model(name: str, entry: dict, workdir: Path) -> None:
@@ -277,8 +316,9 @@ def check_model(name: str, entry: dict, workdir: Path) -> None:
     arch = archs[entry["arch"]]
     for k in entry["net"]:
         if k not in arch.params:
-            raise InputError(f"{key}.net.{k}: not a setting of arch {arch.name}{suggest(k, arch.params)}"
-                             f" (see {arch.path.name})")
+            raise InputError(
+                f"{key}.net.{k}: not a setting of arch {arch.name}{suggest(k, arch.params)} (see {arch.path.name})"
+            )
     required = [k for k, v in arch.params.items() if v is catalog.NO_DEFAULT and k not in entry["net"]]
     if required:
         raise InputError(f"{key}.net.{required[0]}: missing; arch {arch.name} needs it")
@@ -293,15 +333,21 @@ def check_model(name: str, entry: dict, workdir: Path) -> None:
     if arch.kind != "gan":
         for k in GAN_KEYS:
             if k in entry:
-                raise InputError(f"{key}.{k}: only GAN archs (wgan, esrgan) take it, this model is {arch.name}; remove it")
+                raise InputError(
+                    f"{key}.{k}: only GAN archs (wgan, esrgan) take it, this model is {arch.name}; remove it"
+                )
     else:
         for k in entry.get("critic", {}):
             if k not in arch.critic_params:
-                raise InputError(f"{key}.critic.{k}: not a setting of {arch.name}'s critic{suggest(k, arch.critic_params)}")
+                raise InputError(
+                    f"{key}.critic.{k}: not a setting of {arch.name}'s critic{suggest(k, arch.critic_params)}"
+                )
     if entry["context"] and not arch.context:
         able = sorted(n for n, a in archs.items() if a.context and a.trained)
-        raise InputError(f"{key}.context: arch {arch.name} takes one section (no in_channels), so context: "
-                         f"{entry['context']} is not possible; set context: 0 or use one of {', '.join(able)}")
+        raise InputError(
+            f"{key}.context: arch {arch.name} takes one section (no in_channels), so context: "
+            f"{entry['context']} is not possible; set context: 0 or use one of {', '.join(able)}"
+        )
     check_init(key, entry["init"], arch.name, workdir)
 
 
@@ -325,32 +371,42 @@ def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
         raise InputError(f"segmentation.fixed_threshold: {fixed} is not one of segmentation.thresholds; add it there")
     problem = check_merge_function(seg["merge_function"])
     if problem:
-        raise InputError(f"segmentation.merge_function: {seg['merge_function']!r} {problem}"
-                         f"{suggest(seg['merge_function'], MERGE_FUNCTIONS) if '<' not in seg['merge_function'] else ''}"
-                         f" (named: mean, hist_quant_10 ... hist_quant_95)")
+        raise InputError(
+            f"segmentation.merge_function: {seg['merge_function']!r} {problem}"
+            f"{suggest(seg['merge_function'], MERGE_FUNCTIONS) if '<' not in seg['merge_function'] else ''}"
+            f" (named: mean, hist_quant_10 ... hist_quant_95)"
+        )
     infer = config["infer"]
     if 2 * infer["overlap"] >= infer["tile"]:
-        raise InputError(f"infer.overlap: {infer['overlap']} must be less than half of infer.tile ({infer['tile']}); "
-                         f"lower it or raise infer.tile")
+        raise InputError(
+            f"infer.overlap: {infer['overlap']} must be less than half of infer.tile ({infer['tile']}); "
+            f"lower it or raise infer.tile"
+        )
     if infer["blocks_z"] > 1:
         for fold in fold_map.values():
             for s in fold["test"]:
                 n = hr_sections(config, s, workdir)
                 if n is not None and n < infer["blocks_z"]:
-                    raise InputError(f"infer.blocks_z: {infer['blocks_z']} blocks, but test specimen {s} has only {n} "
-                                     f"sections; lower infer.blocks_z")
+                    raise InputError(
+                        f"infer.blocks_z: {infer['blocks_z']} blocks, but test specimen {s} has only {n} "
+                        f"sections; lower infer.blocks_z"
+                    )
     aff = config["affinity"]
     if 2 * aff["overlap"] >= aff["tile"]:
         raise InputError(f"affinity.overlap: {aff['overlap']} must be less than half of affinity.tile ({aff['tile']})")
     if aff["patch"] < 2 ** (aff["depth"] - 1) * 2:
-        raise InputError(f"affinity.patch: {aff['patch']} is too small for a U-Net of depth {aff['depth']}; "
-                         f"raise it to at least {2 ** aff['depth']}")
+        raise InputError(
+            f"affinity.patch: {aff['patch']} is too small for a U-Net of depth {aff['depth']}; "
+            f"raise it to at least {2 ** aff['depth']}"
+        )
     check_init("affinity", aff["init"], "affinity", workdir)
     example = config["report"]["example_specimen"]
     tests = [s for f in fold_map.values() for s in f["test"]]
     if example is not None and example not in tests:
-        raise InputError(f"report.example_specimen: {example!r} is no fold's test specimen; use one of "
-                         f"{', '.join(sorted(set(tests)))}")
+        raise InputError(
+            f"report.example_specimen: {example!r} is no fold's test specimen; use one of "
+            f"{', '.join(sorted(set(tests)))}"
+        )
 
 
 def check(config: dict, workdir: str | Path = ".") -> None:

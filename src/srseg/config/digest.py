@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+import json
+import os
+from functools import cache, lru_cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -49,17 +51,52 @@ def _package_of(name: str) -> str:
     return name if modules()[name].name == "__init__.py" else name.rpartition(".")[0]
 
 
-@lru_cache(maxsize=None)
-def _tree(name: str) -> ast.Module:
-    return ast.parse(modules()[name].read_text(), filename=str(modules()[name]))
+CACHE = Path(os.environ.get("SRSEG_CACHE_DIR", Path.home() / ".cache" / "srseg")) / "code-digests.json"
 
 
-@lru_cache(maxsize=None)
-def imports(name: str) -> frozenset[str]:
+@lru_cache(maxsize=1)
+def _cache() -> dict:
+    """Parse results of earlier runs, keyed by module name and a hash of its bytes (always valid)."""
+    try:
+        return json.loads(CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache() -> None:
+    try:
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_cache()))
+        os.replace(tmp, CACHE)
+    except OSError:  # a read-only home only costs the parse next time
+        pass
+
+
+@cache
+def _analysis(name: str) -> tuple[frozenset[str], str]:
+    """(srseg modules `name` imports, digest of its code): one parse per file content, cached on disk.
+
+    Planning parses no file twice, and a second `snakemake` call parses none (parsing is
+    most of the cost of the digests).
+    """
+    source = modules()[name].read_bytes()
+    key = f"{name}:{hashlib.sha256(source).hexdigest()}"
+    hit = _cache().get(key)
+    if hit is None:
+        tree = ast.parse(source, filename=str(modules()[name]))
+        found = _imported_names(name, tree)
+        digest = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
+        hit = _cache()[key] = [sorted(found), digest]
+        _save_cache()
+    return frozenset(hit[0]), hit[1]
+
+
+def _imported_names(name: str, tree: ast.Module) -> set[str]:
     """srseg modules `name` imports anywhere in its code (top level or inside functions)."""
     known = modules()
     found = set()
-    for node in ast.walk(_tree(name)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -77,7 +114,12 @@ def imports(name: str) -> frozenset[str]:
             mod = mod.rpartition(".")[0]
         parts = mod.split(".")
         out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in known)
-    return frozenset(m for m in out if m != name)
+    return {m for m in out if m != name}
+
+
+def imports(name: str) -> frozenset[str]:
+    """srseg modules `name` imports anywhere in its code (top level or inside functions)."""
+    return _analysis(name)[0]
 
 
 def closure(*names: str) -> list[str]:
@@ -100,19 +142,22 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
 
-@lru_cache(maxsize=None)
 def module_digest(name: str) -> str:
-    tree = _strip_docstrings(ast.parse(modules()[name].read_text()))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    """Hash of a module's syntax tree without docstrings (comments and formatting never count)."""
+    return _analysis(name)[1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(*names: str) -> str:
     """A short hash of the code of `names` and their static imports (see the module docstring)."""
     h = hashlib.sha256()

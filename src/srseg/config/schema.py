@@ -27,8 +27,11 @@ SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.y
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
     if not SCHEMA_PATH.is_file():
-        raise InputError(f"{SCHEMA_PATH}: the config schema is missing; install srseg from its repository (pip install -e .)")
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+        raise InputError(
+            f"{SCHEMA_PATH}: the config schema is missing; install srseg from its repository (pip install -e .)"
+        )
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser: the schema is read at every plan
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=loader)  # noqa: S506 - a safe loader
 
 
 @lru_cache(maxsize=1)
@@ -254,8 +257,11 @@ def leaves(schema: dict | None = None, path: tuple = ()):
     for key, sub in schema.get("properties", {}).items():
         if key in required:
             sub = {**deref(sub), "_required": True}
-        per_branch = branches and all(not deref(deref(b["then"]).get("properties", {}).get(key, {})).get("const")
-                                      and key in deref(b["then"]).get("properties", {}) for b in branches)
+        per_branch = branches and all(
+            not deref(deref(b["then"]).get("properties", {}).get(key, {})).get("const")
+            and key in deref(b["then"]).get("properties", {})
+            for b in branches
+        )
         if not per_branch:
             yield from _leaf_or_deeper(sub, path + (key,), "")
     for branch in branches:
@@ -315,7 +321,10 @@ def markdown_table() -> str:
             desc = f"({note}) {desc}"
         default = _default_text(sch)
         inherited = key.removeprefix("models.<name>.")
-        if key.startswith("models.<name>.") and inherited in deref(load_schema()["properties"]["training"])["properties"]:
+        if (
+            key.startswith("models.<name>.")
+            and inherited in deref(load_schema()["properties"]["training"])["properties"]
+        ):
             default = f"`training.{inherited}`"
         rows.append(f"| `{key}` | {_type_text(sch)} | {default} | {desc} |")
     return "\n".join(rows)

@@ -59,8 +59,9 @@ def _as_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     pred = np.asarray(pred, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if pred.shape != ref.shape:
-        raise InputError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}; "
-                         "score images of the same size")
+        raise InputError(
+            f"prediction shape {pred.shape} differs from reference shape {ref.shape}; score images of the same size"
+        )
     return pred, ref
 
 
@@ -84,13 +85,18 @@ def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> 
     if pred.ndim != 2:
         raise InputError(f"SSIM is computed per section; got an array of shape {pred.shape}, pass 2D sections")
     if min(pred.shape) < MIN_SIDE:
-        raise InputError(f"section of shape {pred.shape} is smaller than the {MIN_SIDE}-pixel SSIM window; "
-                         "lower metrics.border_crop or use larger sections")
+        raise InputError(
+            f"section of shape {pred.shape} is smaller than the {MIN_SIDE}-pixel SSIM window; "
+            "lower metrics.border_crop or use larger sections"
+        )
     r = _data_range(ref, data_range)
     if r <= 0:
         return float("nan")
-    return float(structural_similarity(
-        ref, pred, data_range=r, gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False))
+    return float(
+        structural_similarity(
+            ref, pred, data_range=r, gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False
+        )
+    )
 
 
 def frc_curve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +166,7 @@ def normalize_to_reference(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def _crop(section: np.ndarray, border: int) -> np.ndarray:
-    return section[border:section.shape[0] - border, border:section.shape[1] - border] if border else section
+    return section[border : section.shape[0] - border, border : section.shape[1] - border] if border else section
 
 
 def _check_crop(shape: tuple[int, ...], border: int) -> None:
@@ -168,8 +174,10 @@ def _check_crop(shape: tuple[int, ...], border: int) -> None:
         raise InputError(f"metrics.border_crop is {border}; set it to 0 or a positive number of HR pixels")
     side = min(shape[-2:]) - 2 * border
     if side < MIN_SIDE:
-        raise InputError(f"metrics.border_crop {border} leaves {side} pixels of a {shape[-2:]} section, fewer "
-                         f"than the {MIN_SIDE} SSIM needs; lower metrics.border_crop")
+        raise InputError(
+            f"metrics.border_crop {border} leaves {side} pixels of a {shape[-2:]} section, fewer "
+            f"than the {MIN_SIDE} SSIM needs; lower metrics.border_crop"
+        )
 
 
 class SectionPair:
@@ -259,17 +267,32 @@ def _pixel_nm(pairs_json: str | Path, hr_voxel: list | None, hr_path) -> float:
     meta = read_json(pairs_json) if pairs_json is not None else {}
     voxel = meta.get("hr_voxel_nm", hr_voxel)
     if voxel is None or len(voxel) != 3 or voxel[1] is None or voxel[2] is None:
-        raise InputError(f"{pairs_json}: no 'hr_voxel_nm' [z, y, x] and {hr_path} has no voxel size; "
-                         "rerun the pairs stage so it records the HR voxel size")
+        raise InputError(
+            f"{pairs_json}: no 'hr_voxel_nm' [z, y, x] and {hr_path} has no voxel size; "
+            "rerun the pairs stage so it records the HR voxel size"
+        )
     vy, vx = float(voxel[1]), float(voxel[2])
     if not np.isclose(vy, vx, rtol=0.01):
-        raise InputError(f"{pairs_json}: HR pixels are not square ({vy} x {vx} nm); FRC rings need square "
-                         "pixels, resample the HR stack to equal y/x voxel size")
+        raise InputError(
+            f"{pairs_json}: HR pixels are not square ({vy} x {vx} nm); FRC rings need square "
+            "pixels, resample the HR stack to equal y/x voxel size"
+        )
     return vy
 
 
-def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc: str, metrics: dict | None,
-                      model: str, data: str, fold: str, specimen: str, log: str | None = None) -> pd.DataFrame:
+def run_image_metrics(
+    sr: str,
+    hr: str,
+    pairs: str | None,
+    out_csv: str,
+    out_frc: str,
+    metrics: dict | None,
+    model: str,
+    data: str,
+    fold: str,
+    specimen: str,
+    log: str | None = None,
+) -> pd.DataFrame:
     """Score every section of the SR volume `sr` against the HR volume `hr` with every registered image metric.
 
     `metrics`: config['metrics'] (missing keys take the schema's defaults). Writes `out_csv`
@@ -281,8 +304,10 @@ def run_image_metrics(sr: str, hr: str, pairs: str | None, out_csv: str, out_frc
     pred, _, _ = read_image(sr)
     ref, hr_voxel, _ = read_image(hr)
     if pred.shape != ref.shape:
-        raise InputError(f"{sr}: shape {pred.shape} differs from the HR {hr} shape {ref.shape}; "
-                         "rerun inference so the SR volume matches the HR pair")
+        raise InputError(
+            f"{sr}: shape {pred.shape} differs from the HR {hr} shape {ref.shape}; "
+            "rerun inference so the SR volume matches the HR pair"
+        )
     if not np.all(np.isfinite(pred)):
         raise InputError(f"{sr}: contains NaN or infinite values; rerun inference (check the model's training log)")
     pixel_nm = _pixel_nm(pairs, hr_voxel, hr)

@@ -73,8 +73,10 @@ def contingency_table(seg: np.ndarray, truth: np.ndarray):
     seg = np.asarray(seg)
     truth = np.asarray(truth)
     if seg.shape != truth.shape:
-        raise InputError(f"segmentation shape {seg.shape} differs from reference shape {truth.shape}; "
-                         "score a segmentation of the reference's image")
+        raise InputError(
+            f"segmentation shape {seg.shape} differs from reference shape {truth.shape}; "
+            "score a segmentation of the reference's image"
+        )
     for name, arr in (("segmentation", seg), ("reference", truth)):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise InputError(f"{name} labels have dtype {arr.dtype}; pass integer instance IDs")
@@ -82,8 +84,9 @@ def contingency_table(seg: np.ndarray, truth: np.ndarray):
     truth_ids, t_idx = np.unique(truth.ravel()[fg], return_inverse=True)
     seg_ids, s_idx = np.unique(seg.ravel()[fg], return_inverse=True)
     # COO -> CSR sums the duplicate (i, j) entries: the contingency counts.
-    table = sparse.coo_array((np.ones(t_idx.size, dtype=np.float64), (t_idx.ravel(), s_idx.ravel())),
-                             shape=(truth_ids.size, seg_ids.size)).tocsr()
+    table = sparse.coo_array(
+        (np.ones(t_idx.size, dtype=np.float64), (t_idx.ravel(), s_idx.ravel())), shape=(truth_ids.size, seg_ids.size)
+    ).tocsr()
     return table, truth_ids, seg_ids
 
 
@@ -159,8 +162,14 @@ def f1_from_table(table, seg_ids: np.ndarray, iou_threshold: float = IOU_THRESHO
     pred_cols = np.flatnonzero(np.asarray(seg_ids) != 0)
     n_pred = int(pred_cols.size)
     if n_true == 0:
-        return {"f1": float("nan"), "precision": float("nan"), "recall": float("nan"),
-                "n_true": 0, "n_pred": n_pred, "n_matched": 0}
+        return {
+            "f1": float("nan"),
+            "precision": float("nan"),
+            "recall": float("nan"),
+            "n_true": 0,
+            "n_pred": n_pred,
+            "n_matched": 0,
+        }
     coo = table.tocoo()
     rows, cols, inter = coo.row, coo.col, coo.data.astype(np.float64)
     # IoU of every overlapping (truth, seg) pair: |A & B| / (|A| + |B| - |A & B|).
@@ -169,8 +178,14 @@ def f1_from_table(table, seg_ids: np.ndarray, iou_threshold: float = IOU_THRESHO
     matched = _count_matches(rows[cand], cols[cand], iou[cand])
     precision = matched / n_pred if n_pred else 0.0
     recall = matched / n_true
-    return {"f1": 2.0 * matched / (n_true + n_pred), "precision": precision, "recall": recall,
-            "n_true": n_true, "n_pred": n_pred, "n_matched": matched}
+    return {
+        "f1": 2.0 * matched / (n_true + n_pred),
+        "precision": precision,
+        "recall": recall,
+        "n_true": n_true,
+        "n_pred": n_pred,
+        "n_matched": matched,
+    }
 
 
 class LabelPair:
@@ -262,7 +277,7 @@ def segmentation_scores(seg: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def _crop_yx(vol: np.ndarray, border: int) -> np.ndarray:
-    return vol[..., border:vol.shape[-2] - border, border:vol.shape[-1] - border] if border else vol
+    return vol[..., border : vol.shape[-2] - border, border : vol.shape[-1] - border] if border else vol
 
 
 def _read_key(path, key: str):
@@ -272,9 +287,20 @@ def _read_key(path, key: str):
     return meta[key]
 
 
-def run_seg_metrics(segmentations: list[str], reference: str, reference_json: str, threshold_json: str,
-                    out_csv: str, segmentation: dict, metrics: dict | None,
-                    model: str, data: str, fold: str, specimen: str, log: str | None = None) -> pd.DataFrame:
+def run_seg_metrics(
+    segmentations: list[str],
+    reference: str,
+    reference_json: str,
+    threshold_json: str,
+    out_csv: str,
+    segmentation: dict,
+    metrics: dict | None,
+    model: str,
+    data: str,
+    fold: str,
+    specimen: str,
+    log: str | None = None,
+) -> pd.DataFrame:
     """Score each section of each thresholded segmentation against the reference labels.
 
     `segmentations[k]` is the segmentation at `segmentation["thresholds"][k]`; `metrics` is
@@ -294,26 +320,38 @@ def run_seg_metrics(segmentations: list[str], reference: str, reference_json: st
     best = float(_read_key(threshold_json, "best_threshold"))
     truth, _ = read_labels(reference)
     if min(truth.shape[-2:]) - 2 * border < 1:
-        raise InputError(f"metrics.border_crop {border} leaves nothing of the {truth.shape[-2:]} sections of "
-                         f"{reference}; lower metrics.border_crop")
+        raise InputError(
+            f"metrics.border_crop {border} leaves nothing of the {truth.shape[-2:]} sections of "
+            f"{reference}; lower metrics.border_crop"
+        )
     full_shape = truth.shape
     truth = _crop_yx(truth, border)
     ids = {"model": model, "data": data, "fold": fold, "specimen": specimen}
 
     rows = []
-    bar = tqdm(total=len(thresholds) * truth.shape[0], file=sys.stderr,
-               desc=f"seg metrics {model}/{data}/{fold}/{specimen}")
+    bar = tqdm(
+        total=len(thresholds) * truth.shape[0], file=sys.stderr, desc=f"seg metrics {model}/{data}/{fold}/{specimen}"
+    )
     for thr, path in zip(thresholds, segmentations):
         seg, _ = read_labels(path)
         if seg.shape != full_shape:
-            raise InputError(f"{path}: shape {seg.shape} differs from the reference {reference} shape {full_shape}; "
-                             "segment the image that belongs to this reference")
+            raise InputError(
+                f"{path}: shape {seg.shape} differs from the reference {reference} shape {full_shape}; "
+                "segment the image that belongs to this reference"
+            )
         seg = _crop_yx(seg, border)
         for z in range(truth.shape[0]):  # per section; a 3D column set would score LabelPair(seg, truth) once
-            rows.append({**ids, "section": z, "threshold": thr, **score(SEGMENTATION, LabelPair(seg[z], truth[z])),
-                         "reference": source,
-                         "is_best": bool(np.isclose(thr, best)),
-                         "is_fixed": bool(fixed is not None and np.isclose(thr, float(fixed)))})
+            rows.append(
+                {
+                    **ids,
+                    "section": z,
+                    "threshold": thr,
+                    **score(SEGMENTATION, LabelPair(seg[z], truth[z])),
+                    "reference": source,
+                    "is_best": bool(np.isclose(thr, best)),
+                    "is_fixed": bool(fixed is not None and np.isclose(thr, float(fixed))),
+                }
+            )
             bar.update()
     bar.close()
     table = pd.DataFrame(rows).sort_values(["section", "threshold"], kind="stable").reset_index(drop=True)

@@ -50,7 +50,9 @@ def check_arch(name) -> type:
 def check_scale(scale, allowed: Callable[[int], bool] | None = None, arch: str = "", hint: str = "") -> int:
     """Scale must be a positive integer (and, for some upsamplers, of a given form)."""
     if isinstance(scale, bool) or not float(scale).is_integer() or int(scale) < 1:
-        raise InputError(f"scale {scale!r} for arch {arch!r} must be a positive integer; pair LR and HR at an integer ratio")
+        raise InputError(
+            f"scale {scale!r} for arch {arch!r} must be a positive integer; pair LR and HR at an integer ratio"
+        )
     scale = int(scale)
     if allowed is not None and not allowed(scale):
         raise InputError(f"arch {arch!r} cannot upsample by {scale}; {hint}")
@@ -69,7 +71,8 @@ def build_model(spec: dict, scale: int) -> torch.nn.Module:
     unknown = sorted(set(net) - set(accepted))
     if unknown:
         raise InputError(
-            f"`net:` of arch {spec['arch']!r} has unknown key(s) {', '.join(unknown)}; accepted keys: {', '.join(accepted)}"
+            f"`net:` of arch {spec['arch']!r} has unknown key(s) {', '.join(unknown)};"
+            f" accepted keys: {', '.join(accepted)}"
         )
     context = check_context(spec.get("context", 0), spec["arch"], "in_channels" in params)
     if context:
@@ -82,10 +85,16 @@ def build_model(spec: dict, scale: int) -> torch.nn.Module:
 def check_context(context, arch: str = "", supported: bool = True) -> int:
     """`context: k` (2.5D input of the 2k+1 neighbouring LR sections as channels) must be an integer >= 0."""
     if isinstance(context, bool) or not isinstance(context, int) or context < 0:
-        raise InputError(f"model key context: must be an integer >= 0 (neighbouring sections on each side), got {context!r}")
+        raise InputError(
+            f"model key context: must be an integer >= 0 (neighbouring sections on each side), got {context!r}"
+        )
     if context and not supported:
-        multi = ", ".join(sorted(n for n, c in ARCHS.items() if "in_channels" in inspect.signature(c.__init__).parameters))
-        raise InputError(f"arch {arch!r} cannot take z-context (context: {context}); use one of {multi} or set context: 0")
+        multi = ", ".join(
+            sorted(n for n, c in ARCHS.items() if "in_channels" in inspect.signature(c.__init__).parameters)
+        )
+        raise InputError(
+            f"arch {arch!r} cannot take z-context (context: {context}); use one of {multi} or set context: 0"
+        )
     return context
 
 
@@ -96,7 +105,9 @@ def model_meta(model: torch.nn.Module, spec: dict, scale: int) -> dict:
     return meta
 
 
-def save_trained(path: str | os.PathLike, model: torch.nn.Module, spec: dict, scale: int, extra: dict | None = None) -> None:
+def save_trained(
+    path: str | os.PathLike, model: torch.nn.Module, spec: dict, scale: int, extra: dict | None = None
+) -> None:
     """Write model.pt atomically: arch, net kwargs, scale, weights (+ extra info)."""
     state = model_meta(model, spec, scale)
     state["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -110,13 +121,21 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """Rebuild a model saved by `save_trained`; returns (model in eval mode on device, meta)."""
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or not {"arch", "scale", "state_dict"} <= set(state):
-        raise InputError(f"{path}: not an srseg model file (needs keys arch, scale, state_dict); point to a model.pt written by the train rule")
-    model = build_model({"arch": state["arch"], "net": state.get("net") or {}, "context": state.get("context", 0)}, state["scale"])
+        raise InputError(
+            f"{path}: not an srseg model file (needs keys arch, scale, state_dict); "
+            "point to a model.pt written by the train rule"
+        )
+    model = build_model(
+        {"arch": state["arch"], "net": state.get("net") or {}, "context": state.get("context", 0)}, state["scale"]
+    )
     try:
         model.load_state_dict(state["state_dict"], strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise InputError(f"{path}: weights do not fit arch {state['arch']!r} with its stored net settings ({first}); retrain or fix the file") from exc
+        raise InputError(
+            f"{path}: weights do not fit arch {state['arch']!r} with its stored net settings ({first}); "
+            "retrain or fix the file"
+        ) from exc
     meta = {k: v for k, v in state.items() if k != "state_dict"}
     return model.to(device).eval(), meta
 

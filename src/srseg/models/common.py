@@ -70,4 +70,3 @@ class ResidualShuffleSR(nn.Module):
         f = self.head(x - 0.5)
         f = f + self.body(f)  # long skip
         return self.tail(self.upsample(f)) + 0.5
-

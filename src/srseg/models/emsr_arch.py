@@ -93,7 +93,9 @@ class ViTBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, channels: int, n_res: int, n_path: int, heads: int, window: int, mlp_ratio: float, edge_scales: int):
+    def __init__(
+        self, channels: int, n_res: int, n_path: int, heads: int, window: int, mlp_ratio: float, edge_scales: int
+    ):
         super().__init__()
         self.edge_scales = edge_scales
         self.res = nn.Sequential(*[ResBlock(channels) for _ in range(n_res)])
@@ -141,7 +143,9 @@ class EMSR(nn.Module):
         super().__init__()
         self.scale = check_scale(scale, lambda s: factor_2_3(s) is not None, "emsr", PIXEL_SHUFFLE_HINT)
         if channels % heads:
-            raise InputError(f"emsr `net:` channels={channels} is not divisible by heads={heads}; make channels a multiple of heads")
+            raise InputError(
+                f"emsr `net:` channels={channels} is not divisible by heads={heads}; make channels a multiple of heads"
+            )
         self.head = nn.Conv2d(1, channels, 3, padding=1)  # shallow feature extractor H_FE
         self.blocks = nn.ModuleList(
             BasicBlock(channels, n_res, n_path, heads, window, mlp_ratio, edge_scales) for _ in range(n_basic)

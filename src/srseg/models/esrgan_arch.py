@@ -65,8 +65,15 @@ class RRDBNet(nn.Module):
 
     training = "gan"
 
-    def __init__(self, scale: int, n_feats: int = 64, n_blocks: int = 23, growth: int = 32, noise: bool = False,
-                 in_channels: int = 1):
+    def __init__(
+        self,
+        scale: int,
+        n_feats: int = 64,
+        n_blocks: int = 23,
+        growth: int = 32,
+        noise: bool = False,
+        in_channels: int = 1,
+    ):
         super().__init__()
         self.scale = check_scale(scale, lambda s: factor_2_3(s) is not None, "esrgan", PIXEL_SHUFFLE_HINT)
         self.conv_first = nn.Conv2d(in_channels, n_feats, 3, padding=1)

@@ -41,7 +41,8 @@ class PSSRResUNet(nn.Module):
         self.bottleneck = nn.Sequential(*[ResBlock(widths[depth]) for _ in range(n_blocks)])
         # x2 sub-pixel upsampling halves the width: C_{i+1} -> C_i (fewer checkerboard artefacts than deconvolution)
         self.up = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(widths[i + 1], widths[i] * 4, 3, padding=1), nn.PixelShuffle(2)) for i in range(depth)
+            nn.Sequential(nn.Conv2d(widths[i + 1], widths[i] * 4, 3, padding=1), nn.PixelShuffle(2))
+            for i in range(depth)
         )
         self.merge = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(depth))
         self.dec = nn.ModuleList(nn.Sequential(*[ResBlock(widths[i]) for _ in range(n_blocks)]) for i in range(depth))

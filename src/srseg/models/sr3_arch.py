@@ -94,16 +94,22 @@ class UNet(nn.Module):
             if level < len(mults) - 1:
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid = nn.ModuleList([TimeResBlock(c, c, emb_dim, dropout),
-                                  SelfAttention(c) if attention else nn.Identity(),
-                                  TimeResBlock(c, c, emb_dim, dropout)])
+        self.mid = nn.ModuleList(
+            [
+                TimeResBlock(c, c, emb_dim, dropout),
+                SelfAttention(c) if attention else nn.Identity(),
+                TimeResBlock(c, c, emb_dim, dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mults))):
             for _ in range(res_blocks + 1):
                 self.up.append(TimeResBlock(c + skips.pop(), channels * m, emb_dim, dropout))
                 c = channels * m
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1))
+                )
         self.tail = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), nn.Conv2d(c, 1, 3, padding=1))
 
     def forward(self, x, level):
@@ -127,9 +133,20 @@ class UNet(nn.Module):
 class SR3(nn.Module):
     training = "diffusion"
 
-    def __init__(self, scale: int, channels: int = 64, mults=(1, 2, 4, 8), res_blocks: int = 2, attention: bool = True,
-                 dropout: float = 0.0, timesteps: int = 2000, beta_start: float = 1e-6, beta_end: float = 1e-2,
-                 sample_steps: int = 50, in_channels: int = 1):
+    def __init__(
+        self,
+        scale: int,
+        channels: int = 64,
+        mults=(1, 2, 4, 8),
+        res_blocks: int = 2,
+        attention: bool = True,
+        dropout: float = 0.0,
+        timesteps: int = 2000,
+        beta_start: float = 1e-6,
+        beta_end: float = 1e-2,
+        sample_steps: int = 50,
+        in_channels: int = 1,
+    ):
         super().__init__()
         self.scale = check_scale(scale, arch="sr3")
         self.unet = UNet(in_channels, channels, list(mults), res_blocks, attention, dropout)

@@ -24,7 +24,10 @@ class SRCNN(nn.Module):
         self.scale = check_scale(scale, arch="srcnn")
         features, kernels = list(features), list(kernels)
         if len(kernels) != len(features) + 1:
-            raise InputError(f"srcnn `net:` has {len(features)} features and {len(kernels)} kernels; give one kernel size more than features")
+            raise InputError(
+                f"srcnn `net:` has {len(features)} features and {len(kernels)} kernels;"
+                " give one kernel size more than features"
+            )
         chans = [in_channels] + features + [1]  # in_channels > 1: 2.5D z-context stack
         layers: list[nn.Module] = []
         for i, k in enumerate(kernels):

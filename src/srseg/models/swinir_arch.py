@@ -36,8 +36,11 @@ from .common import PIXEL_SHUFFLE_HINT, PixelShuffleUpsampler, factor_2_3
 def _window_hw(window) -> tuple[int, int]:
     if isinstance(window, int) and not isinstance(window, bool):
         window = [window, window]
-    if (not isinstance(window, (list, tuple)) or len(window) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in window)):
+    if (
+        not isinstance(window, (list, tuple))
+        or len(window) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in window)
+    ):
         raise InputError(f"swinir `net:` window must be a positive integer or [height, width], got {window!r}")
     return int(window[0]), int(window[1])
 
@@ -64,6 +67,7 @@ def from_windows(x: torch.Tensor, h: int, w: int, wh: int, ww: int) -> torch.Ten
 
 def shift_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device) -> torch.Tensor:
     """(nW, N, N) additive mask: -inf between positions that the cyclic shift brought from different image regions."""
+
     def bands(win, shift):  # Swin's three bands along an axis; one band when that axis is not shifted
         return (slice(0, -win), slice(-win, -shift), slice(-shift, None)) if shift else (slice(None),)
 
@@ -108,7 +112,9 @@ class WindowGroup(nn.Module):
         if sh or sw:
             mask = mask + shift_mask(h, w, wh, ww, sh, sw, q.device)[:, None]
         mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask)  # softmax(QK^T/sqrt(d) + B) V
+        out = F.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), attn_mask=mask
+        )  # softmax(QK^T/sqrt(d) + B) V
         out = from_windows(out.transpose(2, 3).flatten(-2), h, w, wh, ww)
         if sh or sw:
             out = torch.roll(out, (sh, sw), dims=(1, 2))
@@ -136,8 +142,12 @@ class SwinLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        parts = [g(qq, kk, vv, self.shifted) for g, qq, kk, vv in
-                 zip(self.groups, q.split(self.split, -1), k.split(self.split, -1), v.split(self.split, -1))]
+        parts = [
+            g(qq, kk, vv, self.shifted)
+            for g, qq, kk, vv in zip(
+                self.groups, q.split(self.split, -1), k.split(self.split, -1), v.split(self.split, -1)
+            )
+        ]
         x = x + self.proj(torch.cat(parts, dim=-1))
         return x + self.mlp(self.norm2(x))
 
@@ -174,7 +184,10 @@ class SwinIR(nn.Module):
         self.scale = check_scale(scale, lambda s: factor_2_3(s) is not None, name, PIXEL_SHUFFLE_HINT)
         wh, ww = _window_hw(window)
         if embed_dim % heads:
-            raise InputError(f"{name} `net:` embed_dim={embed_dim} is not divisible by heads={heads}; make embed_dim a multiple of heads")
+            raise InputError(
+                f"{name} `net:` embed_dim={embed_dim} is not divisible by heads={heads};"
+                " make embed_dim a multiple of heads"
+            )
         if crossed and heads < 2:
             raise InputError(f"{name} `net:` crossed windows split the heads in two; use heads >= 2 (got {heads})")
         self.window = (wh, ww)
@@ -185,7 +198,9 @@ class SwinIR(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.body_conv = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
         # SwinIR's "pixelshuffle" reconstruction: embed_dim -> 64 features before upsampling
-        self.before_up = nn.Sequential(nn.Conv2d(embed_dim, upsample_feats, 3, padding=1), nn.LeakyReLU(0.01, inplace=True))
+        self.before_up = nn.Sequential(
+            nn.Conv2d(embed_dim, upsample_feats, 3, padding=1), nn.LeakyReLU(0.01, inplace=True)
+        )
         self.upsample = PixelShuffleUpsampler(upsample_feats, self.scale)
         self.tail = nn.Conv2d(upsample_feats, 1, 3, padding=1)
 
@@ -206,6 +221,16 @@ class SwinIR(nn.Module):
 class EDT(SwinIR):
     """SwinIR body with EDT's shifted crossed 6x24 / 24x6 windows as the defaults."""
 
-    def __init__(self, scale: int, embed_dim: int = 60, depths=(6, 6, 6, 6), heads: int = 6, window=(6, 24),
-                 crossed: bool = True, mlp_ratio: float = 2.0, upsample_feats: int = 64, in_channels: int = 1):
+    def __init__(
+        self,
+        scale: int,
+        embed_dim: int = 60,
+        depths=(6, 6, 6, 6),
+        heads: int = 6,
+        window=(6, 24),
+        crossed: bool = True,
+        mlp_ratio: float = 2.0,
+        upsample_feats: int = 64,
+        in_channels: int = 1,
+    ):
         super().__init__(scale, embed_dim, depths, heads, window, crossed, mlp_ratio, upsample_feats, in_channels)

@@ -61,7 +61,9 @@ class VGGFeatures(nn.Module):
         try:
             features.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise InputError(f"{weights_path}: not a VGG19 state dict ({str(exc).splitlines()[0]}); give torchvision vgg19 weights") from exc
+            raise InputError(
+                f"{weights_path}: not a VGG19 state dict ({str(exc).splitlines()[0]}); give torchvision vgg19 weights"
+            ) from exc
         self.features = features[: max(self.layers.values()) + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)

@@ -110,7 +110,11 @@ class WGANCritic(nn.Module):
         for i, c in enumerate(channels):
             strides = (2,) if i == 0 else (1, 2)  # k3n64s1 (above), k3n64s2, k3n128s1, k3n128s2, ...
             for s in strides:
-                layers += [nn.Conv2d(c_in, c, 3, stride=s, padding=1), nn.InstanceNorm2d(c, affine=True), nn.LeakyReLU(slope, inplace=True)]
+                layers += [
+                    nn.Conv2d(c_in, c, 3, stride=s, padding=1),
+                    nn.InstanceNorm2d(c, affine=True),
+                    nn.LeakyReLU(slope, inplace=True),
+                ]
                 c_in = c
         layers.append(nn.Conv2d(c_in, 1, 3, padding=1))
         self.body = nn.Sequential(*layers)

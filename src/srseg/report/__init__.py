@@ -39,12 +39,23 @@ def output_paths(tables_dir: str | Path, figures_dir: str | Path) -> dict[str, l
     }
 
 
-def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir: str | Path,
-               figures_dir: str | Path, frc_csvs: Sequence[str] = (), train_jsons: Sequence[str] = (),
-               train_logs: Sequence[str] = (), infer_jsons: Sequence[str] = (), align_pngs: Sequence[str] = (),
-               align_jsons: Sequence[str] = (), example: dict | None = None,
-               rows: Sequence[Sequence[str]] | None = None, cfg: dict | None = None,
-               log: str | Path | None = None) -> dict:
+def run_report(
+    *,
+    image_csvs: Sequence[str],
+    seg_csvs: Sequence[str],
+    tables_dir: str | Path,
+    figures_dir: str | Path,
+    frc_csvs: Sequence[str] = (),
+    train_jsons: Sequence[str] = (),
+    train_logs: Sequence[str] = (),
+    infer_jsons: Sequence[str] = (),
+    align_pngs: Sequence[str] = (),
+    align_jsons: Sequence[str] = (),
+    example: dict | None = None,
+    rows: Sequence[Sequence[str]] | None = None,
+    cfg: dict | None = None,
+    log: str | Path | None = None,
+) -> dict:
     """Build every table and figure of the report.
 
     rows: (model, data) pairs in the order tables list them (`hr` goes last).
@@ -78,8 +89,9 @@ def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir
     fixed_threshold = float(fixed[0]) if len(fixed) == 1 else None
 
     tests = tables.paired_tests(sections, order, cfg["min_pairs"])
-    summary = tables.summary_table(sections, train, tests, order, cfg["n_boot"], cfg["confidence"],
-                                   cfg["seed"], fixed_threshold)
+    summary = tables.summary_table(
+        sections, train, tests, order, cfg["n_boot"], cfg["confidence"], cfg["seed"], fixed_threshold
+    )
     report_tables = [
         summary,
         tables.per_specimen_table(sections, order),
@@ -91,11 +103,16 @@ def run_report(*, image_csvs: Sequence[str], seg_csvs: Sequence[str], tables_dir
     ]
     dpi = cfg["dpi"]
     steps = [(f"table {t.name}", lambda t=t: tables.write_table(t, tables_dir)) for t in report_tables] + [
-        ("figure metric_bars", lambda: figures.metric_bars(summary.numeric, order, figures_dir, dpi, cfg["confidence"])),
+        (
+            "figure metric_bars",
+            lambda: figures.metric_bars(summary.numeric, order, figures_dir, dpi, cfg["confidence"]),
+        ),
         ("figure threshold_curves", lambda: figures.threshold_curves(seg, order, figures_dir, dpi)),
         ("figure frc_curves", lambda: figures.frc_curves(frc, order, figures_dir, dpi)),
-        ("figure quality_vs_segmentation",
-         lambda: figures.quality_vs_segmentation(summary.numeric, order, figures_dir, dpi, cfg["confidence"])),
+        (
+            "figure quality_vs_segmentation",
+            lambda: figures.quality_vs_segmentation(summary.numeric, order, figures_dir, dpi, cfg["confidence"]),
+        ),
         ("figure training_curves", lambda: figures.training_curves(logs, order, figures_dir, dpi)),
         ("figure alignment_qc", lambda: figures.alignment_qc(qc, figures_dir, dpi)),
         ("figures qualitative", lambda: _qualitative(example, sections, seg, summary.numeric, order, cfg, figures_dir)),
@@ -128,8 +145,9 @@ def _qualitative(example, sections, seg, summary, order, cfg, out_dir) -> list[P
     from . import collect, figures, tables
 
     if not example or not example.get("hr"):
-        return (figures.qualitative_grid([], None, out_dir, "no example specimen", dpi=cfg["dpi"])
-                + figures.segmentation_overlays([], None, out_dir, "no example specimen", dpi=cfg["dpi"]))
+        return figures.qualitative_grid(
+            [], None, out_dir, "no example specimen", dpi=cfg["dpi"]
+        ) + figures.segmentation_overlays([], None, out_dir, "no example specimen", dpi=cfg["dpi"])
     import cv2
 
     fold, specimen = str(example["fold"]), str(example["specimen"])
@@ -141,8 +159,10 @@ def _qualitative(example, sections, seg, summary, order, cfg, out_dir) -> list[P
         sr[(k["model"], k["data"])] = read_image(path)[0]
     z = hr.shape[0] // 2 if cfg["section"] is None else cfg["section"]
     if not 0 <= z < min([hr.shape[0], lr.shape[0]] + [v.shape[0] for v in sr.values()]):
-        raise InputError(f"config key report.section = {z} is outside the {hr.shape[0]} sections of {example['hr']}; "
-                         "choose a smaller section or leave it empty")
+        raise InputError(
+            f"config key report.section = {z} is outside the {hr.shape[0]} sections of {example['hr']}; "
+            "choose a smaller section or leave it empty"
+        )
     # SR outputs and HR should share a shape; if not, show their common top-left area.
     h = min([hr.shape[1]] + [v.shape[1] for v in sr.values()])
     w = min([hr.shape[2]] + [v.shape[2] for v in sr.values()])
@@ -150,8 +170,13 @@ def _qualitative(example, sections, seg, summary, order, cfg, out_dir) -> list[P
     px_nm = voxel[2] if voxel and voxel[2] else None
 
     def metrics_line(model, data):
-        row = sections[(sections["model"] == model) & (sections["data"] == data) & (sections["fold"] == fold)
-                       & (sections["specimen"] == specimen) & (sections["section"] == z)]
+        row = sections[
+            (sections["model"] == model)
+            & (sections["data"] == data)
+            & (sections["fold"] == fold)
+            & (sections["specimen"] == specimen)
+            & (sections["section"] == z)
+        ]
         if row.empty or not np.isfinite(row["psnr"].iloc[0]):
             return ""
         return f"\n{row['psnr'].iloc[0]:.2f} dB, SSIM {row['ssim'].iloc[0]:.3f}"
@@ -173,12 +198,21 @@ def _qualitative(example, sections, seg, summary, order, cfg, out_dir) -> list[P
     cand = summary[~summary["model"].isin([tables.BASELINE[0], tables.UPPER_BOUND])].dropna(subset=["voi_sum_mean"])
     best = tuple(cand.sort_values("voi_sum_mean", kind="stable").iloc[0][["model", "data"]]) if len(cand) else None
     seg_panels = []
-    for row, image in ((tables.BASELINE, sr.get(tables.BASELINE)), (best, sr.get(best)),
-                       ((tables.UPPER_BOUND, "none"), hr)):
+    for row, image in (
+        (tables.BASELINE, sr.get(tables.BASELINE)),
+        (best, sr.get(best)),
+        ((tables.UPPER_BOUND, "none"), hr),
+    ):
         if row is None or image is None or row not in seg_paths:
             continue
-        chosen = seg[(seg["model"] == row[0]) & (seg["data"] == row[1]) & (seg["fold"] == fold)
-                     & (seg["specimen"] == specimen) & (seg["section"] == z) & seg["is_best"]]
+        chosen = seg[
+            (seg["model"] == row[0])
+            & (seg["data"] == row[1])
+            & (seg["fold"] == fold)
+            & (seg["specimen"] == specimen)
+            & (seg["section"] == z)
+            & seg["is_best"]
+        ]
         thr = float(chosen["threshold"].iloc[0]) if len(chosen) else sorted(seg_paths[row])[len(seg_paths[row]) // 2]
         match = [t for t in seg_paths[row] if math.isclose(t, thr)]
         if not match:

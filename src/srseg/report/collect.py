@@ -29,10 +29,10 @@ RUN_KEYS = ("model", "data", "fold")
 
 @dataclass(frozen=True)
 class Producer:
-    what: str                        # what the file is, for messages
-    rule: str                        # the rule that writes it
-    required: tuple[str, ...]        # keys / columns it must hold
-    optional: tuple[str, ...] = ()   # keys it may lack (NaN then)
+    what: str  # what the file is, for messages
+    rule: str  # the rule that writes it
+    required: tuple[str, ...]  # keys / columns it must hold
+    optional: tuple[str, ...] = ()  # keys it may lack (NaN then)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -42,7 +42,9 @@ class Producer:
         return InputError(f"{path}: {self.what} lacks {key!r}; rerun the {self.rule} rule that writes it")
 
 
-TRAIN_JSON = Producer("training summary", "train", ("parameters", "steps", "train_seconds_total", "steps_per_s", "device"))
+TRAIN_JSON = Producer(
+    "training summary", "train", ("parameters", "steps", "train_seconds_total", "steps_per_s", "device")
+)
 INFER_JSON = Producer("inference summary", "infer", ("voxels_per_s", "compute_seconds", "device"))
 # error_px: only for specimens with a known true transform (phantom, simulate)
 ALIGN_QC = Producer("alignment QC", "align", ("n_matches", "n_inliers", "residual_px"), optional=("error_px",))
@@ -56,8 +58,11 @@ def image_csv() -> Producer:
 
 
 def seg_csv() -> Producer:
-    return Producer("segmentation-metrics CSV", "seg_metrics",
-                    SECTION_KEYS + ("threshold", "is_best", "is_fixed") + tuple(columns(SEGMENTATION)))
+    return Producer(
+        "segmentation-metrics CSV",
+        "seg_metrics",
+        SECTION_KEYS + ("threshold", "is_best", "is_fixed") + tuple(columns(SEGMENTATION)),
+    )
 
 
 # Key columns are strings ("none", fold and specimen names); pandas would turn
@@ -77,7 +82,7 @@ def path_keys(path: str | Path, names: Sequence[str], stem_suffix: str = "") -> 
         n_dirs = len(names) - 1
         values = (list(path.parent.parts[-n_dirs:]) if n_dirs else []) + [stem]
     else:
-        values = list(path.parent.parts[-len(names):])
+        values = list(path.parent.parts[-len(names) :])
     if len(values) != len(names):
         raise InputError(f"{path}: cannot read {', '.join(names)} from its path; keep the results/ layout of DESIGN.md")
     return dict(zip(names, values))

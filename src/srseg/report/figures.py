@@ -30,23 +30,45 @@ from .tables import BASELINE, UPPER_BOUND  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = {
-    "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73", "blue": "#0072B2",
-    "vermillion": "#D55E00", "reddish_purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+    "yellow": "#F0E442",
+    "black": "#000000",
 }
-MODEL_CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "yellow")]
+MODEL_CYCLE = [
+    OKABE_ITO[k] for k in ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "yellow")
+]
 BASELINE_COLOR = "#7F7F7F"
 DATA_STYLES = [  # (linestyle, marker, hatch), by order of appearance of the training data
-    ("-", "o", ""), ("--", "s", "//"), (":", "^", ".."), ("-.", "D", "xx"), ((0, (5, 1, 1, 1)), "v", "\\\\"),
+    ("-", "o", ""),
+    ("--", "s", "//"),
+    (":", "^", ".."),
+    ("-.", "D", "xx"),
+    ((0, (5, 1, 1, 1)), "v", "\\\\"),
 ]
 
 RC = {
-    "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
-    "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
     "axes.prop_cycle": matplotlib.cycler(color=MODEL_CYCLE),
-    "axes.spines.top": False, "axes.spines.right": False,
-    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
-    "legend.frameon": False, "lines.linewidth": 1.5, "lines.markersize": 4,
-    "image.cmap": "gray", "image.interpolation": "nearest",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.5,
+    "lines.markersize": 4,
+    "image.cmap": "gray",
+    "image.interpolation": "nearest",
     "figure.dpi": 100,  # constrained layout fits legends; no bbox="tight" (a second draw per save)
     "svg.hashsalt": "srseg",
 }
@@ -128,7 +150,7 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
     nrows = max(1, math.ceil(len(metrics) / ncols))
     with style(dpi):
         fig, axes = plt.subplots(nrows, ncols, figsize=(11, 2.6 * nrows), squeeze=False, layout="constrained")
-        for ax in axes.flat[len(metrics):]:
+        for ax in axes.flat[len(metrics) :]:
             ax.set_axis_off()
         for ax, m in zip(axes.flat, metrics):
             width = 0.8 / max(1, max((sum(1 for r in cand if r[1] == d) for d in datas), default=1))
@@ -143,8 +165,18 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
                     x = gi + (bi - (len(group) - 1) / 2) * width
                     err = None if not (np.isfinite(lo) and np.isfinite(hi)) else [[mean - lo], [hi - mean]]
                     st = styles[r]
-                    ax.bar(x, mean, width * 0.92, yerr=err, color=st["color"], hatch=st["hatch"],
-                           edgecolor="white", linewidth=0.5, capsize=2, error_kw={"elinewidth": 0.8})
+                    ax.bar(
+                        x,
+                        mean,
+                        width * 0.92,
+                        yerr=err,
+                        color=st["color"],
+                        hatch=st["hatch"],
+                        edgecolor="white",
+                        linewidth=0.5,
+                        capsize=2,
+                        error_kw={"elinewidth": 0.8},
+                    )
                     plotted = True
             hr = summary[summary["model"] == UPPER_BOUND]
             if len(hr) and np.isfinite(hr[f"{m}_mean"].iloc[0]):
@@ -161,7 +193,9 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
                 lo = np.nanmin(summary["psnr_ci_low"].fillna(summary["psnr_mean"]).to_numpy(float))
                 ax.set_ylim(bottom=max(0.0, math.floor(lo - 1)))
         models = list(dict.fromkeys(r[0] for r in cand))
-        handles = [plt.Rectangle((0, 0), 1, 1, color=styles[next(r for r in cand if r[0] == m)]["color"]) for m in models]
+        handles = [
+            plt.Rectangle((0, 0), 1, 1, color=styles[next(r for r in cand if r[0] == m)]["color"]) for m in models
+        ]
         labels = list(models)
         for d in [d for d in datas if d != "none"]:  # hatch = training data
             st = styles[next(r for r in cand if r[1] == d)]
@@ -170,8 +204,13 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
         if len(summary[summary["model"] == UPPER_BOUND]):
             handles.append(plt.Line2D([], [], color="black", linestyle="--"))
             labels.append("HR (upper bound)")
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6) or 1,
-                   title=f"error bars: {confidence:.0%} bootstrap CI over test sections")
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(len(labels), 6) or 1,
+            title=f"error bars: {confidence:.0%} bootstrap CI over test sections",
+        )
         return save(fig, out_dir, "metric_bars")
 
 
@@ -187,8 +226,14 @@ def threshold_curves(seg: pd.DataFrame, rows, out_dir, dpi: int = 200) -> list[P
                     continue
                 curve = sub.groupby("threshold")[m].mean()
                 st = styles[r]
-                ax.plot(curve.index, curve.to_numpy(), color=st["color"], linestyle=st["linestyle"],
-                        marker=st["marker"], label=st["label"])
+                ax.plot(
+                    curve.index,
+                    curve.to_numpy(),
+                    color=st["color"],
+                    linestyle=st["linestyle"],
+                    marker=st["marker"],
+                    label=st["label"],
+                )
             if not ax.lines:
                 _no_data(ax)
             ax.set_xlabel("agglomeration threshold")
@@ -213,8 +258,10 @@ def frc_curves(frc: pd.DataFrame, rows, out_dir, dpi: int = 200, n_points: int =
                 sub = frc[(frc["model"] == r[0]) & (frc["data"] == r[1])]
                 if sub.empty:
                     continue
-                curves = [np.interp(grid, g["frequency_per_nm"].to_numpy(float), g["frc"].to_numpy(float))
-                          for _, g in sub.sort_values("frequency_per_nm").groupby(["fold", "specimen", "section"])]
+                curves = [
+                    np.interp(grid, g["frequency_per_nm"].to_numpy(float), g["frc"].to_numpy(float))
+                    for _, g in sub.sort_values("frequency_per_nm").groupby(["fold", "specimen", "section"])
+                ]
                 st = styles[r]
                 ax.plot(grid, np.mean(curves, axis=0), color=st["color"], linestyle=st["linestyle"], label=st["label"])
             ax.axhline(1 / 7, color="0.3", linestyle=":", linewidth=1, label="1/7 threshold")
@@ -228,8 +275,9 @@ def frc_curves(frc: pd.DataFrame, rows, out_dir, dpi: int = 200, n_points: int =
         return save(fig, out_dir, "frc_curves")
 
 
-def quality_vs_segmentation(summary: pd.DataFrame, rows, out_dir, dpi: int = 200,
-                            confidence: float = 0.95) -> list[Path]:
+def quality_vs_segmentation(
+    summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence: float = 0.95
+) -> list[Path]:
     """Does image quality predict segmentation? PSNR / SSIM against VOI sum, one point per (model, data)."""
     styles = row_styles(rows)
     cand = summary[summary["model"] != UPPER_BOUND]
@@ -241,13 +289,33 @@ def quality_vs_segmentation(summary: pd.DataFrame, rows, out_dir, dpi: int = 200
                 if not (np.isfinite(x) and np.isfinite(y)):
                     continue
                 st = styles[(row["model"], row["data"])]
-                xerr = [[x - row[f"{m}_ci_low"]], [row[f"{m}_ci_high"] - x]] if np.isfinite(row[f"{m}_ci_low"]) else None
-                yerr = [[y - row["voi_sum_ci_low"]], [row["voi_sum_ci_high"] - y]] if np.isfinite(row["voi_sum_ci_low"]) else None
-                ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=st["color"], marker=st["marker"], markersize=6,
-                            linestyle="none", elinewidth=0.8, capsize=2, label=st["label"])
+                xerr = (
+                    [[x - row[f"{m}_ci_low"]], [row[f"{m}_ci_high"] - x]] if np.isfinite(row[f"{m}_ci_low"]) else None
+                )
+                yerr = (
+                    [[y - row["voi_sum_ci_low"]], [row["voi_sum_ci_high"] - y]]
+                    if np.isfinite(row["voi_sum_ci_low"])
+                    else None
+                )
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=xerr,
+                    yerr=yerr,
+                    color=st["color"],
+                    marker=st["marker"],
+                    markersize=6,
+                    linestyle="none",
+                    elinewidth=0.8,
+                    capsize=2,
+                    label=st["label"],
+                )
             rho = stats.spearman(cand[f"{m}_mean"], cand["voi_sum_mean"])
-            ax.set_title(f"Spearman ρ = {rho:.2f} (n = {int(np.isfinite(cand[f'{m}_mean']).sum())})"
-                         if np.isfinite(rho) else "Spearman ρ: fewer than 3 rows")
+            ax.set_title(
+                f"Spearman ρ = {rho:.2f} (n = {int(np.isfinite(cand[f'{m}_mean']).sum())})"
+                if np.isfinite(rho)
+                else "Spearman ρ: fewer than 3 rows"
+            )
             if not ax.lines:
                 _no_data(ax)
             ax.set_xlabel(_axis_label(m))
@@ -271,13 +339,24 @@ def training_curves(logs: pd.DataFrame, rows, out_dir, dpi: int = 200, smooth: i
             train = sub.groupby("step")["loss"].mean().dropna()
             # Per-step losses are noisy: a rolling mean over ~2 % of the run shows the trend.
             window = smooth or max(1, len(train) // 50)
-            axes[0].plot(train.index, train.rolling(window, min_periods=1).mean(), color=st["color"],
-                         linestyle=st["linestyle"], label=st["label"])
+            axes[0].plot(
+                train.index,
+                train.rolling(window, min_periods=1).mean(),
+                color=st["color"],
+                linestyle=st["linestyle"],
+                label=st["label"],
+            )
             for ax, col in ((axes[1], "val_l1"), (axes[2], "val_psnr")):
                 val = sub.dropna(subset=[col]).groupby("step")[col].mean()
                 if len(val):
-                    ax.plot(val.index, val.to_numpy(), color=st["color"], linestyle=st["linestyle"],
-                            marker=st["marker"], label=st["label"])
+                    ax.plot(
+                        val.index,
+                        val.to_numpy(),
+                        color=st["color"],
+                        linestyle=st["linestyle"],
+                        marker=st["marker"],
+                        label=st["label"],
+                    )
         labels = ["training loss, rolling mean (–)", "validation L1 loss (–)", "validation PSNR (dB)"]
         for ax, what in zip(axes, labels):
             if not ax.lines:
@@ -332,8 +411,14 @@ def _scale_bar(ax, px_nm: float | None, shape: tuple[int, int]) -> None:
     label = f"{length / 1000:g} µm" if length >= 1000 else f"{length:g} nm"
     outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     x0, y = 0.05 * width_px, 0.92 * height_px  # image coordinates: the lower-left corner
-    ax.plot([x0, x0 + length / px_nm], [y, y], color="white", linewidth=3, solid_capstyle="butt",
-            path_effects=[patheffects.withStroke(linewidth=4.5, foreground="black")])
+    ax.plot(
+        [x0, x0 + length / px_nm],
+        [y, y],
+        color="white",
+        linewidth=3,
+        solid_capstyle="butt",
+        path_effects=[patheffects.withStroke(linewidth=4.5, foreground="black")],
+    )
     ax.text(x0, y - 0.03 * height_px, label, color="white", ha="left", va="bottom", path_effects=outline)
 
 
@@ -373,8 +458,15 @@ def _panel(ax, img, title, px_nm, zoom, cmap="gray", vmin=0.0, vmax=1.0) -> None
     ax.set_ylim(img.shape[0] - 0.5, -0.5)
 
 
-def qualitative_grid(panels: list[tuple[str, np.ndarray]], px_nm: float | None, out_dir, title: str,
-                     zoom: float = 0.25, dpi: int = 200, max_cols: int = 5) -> list[Path]:
+def qualitative_grid(
+    panels: list[tuple[str, np.ndarray]],
+    px_nm: float | None,
+    out_dir,
+    title: str,
+    zoom: float = 0.25,
+    dpi: int = 200,
+    max_cols: int = 5,
+) -> list[Path]:
     """The same crop for LR (nearest-upscaled), bicubic, each model and HR, with a zoomed inset."""
     with style(dpi):
         n = max(1, len(panels))
@@ -396,14 +488,16 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.35) -> np.nd
     from skimage.segmentation import find_boundaries
 
     colors = [matplotlib.colors.to_rgb(c) for c in MODEL_CYCLE]
-    rgb = label2rgb(labels, image=image, colors=colors, alpha=alpha, bg_label=0, bg_color=None, kind="overlay",
-                    image_alpha=1.0)
+    rgb = label2rgb(
+        labels, image=image, colors=colors, alpha=alpha, bg_label=0, bg_color=None, kind="overlay", image_alpha=1.0
+    )
     rgb[find_boundaries(labels, mode="inner")] = 1.0
     return np.clip(rgb, 0, 1)
 
 
-def segmentation_overlays(panels: list[tuple[str, np.ndarray, np.ndarray]], px_nm: float | None, out_dir, title: str,
-                          dpi: int = 200) -> list[Path]:
+def segmentation_overlays(
+    panels: list[tuple[str, np.ndarray, np.ndarray]], px_nm: float | None, out_dir, title: str, dpi: int = 200
+) -> list[Path]:
     """Segmentations (bicubic, best model, HR, reference) over their images, same crop as the grid."""
     with style(dpi):
         n = max(1, len(panels))

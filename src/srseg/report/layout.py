@@ -4,9 +4,24 @@
 and figure is byte-identical across two runs of one config on one machine.
 """
 
-TABLE_NAMES = ["summary", "per_specimen", "training_strategy", "thresholds_f1", "thresholds_voi", "paired_tests",
-               "cost"]
+TABLE_NAMES = [
+    "summary",
+    "per_specimen",
+    "training_strategy",
+    "thresholds_f1",
+    "thresholds_voi",
+    "paired_tests",
+    "cost",
+]
 TABLE_FORMATS = ["csv", "md", "tex"]
-FIGURE_NAMES = ["qualitative", "segmentation_overlays", "metric_bars", "threshold_curves",
-                "frc_curves", "quality_vs_segmentation", "training_curves", "alignment_qc"]
+FIGURE_NAMES = [
+    "qualitative",
+    "segmentation_overlays",
+    "metric_bars",
+    "threshold_curves",
+    "frc_curves",
+    "quality_vs_segmentation",
+    "training_curves",
+    "alignment_qc",
+]
 FIGURE_FORMATS = ["png", "pdf"]

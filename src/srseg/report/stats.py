@@ -48,8 +48,13 @@ def bootstrap_ci(x, n_resamples: int = 2000, confidence: float = 0.95, seed: int
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])  # every resample has the same mean
     res = stats.bootstrap(
-        (x,), np.mean, n_resamples=int(n_resamples), confidence_level=float(confidence),
-        method="percentile", vectorized=True, rng=np.random.default_rng(seed),
+        (x,),
+        np.mean,
+        n_resamples=int(n_resamples),
+        confidence_level=float(confidence),
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -66,8 +71,12 @@ def paired_wilcoxon(x, y, min_pairs: int = 2) -> dict:
     y = np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     d = x[keep] - y[keep]
-    out = {"n_pairs": int(d.size), "median_diff": float(np.median(d)) if d.size else math.nan,
-           "statistic": math.nan, "p_value": math.nan}
+    out = {
+        "n_pairs": int(d.size),
+        "median_diff": float(np.median(d)) if d.size else math.nan,
+        "statistic": math.nan,
+        "p_value": math.nan,
+    }
     if d.size < max(min_pairs, 1) or np.all(d == 0):
         return out
     with warnings.catch_warnings():
@@ -78,13 +87,20 @@ def paired_wilcoxon(x, y, min_pairs: int = 2) -> dict:
     return out
 
 
-def paired_against(sections: pd.DataFrame, metric: str, model: str, data: str,
-                   baseline: tuple[str, str] = ("bicubic", "none"), min_pairs: int = 2) -> dict:
+def paired_against(
+    sections: pd.DataFrame,
+    metric: str,
+    model: str,
+    data: str,
+    baseline: tuple[str, str] = ("bicubic", "none"),
+    min_pairs: int = 2,
+) -> dict:
     """Wilcoxon of one (model, data) row against the baseline row, paired by section.
 
     `sections` has one row per (model, data, fold, specimen, section) and a
     column per metric; pairs are matched on (fold, specimen, section).
     """
+
     def pick(m, d):
         rows = sections[(sections["model"] == m) & (sections["data"] == d)]
         return rows[PAIR_KEYS + [metric]] if metric in rows else rows[PAIR_KEYS].assign(**{metric: np.nan})

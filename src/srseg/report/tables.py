@@ -69,12 +69,18 @@ def section_table(image: pd.DataFrame, seg: pd.DataFrame) -> pd.DataFrame:
     best = seg.loc[seg["is_best"], keys + [c.name for c in cols if c.metric.kind == SEGMENTATION and not c.fixed]]
     fixed = seg.loc[seg["is_fixed"], keys + [c.metric.name for c in cols if c.fixed]]
     fixed = fixed.rename(columns={c.metric.name: c.name for c in cols if c.fixed})
-    for frame, what in ((img, "image metrics"), (best, "is_best segmentation rows"), (fixed, "is_fixed segmentation rows")):
+    for frame, what in (
+        (img, "image metrics"),
+        (best, "is_best segmentation rows"),
+        (fixed, "is_fixed segmentation rows"),
+    ):
         dup = frame.duplicated(keys)
         if dup.any():
             r = frame.loc[dup].iloc[0]
-            raise InputError(f"results/metrics of {r['model']}/{r['data']}/{r['fold']}/{r['specimen']} have more than one "
-                             f"row of {what} for section {r['section']}; rerun the metrics rule for it")
+            raise InputError(
+                f"results/metrics of {r['model']}/{r['data']}/{r['fold']}/{r['specimen']} have more than one "
+                f"row of {what} for section {r['section']}; rerun the metrics rule for it"
+            )
     out = img.merge(best, on=keys, how="outer").merge(fixed, on=keys, how="outer")
     for c in cols:
         out[c.name] = pd.to_numeric(out[c.name], errors="coerce")
@@ -148,14 +154,22 @@ def _mean_std(x: pd.Series) -> tuple[float, float]:
 def _direction_sentence(cols: list[Column]) -> str:
     """'higher is better for PSNR, SSIM; lower for VOI split, ...' from the registry."""
     names = {d: list(dict.fromkeys(c.metric.label for c in cols if c.higher is d)) for d in (True, False)}
-    parts = [f"{word} for {', '.join(names[d])}" for d, word in ((True, "higher is better"), (False, "lower"))
-             if names[d]]
+    parts = [
+        f"{word} for {', '.join(names[d])}" for d, word in ((True, "higher is better"), (False, "lower")) if names[d]
+    ]
     return "; ".join(parts)
 
 
-def summary_table(sections: pd.DataFrame, train: pd.DataFrame, tests: pd.DataFrame, rows=None,
-                  n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-                  fixed_threshold: float | None = None) -> Table:
+def summary_table(
+    sections: pd.DataFrame,
+    train: pd.DataFrame,
+    tests: pd.DataFrame,
+    rows=None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    fixed_threshold: float | None = None,
+) -> Table:
     """One row per (model, data): every summary column as mean/std/CI over test sections pooled over folds.
 
     Only reproducible numbers: the run-time costs are the cost table's.
@@ -172,14 +186,14 @@ def summary_table(sections: pd.DataFrame, train: pd.DataFrame, tests: pd.DataFra
         for c in tested:
             hit = tests[(tests["model"] == model) & (tests["data"] == data) & (tests["metric"] == c.name)]
             rec[f"{c.name}_p"] = float(hit["p_value"].iloc[0]) if len(hit) else math.nan
-        params = pd.to_numeric(train.loc[(train["model"] == model) & (train["data"] == data), "parameters"],
-                               errors="coerce").dropna()
+        params = pd.to_numeric(
+            train.loc[(train["model"] == model) & (train["data"] == data), "parameters"], errors="coerce"
+        ).dropna()
         rec["n_params"] = float(params.max()) if len(params) else math.nan
         records.append(rec)
     num = pd.DataFrame(records)
     eligible = (num["model"] != UPPER_BOUND).to_numpy() if len(num) else np.zeros(0, bool)
-    flags = {c.name: best_mask(num[f"{c.name}_mean"], c.higher, c.decimals, eligible) if len(num) else []
-             for c in cols}
+    flags = {c.name: best_mask(num[f"{c.name}_mean"], c.higher, c.decimals, eligible) if len(num) else [] for c in cols}
     num["best"] = _best_column(flags, len(num))
 
     disp = pd.DataFrame({"Model": num.get("model", []), "Data": num.get("data", [])})
@@ -193,12 +207,14 @@ def summary_table(sections: pd.DataFrame, train: pd.DataFrame, tests: pd.DataFra
     disp["Params"] = [fmt_count(p) for p in num["n_params"]]
     bold = bold.reindex(columns=disp.columns, fill_value=False)
     fixed = [c.label(unit=False, fixed_threshold=fixed_threshold) for c in cols if c.fixed]
-    caption = (f"Summary over test sections pooled over folds: mean ± standard deviation (the CSV adds "
-               f"{confidence:.0%} percentile-bootstrap confidence intervals). Segmentation metrics at the threshold "
-               f"chosen on validation" + (f"; {', '.join(fixed)} at the fixed threshold" if fixed else "") + ". "
-               f"p: two-sided Wilcoxon signed-rank test against bicubic, paired by section ({MISSING} when fewer "
-               f"than 2 pairs or all differences are zero). Params: trainable parameters. Bold: best per column "
-               f"({_direction_sentence(cols)}), the HR upper bound excluded. Run times are in the cost table.")
+    caption = (
+        f"Summary over test sections pooled over folds: mean ± standard deviation (the CSV adds "
+        f"{confidence:.0%} percentile-bootstrap confidence intervals). Segmentation metrics at the threshold "
+        f"chosen on validation" + (f"; {', '.join(fixed)} at the fixed threshold" if fixed else "") + ". "
+        f"p: two-sided Wilcoxon signed-rank test against bicubic, paired by section ({MISSING} when fewer "
+        f"than 2 pairs or all differences are zero). Params: trainable parameters. Bold: best per column "
+        f"({_direction_sentence(cols)}), the HR upper bound excluded. Run times are in the cost table."
+    )
     return Table("summary", caption, num, disp, bold, ["Model", "Data"])
 
 
@@ -218,41 +234,68 @@ def cost_table(train: pd.DataFrame, infer: pd.DataFrame, rows=None) -> Table:
         minutes = _mean_std(pd.to_numeric(tr["train_seconds_total"], errors="coerce") / 60)
         vps = pd.to_numeric(inf["voxels_per_s"], errors="coerce").dropna()
         mvox = _mean_std(vps / 1e6)
-        records.append({
-            "model": model, "data": data,
-            "train_device": ";".join(sorted(set(map(str, tr["device"])))),
-            "n_params": float(params.max()) if len(params) else math.nan,
-            "steps": float(pd.to_numeric(tr["steps"], errors="coerce").max()) if len(tr) else math.nan,
-            "train_minutes_mean": minutes[0], "train_minutes_std": minutes[1],
-            "steps_per_s_mean": _mean_std(tr["steps_per_s"])[0],
-            "infer_device": ";".join(sorted(set(map(str, inf["device"])))),
-            "infer_mvox_per_s_mean": mvox[0], "infer_mvox_per_s_std": mvox[1],
-            # Seconds per gigavoxel: the cost of running the model on a whole dataset (DESIGN.md).
-            "infer_s_per_gvox": float(1e9 / vps.mean()) if len(vps) and vps.mean() > 0 else math.nan,
-            "infer_compute_s_total": float(pd.to_numeric(inf["compute_seconds"], errors="coerce").sum())
-            if len(inf) else math.nan,
-        })
-    num = pd.DataFrame(records, columns=["model", "data", "train_device", "n_params", "steps", "train_minutes_mean",
-                                         "train_minutes_std", "steps_per_s_mean", "infer_device",
-                                         "infer_mvox_per_s_mean", "infer_mvox_per_s_std", "infer_s_per_gvox",
-                                         "infer_compute_s_total"])
-    disp = pd.DataFrame({
-        "Model": num["model"], "Data": num["data"],
-        "Params": [fmt_count(p) for p in num["n_params"]],
-        "Steps": [fmt_count(p) for p in num["steps"]],
-        "Train device": [d or MISSING for d in num["train_device"]],
-        "Train (min)": [fmt_mean_std(a, b, 1) for a, b in zip(num["train_minutes_mean"], num["train_minutes_std"])],
-        "Steps/s": [fmt_value(v, 1) for v in num["steps_per_s_mean"]],
-        "Infer device": [d or MISSING for d in num["infer_device"]],
-        "Infer (Mvox/s)": [fmt_mean_std(a, b, 2) for a, b in zip(num["infer_mvox_per_s_mean"], num["infer_mvox_per_s_std"])],
-        "Infer (s/Gvox)": [fmt_value(v, 0) for v in num["infer_s_per_gvox"]],
-        "Infer compute (s)": [fmt_p(v) for v in num["infer_compute_s_total"]],  # 2 significant digits
-    })
-    caption = ("Computational cost: trainable parameters and training steps; training wall time over all resumed runs "
-               "(minutes, mean ± standard deviation over folds) and training steps per second; inference throughput "
-               "(megavoxels of SR output per second of compute, mean ± standard deviation over test specimens), "
-               "seconds per gigavoxel and total inference compute time. Times depend on the machine and its load, "
-               "so this is the one table that differs between two runs of the same config.")
+        records.append(
+            {
+                "model": model,
+                "data": data,
+                "train_device": ";".join(sorted(set(map(str, tr["device"])))),
+                "n_params": float(params.max()) if len(params) else math.nan,
+                "steps": float(pd.to_numeric(tr["steps"], errors="coerce").max()) if len(tr) else math.nan,
+                "train_minutes_mean": minutes[0],
+                "train_minutes_std": minutes[1],
+                "steps_per_s_mean": _mean_std(tr["steps_per_s"])[0],
+                "infer_device": ";".join(sorted(set(map(str, inf["device"])))),
+                "infer_mvox_per_s_mean": mvox[0],
+                "infer_mvox_per_s_std": mvox[1],
+                # Seconds per gigavoxel: the cost of running the model on a whole dataset (DESIGN.md).
+                "infer_s_per_gvox": float(1e9 / vps.mean()) if len(vps) and vps.mean() > 0 else math.nan,
+                "infer_compute_s_total": float(pd.to_numeric(inf["compute_seconds"], errors="coerce").sum())
+                if len(inf)
+                else math.nan,
+            }
+        )
+    num = pd.DataFrame(
+        records,
+        columns=[
+            "model",
+            "data",
+            "train_device",
+            "n_params",
+            "steps",
+            "train_minutes_mean",
+            "train_minutes_std",
+            "steps_per_s_mean",
+            "infer_device",
+            "infer_mvox_per_s_mean",
+            "infer_mvox_per_s_std",
+            "infer_s_per_gvox",
+            "infer_compute_s_total",
+        ],
+    )
+    disp = pd.DataFrame(
+        {
+            "Model": num["model"],
+            "Data": num["data"],
+            "Params": [fmt_count(p) for p in num["n_params"]],
+            "Steps": [fmt_count(p) for p in num["steps"]],
+            "Train device": [d or MISSING for d in num["train_device"]],
+            "Train (min)": [fmt_mean_std(a, b, 1) for a, b in zip(num["train_minutes_mean"], num["train_minutes_std"])],
+            "Steps/s": [fmt_value(v, 1) for v in num["steps_per_s_mean"]],
+            "Infer device": [d or MISSING for d in num["infer_device"]],
+            "Infer (Mvox/s)": [
+                fmt_mean_std(a, b, 2) for a, b in zip(num["infer_mvox_per_s_mean"], num["infer_mvox_per_s_std"])
+            ],
+            "Infer (s/Gvox)": [fmt_value(v, 0) for v in num["infer_s_per_gvox"]],
+            "Infer compute (s)": [fmt_p(v) for v in num["infer_compute_s_total"]],  # 2 significant digits
+        }
+    )
+    caption = (
+        "Computational cost: trainable parameters and training steps; training wall time over all resumed runs "
+        "(minutes, mean ± standard deviation over folds) and training steps per second; inference throughput "
+        "(megavoxels of SR output per second of compute, mean ± standard deviation over test specimens), "
+        "seconds per gigavoxel and total inference compute time. Times depend on the machine and its load, "
+        "so this is the one table that differs between two runs of the same config."
+    )
     return Table("cost", caption, num, disp, None, ["Model", "Data", "Train device", "Infer device"])
 
 
@@ -263,7 +306,9 @@ def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
     records = []
     for specimen in sorted(sections["specimen"].unique()):
         for model, data in order:
-            sub = sections[(sections["specimen"] == specimen) & (sections["model"] == model) & (sections["data"] == data)]
+            sub = sections[
+                (sections["specimen"] == specimen) & (sections["model"] == model) & (sections["data"] == data)
+            ]
             if sub.empty:
                 continue
             rec = {"specimen": specimen, "model": model, "data": data, "n_sections": int(len(sub))}
@@ -284,8 +329,10 @@ def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
     for c in cols:
         disp[c.label()] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{c.name}_mean"], num[f"{c.name}_std"])]
         bold[c.label()] = flags[c.name]
-    caption = ("Per test specimen: mean ± standard deviation over its test sections. "
-               "Bold: best per column within a specimen, the HR upper bound excluded.")
+    caption = (
+        "Per test specimen: mean ± standard deviation over its test sections. "
+        "Bold: best per column within a specimen, the HR upper bound excluded."
+    )
     return Table("per_specimen", caption, num, disp, bold, ["Specimen", "Model", "Data"])
 
 
@@ -310,8 +357,17 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
             for spec in where:
                 x = (sub if spec == "all" else sub[sub["specimen"] == spec])[c.name].dropna()
                 mean, std = _mean_std(x)
-                records.append({"metric": c.name, "model": model, "data": data, "specimen": spec,
-                                "mean": mean, "std": std, "n": int(len(x))})
+                records.append(
+                    {
+                        "metric": c.name,
+                        "model": model,
+                        "data": data,
+                        "specimen": spec,
+                        "mean": mean,
+                        "std": std,
+                        "n": int(len(x)),
+                    }
+                )
     num = pd.DataFrame(records, columns=["metric", "model", "data", "specimen", "mean", "std", "n"])
     num["best"] = False
     for (m, _, _), idx in num.groupby(["metric", "model", "specimen"], sort=False).groups.items():
@@ -332,9 +388,11 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     disp_cols = ["Metric", "Model", "Data"] + [("All" if c == "all" else c) for c in where]
     disp = pd.DataFrame(disp_rows, columns=disp_cols)
     bold = pd.DataFrame(bold_rows, columns=disp_cols).fillna(False).astype(bool)
-    caption = ("Training strategies (shape of Table III of the EMSR study): each trained model on acquired (real) "
-               "pairs and on each synthetic degradation; mean ± standard deviation over the test sections of each "
-               "specimen, and over all test sections. Bold: best training data per model, metric and column.")
+    caption = (
+        "Training strategies (shape of Table III of the EMSR study): each trained model on acquired (real) "
+        "pairs and on each synthetic degradation; mean ± standard deviation over the test sections of each "
+        "specimen, and over all test sections. Bold: best training data per model, metric and column."
+    )
     return Table("training_strategy", caption, num, disp, bold, ["Metric", "Model", "Data"])
 
 
@@ -348,9 +406,13 @@ def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Tab
         sub = seg[(seg["model"] == model) & (seg["data"] == data)]
         rec = {"model": model, "data": data}
         for t in thresholds:
-            rec[f"{metric}_t{t:g}_mean"], rec[f"{metric}_t{t:g}_std"] = _mean_std(sub.loc[np.isclose(sub["threshold"], t), metric])
+            rec[f"{metric}_t{t:g}_mean"], rec[f"{metric}_t{t:g}_std"] = _mean_std(
+                sub.loc[np.isclose(sub["threshold"], t), metric]
+            )
         records.append(rec)
-    num = pd.DataFrame(records, columns=["model", "data"] + [f"{metric}_t{t:g}_{k}" for t in thresholds for k in ("mean", "std")])
+    num = pd.DataFrame(
+        records, columns=["model", "data"] + [f"{metric}_t{t:g}_{k}" for t in thresholds for k in ("mean", "std")]
+    )
     eligible = (num["model"] != UPPER_BOUND).to_numpy()
     flags = {f"t{t:g}": best_mask(num[f"{metric}_t{t:g}_mean"], c.higher, c.decimals, eligible) for t in thresholds}
     num["best"] = _best_column(flags, len(num))
@@ -358,11 +420,15 @@ def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Tab
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
     for t in thresholds:
         col = f"t = {t:g}"
-        disp[col] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{metric}_t{t:g}_mean"], num[f"{metric}_t{t:g}_std"])]
+        disp[col] = [
+            fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{metric}_t{t:g}_mean"], num[f"{metric}_t{t:g}_std"])
+        ]
         bold[col] = flags[f"t{t:g}"]
-    caption = (f"{c.label(plain=True)} for each agglomeration threshold (shape of Table 4 of the Chalmers study): mean ± "
-               f"standard deviation over test sections pooled over folds. Bold: best per threshold "
-               f"({c.direction()}), the HR upper bound excluded.")
+    caption = (
+        f"{c.label(plain=True)} for each agglomeration threshold (shape of Table 4 of the Chalmers study): mean ± "
+        f"standard deviation over test sections pooled over folds. Bold: best per threshold "
+        f"({c.direction()}), the HR upper bound excluded."
+    )
     return Table(name, caption, num, disp, bold, ["Model", "Data"])
 
 
@@ -384,20 +450,25 @@ def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.Da
 
 
 def paired_tests_table(tests: pd.DataFrame) -> Table:
-    disp = pd.DataFrame({
-        "Model": tests["model"], "Data": tests["data"],
-        "Metric": [column(m).label() for m in tests["metric"]],
-        "n": tests["n_pairs"].astype(int).astype(str),
-        "Median diff.": [fmt_value(d, column(m).decimals) for d, m in zip(tests["median_diff"], tests["metric"])],
-        "W": [fmt_value(w, 1) for w in tests["statistic"]],
-        "p": [fmt_p(p) for p in tests["p_value"]],
-        "q (BH)": [fmt_p(q) for q in tests["q_value"]],
-    })
+    disp = pd.DataFrame(
+        {
+            "Model": tests["model"],
+            "Data": tests["data"],
+            "Metric": [column(m).label() for m in tests["metric"]],
+            "n": tests["n_pairs"].astype(int).astype(str),
+            "Median diff.": [fmt_value(d, column(m).decimals) for d, m in zip(tests["median_diff"], tests["metric"])],
+            "W": [fmt_value(w, 1) for w in tests["statistic"]],
+            "p": [fmt_p(p) for p in tests["p_value"]],
+            "q (BH)": [fmt_p(q) for q in tests["q_value"]],
+        }
+    )
     tested = ", ".join(c.metric.label for c in paired_test_columns())
-    caption = (f"Two-sided Wilcoxon signed-rank tests of each row against bicubic ({tested}), paired by (fold, "
-               "specimen, section); median diff. = median of (row - bicubic); q: Benjamini–Hochberg adjusted over the "
-               f"whole table; {MISSING} when fewer than 2 pairs exist or all differences are zero. Sections of one "
-               "specimen are correlated, so p-values are optimistic.")
+    caption = (
+        f"Two-sided Wilcoxon signed-rank tests of each row against bicubic ({tested}), paired by (fold, "
+        "specimen, section); median diff. = median of (row - bicubic); q: Benjamini–Hochberg adjusted over the "
+        f"whole table; {MISSING} when fewer than 2 pairs exist or all differences are zero. Sections of one "
+        "specimen are correlated, so p-values are optimistic."
+    )
     return Table("paired_tests", caption, tests, disp, None, ["Model", "Data", "Metric"])
 
 
@@ -424,15 +495,23 @@ def to_latex(table: Table) -> str:
     for col in disp.columns:
         if col in table.bold:
             css.loc[table.bold[col].to_numpy(bool), col] = "font-weight: bold;"
-    styler = (disp.style.hide(axis="index")
-              .format(escape="latex", subset=[c for c in table.text_columns if c in disp.columns])
-              .format_index(escape="latex", axis=1)
-              .apply(lambda _: css, axis=None))
+    styler = (
+        disp.style.hide(axis="index")
+        .format(escape="latex", subset=[c for c in table.text_columns if c in disp.columns])
+        .format_index(escape="latex", axis=1)
+        .apply(lambda _: css, axis=None)
+    )
     col_format = "".join("l" if c in table.text_columns else "r" for c in disp.columns)
     caption = table.caption.replace("±", r"$\pm$").replace(MISSING, "--")
     caption = caption.replace("%", r"\%").replace("_", r"\_").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-    tex = styler.to_latex(hrules=True, convert_css=True, column_format=col_format or "l",
-                          caption=caption, label=f"tab:{table.name}", position="htbp")
+    tex = styler.to_latex(
+        hrules=True,
+        convert_css=True,
+        column_format=col_format or "l",
+        caption=caption,
+        label=f"tab:{table.name}",
+        position="htbp",
+    )
     return tex.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
 
 

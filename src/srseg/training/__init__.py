@@ -19,8 +19,19 @@ from ..io import InputError
 from .engine import KINDS, Kind, fingerprint, train
 from .weights import adapt_channels, check_freeze, freeze_parameters, load_init
 
-__all__ = ["KINDS", "Kind", "adapt_channels", "check_freeze", "fingerprint", "freeze_parameters", "kind_class",
-           "kind_module", "load_init", "run_train", "train"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "adapt_channels",
+    "check_freeze",
+    "fingerprint",
+    "freeze_parameters",
+    "kind_class",
+    "kind_module",
+    "load_init",
+    "run_train",
+    "train",
+]
 SR_KINDS = ("supervised", "gan", "diffusion")
 
 
@@ -39,17 +50,32 @@ def kind_class(kind: str, where: str = "") -> type[Kind]:
 def check_slice(spec: dict, where: str) -> None:
     """A partial entry would fail deep in training; say at once how to complete it."""
     if "kind" not in spec and "arch" in spec:
-        raise InputError(f"{where}: arch {spec['arch']!r} has no trainable parameters; it needs no training "
-                         f"(list it as an untrained baseline)")
+        raise InputError(
+            f"{where}: arch {spec['arch']!r} has no trainable parameters; it needs no training "
+            f"(list it as an untrained baseline)"
+        )
     missing = [k for k in (*ENTRY_KEYS, *training_keys()) if k not in spec]
     if missing:
-        raise InputError(f"{where}: the training settings lack {', '.join(missing)}; pass the model's complete slice "
-                         f"(srseg.config.model_settings or model_spec)")
+        raise InputError(
+            f"{where}: the training settings lack {', '.join(missing)}; pass the model's complete slice "
+            f"(srseg.config.model_settings or model_spec)"
+        )
 
 
-def run_train(spec: dict, lr_paths: list[str], hr_paths: list[str], model: str, log_csv: str, train_json: str,
-              device: str = "auto", threads: int | None = 1, log: str | None = None, name: str | None = None,
-              checkpoint: str | None = None, on_step: Callable[[int], None] | None = None) -> dict:
+def run_train(
+    spec: dict,
+    lr_paths: list[str],
+    hr_paths: list[str],
+    model: str,
+    log_csv: str,
+    train_json: str,
+    device: str = "auto",
+    threads: int | None = 1,
+    log: str | None = None,
+    name: str | None = None,
+    checkpoint: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
     """Rule train: train one SR model (its complete config slice `spec`) on LR/HR TIFF pairs.
 
     Writes model.pt, log.csv and train.json (returned as a dict); `name` is the model's
@@ -59,5 +85,15 @@ def run_train(spec: dict, lr_paths: list[str], hr_paths: list[str], model: str, 
     where = f"models.{name or spec.get('arch')}"
     check_slice(spec, where)
     kind = kind_class(spec["kind"], f"{where}.arch")(spec, lr_paths, hr_paths)
-    return train(kind, model=model, log_csv=log_csv, train_json=train_json, checkpoint=checkpoint, device=device,
-                 threads=threads, log=log, where=where, on_step=on_step)
+    return train(
+        kind,
+        model=model,
+        log_csv=log_csv,
+        train_json=train_json,
+        checkpoint=checkpoint,
+        device=device,
+        threads=threads,
+        log=log,
+        where=where,
+        on_step=on_step,
+    )

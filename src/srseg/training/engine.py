@@ -74,7 +74,7 @@ class Kind:
     def __init__(self, settings: dict, inputs: dict[str, list[str]], arch: str):
         self.settings = settings
         self.inputs = inputs  # name -> files; their bytes are fingerprinted
-        self.arch = arch      # what an init checkpoint must have been trained as
+        self.arch = arch  # what an init checkpoint must have been trained as
         self.amp = bool(settings["amp"])
         self.model: torch.nn.Module | None = None
 
@@ -153,9 +153,19 @@ class LogInterval:
         return {k: list(v) for k, v in self.sums.items()}
 
 
-def train(kind: Kind, *, model: str, log_csv: str, train_json: str, checkpoint: str | None = None,
-          device: str = "auto", threads: int | None = None, log: str | None = None, where: str = "model",
-          on_step: Callable[[int], None] | None = None) -> dict:
+def train(
+    kind: Kind,
+    *,
+    model: str,
+    log_csv: str,
+    train_json: str,
+    checkpoint: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    log: str | None = None,
+    where: str = "model",
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
     """Train `kind` with its complete settings; write model.pt, log.csv and train.json; return train.json's dict.
 
     `where` is the config key errors name (models.<name>, affinity); `checkpoint` defaults
@@ -197,11 +207,17 @@ class _Run:
             return
         parts = self.kind.parts()
         if ck.get("fingerprint") != self.fingerprint or set(ck.get("parts", ())) != set(parts):
-            self.log.info("ignoring %s: it was made with other settings or inputs; training from step 0", self.checkpoint)
+            self.log.info(
+                "ignoring %s: it was made with other settings or inputs; training from step 0", self.checkpoint
+            )
             return
         if ck["step"] > self.settings["steps"]:
-            self.log.info("ignoring %s: it is at step %d, beyond steps=%d; training from step 0",
-                          self.checkpoint, ck["step"], self.settings["steps"])
+            self.log.info(
+                "ignoring %s: it is at step %d, beyond steps=%d; training from step 0",
+                self.checkpoint,
+                ck["step"],
+                self.settings["steps"],
+            )
             return
         for name, part in parts.items():
             part.load_state_dict(ck["parts"][name])
@@ -212,12 +228,20 @@ class _Run:
         self.log.info("resumed from %s at step %d", self.checkpoint, self.step)
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.checkpoint, {
-            "fingerprint": self.fingerprint, "kind": self.kind.name, "arch": self.kind.arch, "step": self.step,
-            "parts": {name: part.state_dict() for name, part in self.kind.parts().items()},
-            "rng": rng_state(self.rng, self.device), "rows": self.rows, "interval": self.interval.state(),
-            "seconds": self.elapsed(),
-        })
+        save_checkpoint(
+            self.checkpoint,
+            {
+                "fingerprint": self.fingerprint,
+                "kind": self.kind.name,
+                "arch": self.kind.arch,
+                "step": self.step,
+                "parts": {name: part.state_dict() for name, part in self.kind.parts().items()},
+                "rng": rng_state(self.rng, self.device),
+                "rows": self.rows,
+                "interval": self.interval.state(),
+                "seconds": self.elapsed(),
+            },
+        )
 
     def elapsed(self) -> float:
         return self.seconds_before + time.perf_counter() - self.t_loop
@@ -250,8 +274,9 @@ class _Run:
                 row = self.log_row(rates, validate)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
                 if validate:
-                    self.log.info("step %d %s", self.step,
-                                  " ".join(f"{k} {row[k]:.5g}" for k in ("loss", *kind.val_columns)))
+                    self.log.info(
+                        "step %d %s", self.step, " ".join(f"{k} {row[k]:.5g}" for k in ("loss", *kind.val_columns))
+                    )
             bar.update(1)
             if self.step % s["checkpoint_every"] == 0 or last:
                 self.save_checkpoint()
@@ -266,13 +291,26 @@ class _Run:
     def run(self, model: str, log_csv: str, train_json: str, on_step) -> dict:
         self.resume()
         n_params = count_parameters(self.kind.model)
-        self.log.info("training %s: %d parameters, kind %s, %d steps, device %s",
-                      self.kind.describe(), n_params, self.kind.name, self.settings["steps"], self.device)
+        self.log.info(
+            "training %s: %d parameters, kind %s, %d steps, device %s",
+            self.kind.describe(),
+            n_params,
+            self.kind.name,
+            self.settings["steps"],
+            self.device,
+        )
         if self.init_report:
             r = self.init_report
-            self.log.info("init from %s: %d tensors loaded; missing %s; unexpected %s; shape mismatch %s; "
-                          "colour/section channels adapted %s", r["path"], r["loaded"], r["missing"], r["unexpected"],
-                          r["shape_mismatch"], r["channel_adapted"])
+            self.log.info(
+                "init from %s: %d tensors loaded; missing %s; unexpected %s; shape mismatch %s; "
+                "colour/section channels adapted %s",
+                r["path"],
+                r["loaded"],
+                r["missing"],
+                r["unexpected"],
+                r["shape_mismatch"],
+                r["channel_adapted"],
+            )
         if self.frozen:
             self.log.info("frozen (not trained): %d parameter tensors: %s", len(self.frozen), self.frozen)
         steps_run = self.settings["steps"] - self.step
@@ -286,20 +324,34 @@ class _Run:
         info["wall_seconds_this_run"] = time.perf_counter() - self.t_start
         info["cpu_seconds_this_run"] = time.process_time() - self.cpu_start  # all threads of this process
         write_json(train_json, info)
-        self.log.info("done: %d steps, %.1f steps/s; final %s", self.settings["steps"], info["steps_per_s"] or 0.0,
-                      ", ".join(f"{k} {info['final_' + k]:.5g}" for k in ("loss", *self.kind.val_columns)))
+        self.log.info(
+            "done: %d steps, %.1f steps/s; final %s",
+            self.settings["steps"],
+            info["steps_per_s"] or 0.0,
+            ", ".join(f"{k} {info['final_' + k]:.5g}" for k in ("loss", *self.kind.val_columns)),
+        )
         return info
 
     def common_info(self, n_params: int, steps_run: int, loop_seconds: float) -> dict:
         s, device, last = self.settings, self.device, self.rows[-1]
         return {
-            "steps": s["steps"], "resumed_from_step": self.resumed_from, "steps_this_run": steps_run,
-            "parameters": n_params, "steps_per_s": steps_run / loop_seconds if steps_run and loop_seconds > 0 else None,
+            "steps": s["steps"],
+            "resumed_from_step": self.resumed_from,
+            "steps_this_run": steps_run,
+            "parameters": n_params,
+            "steps_per_s": steps_run / loop_seconds if steps_run and loop_seconds > 0 else None,
             "train_seconds_total": last["seconds"],
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "torch_version": torch.__version__,
-            "amp": bool(s["amp"]) and device.type == "cuda", "seed": s["seed"], "batch": s["batch"],
-            "init": self.init_report, "frozen_parameters": self.frozen,
-            "final_loss": last["loss"], **{f"final_{c}": last[c] for c in self.kind.val_columns},
-            "checkpoint": str(self.checkpoint), "inputs": self.kind.inputs,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "amp": bool(s["amp"]) and device.type == "cuda",
+            "seed": s["seed"],
+            "batch": s["batch"],
+            "init": self.init_report,
+            "frozen_parameters": self.frozen,
+            "final_loss": last["loss"],
+            **{f"final_{c}": last[c] for c in self.kind.val_columns},
+            "checkpoint": str(self.checkpoint),
+            "inputs": self.kind.inputs,
         }

@@ -25,11 +25,15 @@ def load_init(model: torch.nn.Module, path: str, arch: str, where: str = "model"
     """
     state = load_checkpoint(path)
     if isinstance(state, dict) and isinstance(state.get("arch"), str) and state["arch"] != arch:
-        raise InputError(f"{where}.init: {path} was trained as arch {state['arch']!r}, this model is {arch!r}; "
-                         f"point init: to a {arch} checkpoint")
+        raise InputError(
+            f"{where}.init: {path} was trained as arch {state['arch']!r}, this model is {arch!r}; "
+            f"point init: to a {arch} checkpoint"
+        )
     weights = _weights_of(state)
     if weights is None:
-        raise InputError(f"{where}.init: {path} holds no weight dictionary; give an srseg model.pt or a state_dict file")
+        raise InputError(
+            f"{where}.init: {path} holds no weight dictionary; give an srseg model.pt or a state_dict file"
+        )
     own = model.state_dict()
     adapted = {}
     for k, v in weights.items():
@@ -38,8 +42,9 @@ def load_init(model: torch.nn.Module, path: str, arch: str, where: str = "model"
     mismatched = sorted(k for k, v in weights.items() if k in own and own[k].shape != v.shape and k not in adapted)
     usable = {k: adapted.get(k, v) for k, v in weights.items() if k in own and k not in mismatched}
     if not usable:
-        raise InputError(f"{where}.init: none of the weights in {path} fit arch {arch!r} with these settings; "
-                         f"check init: and net:")
+        raise InputError(
+            f"{where}.init: none of the weights in {path} fit arch {arch!r} with these settings; check init: and net:"
+        )
     result = model.load_state_dict(usable, strict=False)
     return {
         "path": str(path),
@@ -88,16 +93,21 @@ def adapt_channels(w: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
 def check_freeze(model: torch.nn.Module, prefixes, where: str = "model") -> None:
     """Every prefix must name at least one parameter (a typo would silently train everything)."""
     if isinstance(prefixes, str) or not all(isinstance(p, str) and p for p in prefixes):
-        raise InputError(f"{where}.freeze: give a list of parameter-name prefixes such as [head., body.0.], got {prefixes!r}")
+        raise InputError(
+            f"{where}.freeze: give a list of parameter-name prefixes such as [head., body.0.], got {prefixes!r}"
+        )
     names = [n for n, _ in model.named_parameters()]
     for p in prefixes:
         if not any(n.startswith(p) for n in names):
             tops = sorted({n.split(".")[0] + "." for n in names})
-            raise InputError(f"{where}.freeze: prefix {p!r} matches no parameter; "
-                             f"valid top-level prefixes are {', '.join(tops)}")
+            raise InputError(
+                f"{where}.freeze: prefix {p!r} matches no parameter; valid top-level prefixes are {', '.join(tops)}"
+            )
     if all(n.startswith(tuple(prefixes)) for n in names):
-        raise InputError(f"{where}.freeze: {list(prefixes)} freezes every parameter, so nothing would train; "
-                         f"name only the parts to keep fixed")
+        raise InputError(
+            f"{where}.freeze: {list(prefixes)} freezes every parameter, so nothing would train; "
+            f"name only the parts to keep fixed"
+        )
 
 
 def freeze_parameters(model: torch.nn.Module, prefixes, where: str = "model") -> list[str]:

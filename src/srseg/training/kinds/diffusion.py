@@ -27,10 +27,16 @@ class Diffusion(SRKind):
     name = "diffusion"
 
     def check_loss(self) -> None:
-        bad = [n for n, _, fn in self.loss_fn.terms if getattr(fn, "adversarial", False) or getattr(fn, "needs_model", False)]
+        bad = [
+            n
+            for n, _, fn in self.loss_fn.terms
+            if getattr(fn, "adversarial", False) or getattr(fn, "needs_model", False)
+        ]
         if bad:
-            raise InputError(f"arch {self.arch!r} is trained on the noise eps with pixel losses only; "
-                             f"drop {', '.join(bad)} from `loss:`")
+            raise InputError(
+                f"arch {self.arch!r} is trained on the noise eps with pixel losses only; "
+                f"drop {', '.join(bad)} from `loss:`"
+            )
 
     def optimise(self) -> None:
         self.single_optimiser()

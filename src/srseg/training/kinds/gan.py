@@ -29,8 +29,10 @@ def build_critic(settings: dict) -> torch.nn.Module:
     accepted = list(inspect.signature(cls.build_critic).parameters)
     unknown = sorted(set(settings["critic"]) - set(accepted))
     if unknown:
-        raise InputError(f"`critic:` of arch {settings['arch']!r} has unknown key(s) {', '.join(unknown)}; "
-                         f"accepted keys: {', '.join(accepted)}")
+        raise InputError(
+            f"`critic:` of arch {settings['arch']!r} has unknown key(s) {', '.join(unknown)}; "
+            f"accepted keys: {', '.join(accepted)}"
+        )
     return cls.build_critic(**settings["critic"])
 
 
@@ -41,8 +43,10 @@ class GAN(SRKind):
     def check_loss(self) -> None:
         adversarial = [(n, fn) for n, _, fn in self.loss_fn.terms if getattr(fn, "adversarial", False)]
         if len(adversarial) != 1:
-            raise InputError(f"GAN arch {self.arch!r} needs exactly one adversarial loss (wgan_gp, ragan or gan_bce) "
-                             f"in `loss:`, got {[n for n, _ in adversarial] or 'none'}")
+            raise InputError(
+                f"GAN arch {self.arch!r} needs exactly one adversarial loss (wgan_gp, ragan or gan_bce) "
+                f"in `loss:`, got {[n for n, _ in adversarial] or 'none'}"
+            )
         self.adversarial_name, self.adversarial = adversarial[0]
 
     def untracked_settings(self) -> frozenset[str]:
@@ -71,8 +75,16 @@ class GAN(SRKind):
         self.critic.train()
 
     def parts(self) -> dict:
-        return {"model": self.model, "critic": self.critic, "opt_g": self.opt_g, "opt_d": self.opt_d,
-                "sch_g": self.sch_g, "sch_d": self.sch_d, "scaler_g": self.scaler_g, "scaler_d": self.scaler_d}
+        return {
+            "model": self.model,
+            "critic": self.critic,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
+            "sch_g": self.sch_g,
+            "sch_d": self.sch_d,
+            "scaler_g": self.scaler_g,
+            "scaler_d": self.scaler_d,
+        }
 
     def rates(self) -> dict[str, float]:
         return {"lr": self.opt_g.param_groups[0]["lr"], "d_lr": self.opt_d.param_groups[0]["lr"]}
@@ -112,6 +124,12 @@ class GAN(SRKind):
 
     def summary(self, rows) -> dict:
         s = self.settings
-        return {**super().summary(rows), "critic_parameters": count_parameters(self.critic), "n_critic": s["n_critic"],
-                "adversarial_loss": self.adversarial_name, "gan_start": s["gan_start"], "schedule": s["schedule"],
-                "counts_this_run": dict(self.counts)}
+        return {
+            **super().summary(rows),
+            "critic_parameters": count_parameters(self.critic),
+            "n_critic": s["n_critic"],
+            "adversarial_loss": self.adversarial_name,
+            "gan_start": s["gan_start"],
+            "schedule": s["schedule"],
+            "counts_this_run": dict(self.counts),
+        }

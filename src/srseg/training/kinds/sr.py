@@ -66,20 +66,26 @@ class SRKind(Kind):
         """Refuse loss terms this kind cannot train with (the config check does so before any job)."""
         adversarial = [n for n, _, fn in self.loss_fn.terms if getattr(fn, "adversarial", False)]
         if adversarial:
-            raise InputError(f"loss {adversarial[0]!r} is adversarial but arch {self.arch!r} has no critic; "
-                             f"use arch wgan or esrgan or drop the loss")
+            raise InputError(
+                f"loss {adversarial[0]!r} is adversarial but arch {self.arch!r} has no critic; "
+                f"use arch wgan or esrgan or drop the loss"
+            )
 
     def build(self, rng, device) -> None:
         s = self.settings
         self.device = device
         self.model = build_model(s, self.scale)
         if not getattr(self.model, "trainable", True) or count_parameters(self.model) == 0:
-            raise InputError(f"arch {self.arch!r} has no trainable parameters; it needs no training (list it as an untrained baseline)")
+            raise InputError(
+                f"arch {self.arch!r} has no trainable parameters;"
+                " it needs no training (list it as an untrained baseline)"
+            )
         self.context = self.model.context  # 2.5D: 2k+1 LR sections per patch
         self.train_pairs, val_pairs = sr_data.split_sections(self.pairs, float(s["val_fraction"]))
         self.sampler = sr_data.PatchSampler(self.train_pairs, s["patch"], self.scale, rng, context=self.context)
-        self.val_lr, self.val_hr = sr_data.fixed_patches(val_pairs, s["patch"], self.scale, s["val_patches"],
-                                                         int(s["seed"]) + 1, context=self.context)
+        self.val_lr, self.val_hr = sr_data.fixed_patches(
+            val_pairs, s["patch"], self.scale, s["val_patches"], int(s["seed"]) + 1, context=self.context
+        )
 
     def single_optimiser(self) -> None:
         """The configured optimiser over the trainable parameters, the halving schedule, a grad scaler."""
@@ -102,8 +108,10 @@ class SRKind(Kind):
         return evaluate(self.model, self.val_lr, self.val_hr, self.device, self.settings["batch"], self.amp)
 
     def describe(self) -> str:
-        return (f"{self.arch} x{self.scale} on {', '.join(self.inputs['lr'])} ({len(self.val_lr)} val patches of "
-                f"{self.settings['patch']} LR px)")
+        return (
+            f"{self.arch} x{self.scale} on {', '.join(self.inputs['lr'])} ({len(self.val_lr)} val patches of "
+            f"{self.settings['patch']} LR px)"
+        )
 
     def summary(self, rows) -> dict:
         s = self.settings
@@ -112,12 +120,24 @@ class SRKind(Kind):
         centre = self.val_lr[:, self.context : self.context + 1]
         val_bicubic = evaluate(bicubic, centre, self.val_hr, self.device, s["batch"], amp=False)
         return {
-            "arch": s["arch"], "net": s["net"], "loss": s["loss"], "scale": self.scale, "patch": s["patch"],
-            "train_sections": int(sum(lr.shape[0] for lr, _ in self.train_pairs)), "val_patches": len(self.val_lr),
-            "val_bicubic_psnr": val_bicubic["val_psnr"], "val_bicubic_l1": val_bicubic["val_l1"],
-            "empty_patches_skipped": self.sampler.n_empty_skipped, "context": self.context,
+            "arch": s["arch"],
+            "net": s["net"],
+            "loss": s["loss"],
+            "scale": self.scale,
+            "patch": s["patch"],
+            "train_sections": int(sum(lr.shape[0] for lr, _ in self.train_pairs)),
+            "val_patches": len(self.val_lr),
+            "val_bicubic_psnr": val_bicubic["val_psnr"],
+            "val_bicubic_l1": val_bicubic["val_l1"],
+            "empty_patches_skipped": self.sampler.n_empty_skipped,
+            "context": self.context,
         }
 
     def save(self, path: str, info: dict) -> None:
-        save_trained(path, self.model, self.settings, self.scale,
-                     extra={"train": {k: info[k] for k in ("steps", "loss", "seed", "parameters")}})
+        save_trained(
+            path,
+            self.model,
+            self.settings,
+            self.scale,
+            extra={"train": {k: info[k] for k in ("steps", "loss", "seed", "parameters")}},
+        )
