@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@echo "Summary table: results/report/tables/summary.md (also .csv, .tex)"
 	@echo "HTML report:   results/report/report.html"
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-slurm
 
@@ -42,8 +42,14 @@ test-slurm: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Style and structure, all part of `make test`: Snakemake's linter, ruff (lint + format),
+# snakefmt, and the import-linter contracts in pyproject.toml (layers without cycles).
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf results logs benchmarks .snakemake

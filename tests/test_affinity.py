@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import ndimage
-from scipy.spatial import cKDTree
+from helpers import cells
 
 from srseg import affinity, ruler
 from srseg.affinity import AffinityTraining, AffinityUNet, affinity_targets
@@ -17,16 +16,6 @@ from srseg.config import section
 from srseg.io import InputError, read_json, write_image, write_labels
 from srseg.runtime import load_checkpoint
 from srseg.training import train
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: the tests share a small machine, and oversubscribed threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY = {
     "features": 4,
@@ -57,24 +46,6 @@ def _train(volumes: dict, settings: dict, out, seed=0, **kw) -> tuple[AffinityTr
         **kw,
     )
     return kind, info
-
-
-def cells(shape, n, seed):
-    """Voronoi cells with 2-px label-0 membranes and their rendered image (dark membranes, noise)."""
-    rng = np.random.default_rng(seed)
-    nz, ny, nx = shape
-    pts = rng.uniform(0, [ny, nx], (n, 2))
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    lab = np.stack(
-        [cKDTree(pts + z * 0.5).query(np.stack([yy.ravel(), xx.ravel()], 1))[1].reshape(ny, nx) + 1 for z in range(nz)]
-    )
-    edge = np.zeros(lab.shape, bool)
-    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    edge[:, :, 1:] |= lab[:, :, 1:] != lab[:, :, :-1]
-    edge = ndimage.binary_dilation(edge, np.ones((1, 2, 2), bool))
-    lab = np.where(edge, 0, lab).astype(np.uint64)
-    img = np.where(lab > 0, 0.7, 0.25) + rng.normal(0, 0.05, lab.shape)
-    return np.clip(img, 0, 1).astype(np.float32), lab
 
 
 def test_targets_hand_drawn():

@@ -6,11 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from helpers import ISBI_DATA, demo_specimen
 
-from srseg.align import align_volume, apply, coarse_lr_z, coarse_matrix, corner_rms, run_align
+from srseg.align import align_volume, run_align
+from srseg.geometry import apply, coarse_lr_z, coarse_matrix, corner_rms
 from srseg.io import InputError, read_json, write_image, write_json
 
-ISBI = Path("/work/shared/data/isbi2012/raw.tif")
+ISBI = ISBI_DATA / "raw.tif"
 HR_NM = 4.0  # ISBI pixel
 RATIO = 3.3  # LR pixel / HR pixel, non-integer like the demo
 PARAMS = {"sift_ratio": 0.75, "ransac_px": 1.5, "min_inliers": 12, "search_margin_lr_px": 24, "max_scale_error": 0.05}
@@ -104,21 +106,7 @@ def test_recovers_known_similarity_on_real_em(isbi, theta, scale_err, origin, er
 
 
 def test_recovers_phantom_truth():
-    from srseg.phantom import generate_specimen
-
-    geometry = {
-        "hr_shape": [3, 288, 288],
-        "hr_voxel_nm": [50, 10, 10],
-        "lr_voxel_nm": [50, 33, 33],
-        "lr_margin_nm": 1200,
-        "offset_error_lr_px": 3,
-        "max_rotation_deg": 2.0,
-        "max_scale_error": 0.02,
-    }
-    # the noisiest, lowest-contrast demo specimen
-    spec = generate_specimen(
-        {"seed": 22, "cell_radius_nm": 330, "membrane_contrast": 0.45, "noise": 0.07, "lr_noise": 0.05}, geometry
-    )
+    spec = demo_specimen("beta")  # the noisiest, lowest-contrast demo specimen
     q = lambda v: np.rint(v * 255).astype(np.float32) / 255  # noqa: E731  as stored on disk (uint8)
     res = align_volume(
         q(spec["lr"]),
@@ -184,14 +172,18 @@ def test_run_align_writes_outputs_and_nothing_on_failure(isbi, tmp_path):
         "qc_png": tmp_path / "a" / "qc.png",
         "qc_json": tmp_path / "a" / "qc.json",
     }
-    run_align(
-        tmp_path / "lr.tif",
-        tmp_path / "hr.tif",
-        tmp_path / "meta.json",
-        params=PARAMS,
-        truth_path=tmp_path / "truth.json",
-        **out,
-    )
+
+    def align():
+        run_align(
+            tmp_path / "lr.tif",
+            tmp_path / "hr.tif",
+            tmp_path / "meta.json",
+            params=PARAMS,
+            truth_path=tmp_path / "truth.json",
+            **out,
+        )
+
+    align()
     t = read_json(out["transform_path"])
     assert np.asarray(t["matrices"]).shape == (2, 2, 3) and t["lr_z"] == [0, 1]
     qc = read_json(out["qc_json"])
@@ -200,14 +192,7 @@ def test_run_align_writes_outputs_and_nothing_on_failure(isbi, tmp_path):
     assert qc["error_px"] <= 0.25
     assert out["qc_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = out["transform_path"].read_bytes()
-    run_align(
-        tmp_path / "lr.tif",
-        tmp_path / "hr.tif",
-        tmp_path / "meta.json",
-        params=PARAMS,
-        truth_path=tmp_path / "truth.json",
-        **out,
-    )
+    align()
     assert out["transform_path"].read_bytes() == first  # same input, same bytes
 
     # a wrong stage offset: InputError, and no output that looks complete

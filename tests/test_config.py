@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from helpers import CONFIGS, ROOT, run_snakemake
 
 from srseg import config as C
 from srseg.config import catalog, schema
 from srseg.io import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((ROOT / "config.yaml").read_text())
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def write_stack(path: Path, shape, voxel_nm) -> str:
@@ -209,21 +208,7 @@ def test_misconfiguration_names_its_dotted_key(tmp_path, name, change, key):
 
 def _plan(tmp: Path, cfg: dict) -> subprocess.CompletedProcess:
     (tmp / "bad.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return subprocess.run(
-        [
-            *SNAKEMAKE,
-            "-n",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(tmp),
-            "--configfile",
-            str(tmp / "bad.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-    )
+    return run_snakemake(tmp, "-n", config=tmp / "bad.yaml", check=False)
 
 
 def test_every_misconfiguration_fails_at_plan_time_before_any_job(tmp_path):
@@ -256,22 +241,8 @@ def test_a_job_time_input_error_reaches_the_console_as_one_line(tmp_path):
         metadata={"axes": "ZYX", "spacing": 0.05, "unit": "um"},
     )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "results/ingest/own2/meta.json",
-            "--cores",
-            "1",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            "c.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    proc = run_snakemake(
+        tmp_path, "results/ingest/own2/meta.json", "--cores", "1", config=tmp_path / "c.yaml", check=False
     )
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("InputError: ")]
@@ -317,9 +288,14 @@ def test_demo_config_holds_only_what_differs():
     assert set(DEMO) == {"specimens"}
 
 
-@pytest.mark.parametrize("name", ["isbi.yaml", "zoo.yaml"])
-def test_example_configs_hold_only_their_differences(name):
-    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+TEST_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+EXAMPLE_CONFIGS = [ROOT / "config" / "isbi.yaml", ROOT / "config" / "zoo.yaml", *TEST_CONFIGS]
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_example_configs_hold_only_their_differences(path):
+    cfg = yaml.safe_load(path.read_text())
+    name = path.name
     defaults = C.defaults()
     for key, value in cfg.items():
         if key in ("specimens", "models"):
@@ -329,6 +305,22 @@ def test_example_configs_hold_only_their_differences(name):
                 assert C.normalise({key: {sub: v}})[key][sub] != defaults[key][sub], f"{name} repeats {key}.{sub}"
         else:
             assert C.normalise({key: value})[key] != defaults[key], f"{name} repeats {key}"
+
+
+@pytest.mark.parametrize("path", TEST_CONFIGS, ids=lambda p: p.name)
+def test_test_configs_resolve(path):
+    resolved = C.resolve(yaml.safe_load(path.read_text()), ROOT)
+    assert resolved["specimens"] and resolved["models"]
+
+
+def test_test_configs_live_in_one_folder():
+    """Every config a test runs lives in tests/configs, and the SLURM test copies one of them."""
+    assert TEST_CONFIGS, f"no config in {CONFIGS}"
+    stray = [p for p in (ROOT / "tests").rglob("*.y*ml") if p.parent != CONFIGS]
+    assert not stray, f"test configs outside {CONFIGS}: {stray}"
+    script = (ROOT / "tests" / "slurm" / "run_slurm_test.sh").read_text()
+    named = re.findall(r'^CONFIG="\$REPO/(tests/configs/[\w.]+)"', script, re.M)
+    assert len(named) == 1 and (ROOT / named[0]).is_file(), named
 
 
 def test_readme_key_table_matches_the_schema():

@@ -89,8 +89,14 @@ def test_torch_env_has_everything_the_gpu_rules_import():
     assert needed <= set(env)
 
 
+def developer_only() -> set[str]:
+    """The `test` extra (pytest, linters): run by developers and CI, never inside a rule's environment."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_parse(s)[0] for s in project.get("optional-dependencies", {}).get("test", [])}
+
+
 def test_every_pyproject_dependency_is_in_some_env_or_engine_only():
-    project = set(pyproject_requirements()) - ENGINE_ONLY - {"pytest"}
+    project = set(pyproject_requirements()) - ENGINE_ONLY - developer_only()
     in_envs = set().union(*(env_requirements(p) for p in ENVS))
     assert project <= in_envs, f"no env provides {sorted(project - in_envs)}"
 

@@ -2,25 +2,15 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
+from helpers import train_entry, write_pairs
 
-from srseg.config import model_spec
-from srseg.io import InputError, write_image
+from srseg.io import InputError
 from srseg.models import build_model, load_trained
-from srseg.training import adapt_channels, freeze_parameters, load_init, run_train
+from srseg.training import adapt_channels, freeze_parameters, load_init
 
 NET = {"n_feats": 8, "n_blocks": 2}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _rgb_edsr():
@@ -61,19 +51,6 @@ def test_2d_weights_start_a_25d_model_as_the_2d_model():
     assert adapt_channels(torch.zeros(8, 2, 3, 3), torch.Size([8, 1, 3, 3])) is None  # no rule for 2 -> 1
 
 
-def _pairs(tmp_path):
-    rng = np.random.default_rng(0)
-    lrs, hrs = [], []
-    for name in ("a", "b"):
-        hr = gaussian_filter(rng.random((3, 32, 32)), (0, 1.5, 1.5))
-        hr = ((hr - hr.min()) / (hr.max() - hr.min())).astype(np.float32)
-        write_image(tmp_path / name / "hr.tif", hr, [50, 10, 10], "float32")
-        write_image(tmp_path / name / "lr.tif", zoom(hr, (1, 0.5, 0.5), order=1), [50, 20, 20], "float32")
-        lrs.append(str(tmp_path / name / "lr.tif"))
-        hrs.append(str(tmp_path / name / "hr.tif"))
-    return lrs, hrs
-
-
 SPEC = {
     "arch": "edsr",
     "net": NET,
@@ -89,27 +66,14 @@ SPEC = {
 }
 
 
-def _train(entry, lrs, hrs, out, name="edsr_ft"):
-    return run_train(
-        model_spec(entry, name=name),
-        lrs,
-        hrs,
-        str(out / "model.pt"),
-        str(out / "log.csv"),
-        str(out / "train.json"),
-        device="cpu",
-        name=name,
-    )
-
-
 def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
-    lrs, hrs = _pairs(tmp_path)
+    pairs = write_pairs(tmp_path, dtype="float32")
     torch.save(_rgb_edsr().state_dict(), tmp_path / "rgb.pt")
     start = build_model({"arch": "edsr", "net": NET}, 2)
     load_init(start, str(tmp_path / "rgb.pt"), "edsr")
     spec = {**SPEC, "init": str(tmp_path / "rgb.pt"), "freeze": ["head.", "body.0."]}
     out = tmp_path / "run"
-    info = _train(spec, lrs, hrs, out)
+    info = train_entry(spec, pairs, out, name="edsr_ft")
     saved = json.loads((out / "train.json").read_text())
     assert saved["init"]["channel_adapted"] == ["head.weight", "tail.bias", "tail.weight"]
     assert (
@@ -132,14 +96,14 @@ def test_training_from_an_rgb_checkpoint_with_frozen_parts(tmp_path):
 
 
 def test_bad_freeze_prefix_fails_before_training(tmp_path):
-    lrs, hrs = _pairs(tmp_path)
+    pairs = write_pairs(tmp_path, dtype="float32")
     out = tmp_path / "run"
     with pytest.raises(
         InputError,
         match=r"models.edsr_ft.freeze: prefix 'heads.' matches no parameter; "
         r"valid top-level prefixes are body., head., tail.",
     ):
-        _train({**SPEC, "freeze": ["heads."]}, lrs, hrs, out)
+        train_entry({**SPEC, "freeze": ["heads."]}, pairs, out, name="edsr_ft")
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(InputError, match="list of parameter-name prefixes"):
         freeze_parameters(build_model({"arch": "edsr", "net": NET}, 2), "head.")

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
+from helpers import train_entry, train_outputs
+from scipy.ndimage import gaussian_filter
 
 from srseg.config import model_spec
-from srseg.io import InputError, write_image
+from srseg.io import InputError
 from srseg.losses import LOSSES, build_loss, gradient_penalty
 from srseg.models import build_model, load_trained, save_trained
 from srseg.training import run_train
@@ -38,38 +39,6 @@ BASE = {
     "seed": 3,
     "n_critic": 3,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def pairs(tmp_path):
-    rng = np.random.default_rng(0)
-    hr = gaussian_filter(rng.random((3, 32, 32)), (0, 1.5, 1.5))
-    hr = ((hr - hr.min()) / (hr.max() - hr.min())).astype(np.float32)
-    lr = zoom(hr, (1, 0.5, 0.5), order=1).astype(np.float32)
-    write_image(tmp_path / "lr.tif", lr, [50, 20, 20])
-    write_image(tmp_path / "hr.tif", hr, [50, 10, 10])
-    return [str(tmp_path / "lr.tif")], [str(tmp_path / "hr.tif")]
-
-
-def _train(entry, pairs, out, **kw):
-    return run_train(
-        model_spec(entry),
-        pairs[0],
-        pairs[1],
-        str(out / "model.pt"),
-        str(out / "log.csv"),
-        str(out / "train.json"),
-        device="cpu",
-        **kw,
-    )
 
 
 @pytest.mark.parametrize("arch", ["wgan", "esrgan"])
@@ -120,10 +89,10 @@ def test_adversarial_loss_needs_gan_arch(pairs, tmp_path):
     edsr = {"arch": "edsr", "net": {"n_feats": 4, "n_blocks": 1}, "loss": {"l1": 1}, **base}
     adversarial = {"l1": 1, "wgan_gp": {"weight": 1}}
     with pytest.raises(InputError, match="no critic"):  # the config check
-        _train({**edsr, "loss": adversarial}, pairs, tmp_path)
+        train_entry({**edsr, "loss": adversarial}, pairs, tmp_path)
     with pytest.raises(InputError, match="exactly one adversarial"):
-        _train({**TINY["wgan"], **BASE, "loss": {"l1": 1}}, pairs, tmp_path)
-    out = [str(tmp_path / f) for f in ("m.pt", "l.csv", "t.json")]
+        train_entry({**TINY["wgan"], **BASE, "loss": {"l1": 1}}, pairs, tmp_path)
+    out = train_outputs(tmp_path)
     with pytest.raises(InputError, match="no critic"):  # and the train job, for a slice built by hand
         run_train({**model_spec(edsr), "loss": adversarial}, *pairs, *out)
     with pytest.raises(InputError, match="exactly one adversarial"):
@@ -172,7 +141,7 @@ def test_alternation_counts_and_resume(pairs, tmp_path):
     handle = register_optimizer_step_post_hook(hook)
     try:
         spec = {**TINY["wgan"], **BASE}
-        info = _train(spec, pairs, tmp_path / "full")
+        info = train_entry(spec, pairs, tmp_path / "full")
     finally:
         handle.remove()
     assert len(set(seq)) == 2 and len(seq) == 4 * 4
@@ -187,8 +156,8 @@ def test_alternation_counts_and_resume(pairs, tmp_path):
             raise Kill
 
     with pytest.raises(Kill):
-        _train(spec, pairs, tmp_path / "resumed", on_step=kill)
-    info2 = _train(spec, pairs, tmp_path / "resumed")
+        train_entry(spec, pairs, tmp_path / "resumed", on_step=kill)
+    info2 = train_entry(spec, pairs, tmp_path / "resumed")
     assert info2["resumed_from_step"] == 2 and info2["counts_this_run"] == {"critic_steps": 6, "generator_steps": 2}
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["parts"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["parts"]
@@ -202,7 +171,7 @@ def test_alternation_counts_and_resume(pairs, tmp_path):
 
 def test_esrgan_trains_and_round_trips(pairs, tmp_path):
     spec = {**TINY["esrgan"], **BASE, "n_critic": 1, "steps": 2, "gan_start": 1}
-    info = _train(spec, pairs, tmp_path)
+    info = train_entry(spec, pairs, tmp_path)
     assert info["counts_this_run"] == {"critic_steps": 1, "generator_steps": 2}
     model, _ = load_trained(tmp_path / "model.pt")
     fresh = build_model(spec, 2)

@@ -8,17 +8,10 @@ import pytest
 import tifffile
 import torch
 
-from srseg.infer import blend_weights, run_infer, super_resolve, tile_starts
+from srseg.infer import run_infer, super_resolve
 from srseg.io import InputError, read_image, write_image, write_json
 from srseg.models import build_model, save_trained
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from srseg.tiling import blend_weights, tile_starts
 
 
 def _vol(shape=(2, 70, 53), seed=0):

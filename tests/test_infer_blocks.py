@@ -12,14 +12,6 @@ from srseg.io import InputError, read_json, write_image, write_json
 from srseg.models import build_model, save_trained
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_z_blocks_split_sections_contiguously_and_evenly():
     assert z_blocks(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert z_blocks(4, 1) == [(0, 4)]

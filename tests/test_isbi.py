@@ -12,35 +12,30 @@ Skipped, with the reason, when the ISBI data folder is absent.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import ISBI_DATA, ROOT, copy_workflow, load_config, run_snakemake
 
 from srseg.io import read_json
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = Path(os.environ.get("WORKFLOW_SRC", ROOT))  # the workflow copied (default: this checkout)
 ISBI = ROOT / "config" / "isbi.yaml"
-DATA = ROOT.parent / "shared" / "data" / "isbi2012"
+# the sections the tiny config (tests/configs/tiny_slurm.yaml) sets for the whole run, defaults where it sets none
+TINY_SECTIONS = ("training", "infer", "affinity", "segmentation", "metrics", "report", "degradations", "align")
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (DATA / "raw.tif").is_file(),
-        reason=f"ISBI 2012 data not found at {DATA}: real-data integration test skipped",
+        not (ISBI_DATA / "raw.tif").is_file(),
+        reason=f"ISBI 2012 data not found at {ISBI_DATA}: real-data integration test skipped",
     ),
 ]
 
 
 def small_isbi_config() -> dict:
     cfg = yaml.safe_load(ISBI.read_text())
-    tiny = yaml.safe_load((ROOT / "tests" / "slurm" / "tiny_config.yaml").read_text())
+    tiny = load_config("tiny_slurm")
     for i, spec in enumerate(cfg["specimens"].values()):
         sim = spec["simulate"]
         sim["source"] = str((ROOT / sim["source"]).resolve())
@@ -48,30 +43,20 @@ def small_isbi_config() -> dict:
         sim["sections"] = [4 * i, 4 * i + 4]
         sim["crop"] = [0, 256, 0, 256]
     # CPU-minute models and training: the structure of the run, not its numbers
-    for key in ("training", "infer", "affinity", "segmentation", "metrics", "report", "degradations", "align"):
-        cfg[key] = tiny[key]
+    for key in TINY_SECTIONS:
+        cfg.pop(key, None)
+        if key in tiny:
+            cfg[key] = tiny[key]
     cfg["models"] = {"bicubic": {"arch": "bicubic"}, "srcnn": tiny["models"]["srcnn"]}
     cfg["train_data"] = ["real"]
     return cfg
 
 
 def test_isbi_workflow_end_to_end(tmp_path):
-    for name in ("Snakefile", "rules", "workflow", "schemas", "report", "envs"):
-        src = SRC / name
-        if src.exists():
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_workflow(tmp_path)
     cfg = small_isbi_config()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2"],
-        cwd=tmp_path,
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_snakemake(tmp_path, "--cores", "2", snakefile=tmp_path / "Snakefile", env={"OMP_NUM_THREADS": "1"})
 
     for s in cfg["specimens"]:
         qc = read_json(tmp_path / "results" / "align" / s / "qc.json")

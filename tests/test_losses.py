@@ -11,15 +11,6 @@ from srseg.io import InputError
 from srseg.losses import LOSSES, EMSRLoss, build_loss, neighbour_differences, ssim
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and keeps shared CI machines responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _t(a):
     return torch.tensor(a, dtype=torch.float32).view(1, 1, *np.shape(a))
 
@@ -113,10 +104,13 @@ def test_emsr_loss_three_terms_by_hand():
     torch.manual_seed(42)
     total, terms = loss(model, lr, hr)
     torch.manual_seed(42)
-    noisy = loss.terms[0][2].noisier(lr)  # the same draw the loss made
-    t1 = (2 * lr - hr).abs().mean()
+    emsr = loss.terms[0][2]
+    y = emsr.augment_input(lr)  # the same draws the loss made: noise on the input y, then y'
+    noisy = emsr.noisier(y)
+    assert not torch.equal(y, lr)
+    t1 = (2 * y - hr).abs().mean()
     t2 = (2 * noisy - hr).abs().mean()
-    t3 = (2 * lr - 2 * noisy).abs().mean()
+    t3 = (2 * y - 2 * noisy).abs().mean()
     assert terms["emsr_sup"].item() == pytest.approx(t1.item())
     assert terms["emsr_noisy"].item() == pytest.approx(t2.item())
     assert terms["emsr_consistency"].item() == pytest.approx(t3.item())
@@ -127,16 +121,26 @@ def test_emsr_loss_three_terms_by_hand():
 def test_emsr_noise_is_zero_mean_gaussian_up_to_sigma_on_8bit_scale():
     torch.manual_seed(0)
     lr = torch.full((64, 1, 32, 32), 0.5)
-    n = EMSRLoss(noise_sigma=5).noisier(lr) - lr
+    loss = EMSRLoss(noise_sigma=5, input_noise_sigma=5)
+    n = loss.augment_input(lr) - lr  # the input y: one sigma ~ U[0, 5/255] per image
     std = n.std(dim=(1, 2, 3))
-    assert std.max().item() < 5 / 255 * 1.15 and std.min().item() < 1 / 255  # sigma ~ U[0, 5/255]
+    assert std.max().item() < 5 / 255 * 1.15 and std.min().item() < 1 / 255
     assert abs(n.mean().item()) < 1e-3
-    assert EMSRLoss(noise_sigma=0).noisier(lr).equal(lr)
+    # y': one sigma per batch (the reference's EMSR_trainer), U[0, 5/255] over batches
+    per_batch = []
+    for _ in range(32):
+        std = (loss.noisier(lr) - lr).std(dim=(1, 2, 3))
+        assert std.max().item() < 1.15 * std.min().item() + 1e-4
+        per_batch.append(std.mean().item())
+    assert max(per_batch) < 5 / 255 * 1.05 and min(per_batch) < 1 / 255
+    quiet = EMSRLoss(noise_sigma=0, input_noise_sigma=0)
+    assert quiet.noisier(lr).equal(lr) and quiet.augment_input(lr).equal(lr)
 
 
 def test_emsr_with_mse_base_and_zero_noise():
     lr, hr = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
-    total, terms = build_loss({"emsr": {"mse": 1, "lambdas": [1, 1, 1], "noise_sigma": 0}})(Identity(), lr, hr)
+    spec = {"emsr": {"mse": 1, "lambdas": [1, 1, 1], "noise_sigma": 0, "input_noise_sigma": 0}}
+    total, terms = build_loss(spec)(Identity(), lr, hr)
     mse = ((lr - hr) ** 2).mean().item()
     assert terms["emsr_consistency"].item() == 0
     assert total.item() == pytest.approx(2 * mse)

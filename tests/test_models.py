@@ -18,22 +18,13 @@ TINY = {
     # helper G's zoo (tests in tests/test_zoo_models.py)
     "rcan": {"n_feats": 8, "n_groups": 1, "n_blocks": 1, "reduction": 4},
     "swinir": {"embed_dim": 8, "depths": [2], "heads": 2, "window": 4, "upsample_feats": 8},
-    "edt": {"embed_dim": 8, "depths": [2], "heads": 2, "window": [2, 6], "upsample_feats": 8},
+    "edt": {"embed_dim": 8, "depths": [2], "heads": 2, "window": [2, 6], "num_feat": 4, "head_depth": 1},
     "pssr": {"features": 4, "depth": 2, "n_blocks": 1},
     # helper H's GAN / diffusion archs (tests in tests/test_gan.py, tests/test_sr3.py)
     "wgan": {"n_feats": 8, "n_blocks": 2},
     "esrgan": {"n_feats": 8, "n_blocks": 1, "growth": 4},
     "sr3": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "timesteps": 100, "sample_steps": 2},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and keeps shared CI machines responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_every_registered_arch_has_a_tiny_test_config():
@@ -54,9 +45,10 @@ def test_output_shape_single_channel(arch, scale):
 
 def test_paper_default_emsr_builds_with_paper_sizes():
     model = build_model({"arch": "emsr"}, 3)
-    assert len(model.blocks) == 3 and len(model.blocks[0].res) == 4
-    assert model.blocks[0].vit.attn.heads == 16 and model.blocks[0].vit.window == 4
-    assert model.head.out_channels == 64
+    block = model.BasicBlocks[0]
+    assert len(model.BasicBlocks) == 3 and len(block.stageI) == 4 and len(block.stageII_att) == 2
+    assert block.att.attn.heads == 16 and block.att.window == 4
+    assert model.conv_1.out_channels == 64
 
 
 def test_bicubic_is_clamped_torch_bicubic():

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import demo_specimen
 
-from srseg.align import apply
 from srseg.degrade import degrade_volume
+from srseg.geometry import apply
 from srseg.io import InputError, read_image, read_json, read_labels, write_image, write_json, write_labels
 from srseg.pairs import integer_scale, make_pairs, pair_labels, run_pairs, run_pairs_labels
 
@@ -54,20 +55,7 @@ def ncc(a, b):
 
 @pytest.fixture(scope="module")
 def phantom():
-    from srseg.phantom import generate_specimen
-
-    geometry = {
-        "hr_shape": [3, 288, 288],
-        "hr_voxel_nm": [50, 10, 10],
-        "lr_voxel_nm": [50, 33, 33],
-        "lr_margin_nm": 1200,
-        "offset_error_lr_px": 3,
-        "max_rotation_deg": 2.0,
-        "max_scale_error": 0.02,
-    }
-    return generate_specimen(
-        {"seed": 11, "cell_radius_nm": 420, "membrane_contrast": 0.6, "noise": 0.05, "lr_noise": 0.04}, geometry
-    )
+    return demo_specimen("alpha")
 
 
 def test_phantom_pairs_are_registered(phantom):

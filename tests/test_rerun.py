@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_workflow, load_config, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = Path(os.environ.get("WORKFLOW_SRC", ROOT))  # the workflow copied (default: this checkout)
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TARGETS = [f"results/metrics/image/{m}/{d}/f0/beta.csv" for m in ("srcnn", "edsr") for d in ("real", "blur_noise")]
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)*?)    output: ([^,\n]+)", re.M)
 
@@ -34,16 +29,17 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_config() -> dict:
-    cfg = yaml.safe_load((ROOT / "tests" / "slurm" / "tiny_config.yaml").read_text())
+    cfg = load_config("tiny_slurm")
     cfg["splits"] = {"f0": {"train": ["alpha"], "test": ["beta"]}}
     cfg["train_data"] = ["real", "blur_noise"]
     return cfg
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(workdir / "src")}
-    res = subprocess.run([*SNAKEMAKE, *args, *TARGETS], cwd=workdir, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    """Snakemake on the copy, its own src/ first on PYTHONPATH (the library edits below reach the jobs)."""
+    pythonpath = os.pathsep.join(p for p in (str(workdir / "src"), os.environ.get("PYTHONPATH")) if p)
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    res = run_snakemake(workdir, *args, *TARGETS, snakefile=workdir / "Snakefile", env=env)
     return res.stdout + res.stderr
 
 
@@ -54,13 +50,7 @@ def planned(workdir: Path) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("rerun")
-    for name in ("Snakefile", "rules", "workflow", "schemas", "report", "envs", "src"):
-        src = SRC / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, work / name)
+    work = copy_workflow(tmp_path_factory.mktemp("rerun"), library=True)
     (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     snakemake(work, "--cores", "2")
     assert all((work / t).is_file() for t in TARGETS)
@@ -143,7 +133,7 @@ def test_reordering_keys_and_respelling_numbers_plans_nothing(run_dir):
     path = run_dir / "config.yaml"
     original = path.read_text()
     cfg = _reversed_keys(yaml.safe_load(original))
-    cfg["training"]["lr"] = "1e-3"  # YAML 1.1 reads this as text; the same 0.001
+    cfg["training"]["lr"] = "1e-3"  # YAML 1.1 reads this as text; the same 0.001 as the default
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
         assert planned(run_dir) == set()

@@ -17,15 +17,6 @@ from srseg.runtime import save_checkpoint
 THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: the tests share a small machine, and oversubscribed threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def voronoi(shape, n_cells, seed, membrane=2, groups=None):
     """Voronoi cells (IDs 1..n, slowly drifting through z) with `membrane`-px label-0 boundaries.
 

@@ -1,15 +1,20 @@
-"""SR3 diffusion: shapes, eps-loss decreases, 1000- and 20-step DDIM, seamless tiles, variance maps, resume."""
+"""SR3 diffusion: shapes, eps-loss decreases, 1000- and 20-step DDIM, seamless tiles, variance maps, resume.
+
+The reference's continuous noise level, its ancestral sampler and the paper-size U-Net are in
+tests/test_published_models.py. TINY uses the default sampler (ancestral).
+"""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
+from helpers import train_outputs
+from scipy.ndimage import gaussian_filter
 
 from srseg.config import model_spec
 from srseg.infer import run_infer, super_resolve
-from srseg.io import read_image, write_image
+from srseg.io import read_image
 from srseg.losses import build_loss
 from srseg.models import build_model, load_trained
 from srseg.training import run_train
@@ -20,14 +25,6 @@ TINY = {
     "net": {"channels": 8, "mults": [1, 2], "res_blocks": 1, "attention": True, "timesteps": 1000, "sample_steps": 4},
     "loss": {"mse": 1},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
@@ -61,8 +58,8 @@ def test_sampling_with_1000_and_20_steps():
     assert model.step_schedule(1000) == list(range(999, -1, -1)) and len(model.step_schedule(20)) == 20
     x, noise = torch.rand(1, 1, 4, 4), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
-        a, b = model.sample(x, noise, steps=1000), model.sample(x, noise, steps=20)
-        again = model.sample(x, noise, steps=20)
+        a, b = model.sample(x, noise, steps=1000, sampler="ddim"), model.sample(x, noise, steps=20, sampler="ddim")
+        again = model.sample(x, noise, steps=20, sampler="ddim")
     assert a.shape == b.shape == (1, 1, 8, 8) and torch.isfinite(a).all() and torch.isfinite(b).all()
     assert torch.equal(b, again)  # DDIM eta = 0: deterministic given the initial noise
 
@@ -82,17 +79,6 @@ def test_tiles_join_without_seam():
     assert np.abs(out - whole).mean() < 0.1
 
 
-@pytest.fixture
-def pairs(tmp_path):
-    rng = np.random.default_rng(0)
-    hr = gaussian_filter(rng.random((3, 32, 32)), (0, 1.5, 1.5))
-    hr = ((hr - hr.min()) / (hr.max() - hr.min())).astype(np.float32)
-    lr = zoom(hr, (1, 0.5, 0.5), order=1).astype(np.float32)
-    write_image(tmp_path / "lr.tif", lr, [50, 20, 20])
-    write_image(tmp_path / "hr.tif", hr, [50, 10, 10])
-    return [str(tmp_path / "lr.tif")], [str(tmp_path / "hr.tif")]
-
-
 def test_train_resume_and_variance_map(pairs, tmp_path):
     spec = model_spec(
         {
@@ -107,36 +93,30 @@ def test_train_resume_and_variance_map(pairs, tmp_path):
             "seed": 1,
         }
     )
-    out = lambda d: (str(d / "model.pt"), str(d / "log.csv"), str(d / "train.json"))  # noqa: E731
-    full = run_train(spec, *pairs, *out(tmp_path / "full"), device="cpu")
+    full = run_train(spec, *pairs, *train_outputs(tmp_path / "full"), device="cpu")
 
     def kill(step):
         if step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_train(spec, *pairs, *out(tmp_path / "res"), device="cpu", on_step=kill)
-    res = run_train(spec, *pairs, *out(tmp_path / "res"), device="cpu")
+        run_train(spec, *pairs, *train_outputs(tmp_path / "res"), device="cpu", on_step=kill)
+    res = run_train(spec, *pairs, *train_outputs(tmp_path / "res"), device="cpu")
     assert res["resumed_from_step"] == 2 and full["timesteps"] == 1000
     a, _ = load_trained(tmp_path / "full" / "model.pt")
     b, _ = load_trained(tmp_path / "res" / "model.pt")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
-    info1 = run_infer(
-        pairs[0][0],
-        str(tmp_path / "one.tif"),
-        str(tmp_path / "one.json"),
-        str(tmp_path / "full" / "model.pt"),
-        settings={"tile": 8, "overlap": 2, "samples": 1},
-        device="cpu",
-    )
-    info3 = run_infer(
-        pairs[0][0],
-        str(tmp_path / "s.tif"),
-        str(tmp_path / "s.json"),
-        str(tmp_path / "full" / "model.pt"),
-        settings={"tile": 8, "overlap": 2, "samples": 3},
-        device="cpu",
+    info1, info3 = (
+        run_infer(
+            pairs[0][0],
+            str(tmp_path / f"{out}.tif"),
+            str(tmp_path / f"{out}.json"),
+            str(tmp_path / "full" / "model.pt"),
+            settings={"tile": 8, "overlap": 2, "samples": samples},
+            device="cpu",
+        )
+        for out, samples in (("one", 1), ("s", 3))
     )
     assert info1["variance_mean"] is None and not (tmp_path / "one_std.tif").exists()
     std, _, _ = read_image(tmp_path / "s_std.tif")

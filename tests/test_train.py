@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
+from helpers import synthetic_pair, train_entry, train_outputs
 
 from srseg.config import model_spec
 from srseg.io import InputError, write_image
@@ -35,49 +35,6 @@ BASE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and keeps shared CI machines responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _pair(rng, z=3, n=16, scale=2):
-    hr = gaussian_filter(rng.random((z, n * scale, n * scale)), (0, 1.5, 1.5))
-    hr = (hr - hr.min()) / (hr.max() - hr.min())
-    lr = zoom(hr, (1, 1 / scale, 1 / scale), order=1)
-    return lr.astype(np.float32), hr.astype(np.float32)
-
-
-@pytest.fixture
-def pairs(tmp_path):
-    rng = np.random.default_rng(0)
-    lrs, hrs = [], []
-    for name in ("a", "b"):
-        lr, hr = _pair(rng)
-        write_image(tmp_path / name / "lr.tif", lr, [50, 20, 20])
-        write_image(tmp_path / name / "hr.tif", hr, [50, 10, 10])
-        lrs.append(str(tmp_path / name / "lr.tif"))
-        hrs.append(str(tmp_path / name / "hr.tif"))
-    return lrs, hrs
-
-
-def _run(entry, pairs, out, **kw):
-    """Train a (partial) model entry: its complete slice comes from the schema's defaults."""
-    return run_train(
-        model_spec(entry),
-        pairs[0],
-        pairs[1],
-        str(out / "model.pt"),
-        str(out / "log.csv"),
-        str(out / "train.json"),
-        device="cpu",
-        **kw,
-    )
-
-
 @pytest.mark.parametrize(
     "spec",
     [
@@ -90,7 +47,7 @@ def _run(entry, pairs, out, **kw):
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(spec):
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
-    lr, hr = _pair(rng, z=4, n=12)
+    lr, hr = synthetic_pair(rng, z=4, n=12)
     x, y = torch.from_numpy(lr[:, None]), torch.from_numpy(hr[:, None])
     model = build_model(spec, 2)
     loss = build_loss(spec["loss"])
@@ -108,7 +65,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(spec):
 
 
 def test_train_writes_model_log_and_json(pairs, tmp_path):
-    info = _run({**TINY_EDSR, **BASE}, pairs, tmp_path)
+    info = train_entry({**TINY_EDSR, **BASE}, pairs, tmp_path)
     log = pd.read_csv(tmp_path / "log.csv")
     assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
     assert {"loss", "l1", "lr", "val_l1", "val_psnr", "seconds"} <= set(log.columns)
@@ -141,7 +98,7 @@ def _weights(path):
 
 def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted_run(pairs, tmp_path):
     spec = {**TINY_EMSR, **BASE}  # emsr: its noisy branch also needs the torch RNG restored
-    _run(spec, pairs, tmp_path / "straight")
+    train_entry(spec, pairs, tmp_path / "straight")
 
     class Killed(Exception):
         pass
@@ -151,9 +108,9 @@ def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted_run(p
             raise Killed
 
     with pytest.raises(Killed):
-        _run(spec, pairs, tmp_path / "killed", on_step=kill_at_5)
+        train_entry(spec, pairs, tmp_path / "killed", on_step=kill_at_5)
     assert not (tmp_path / "killed" / "model.pt").exists() and (tmp_path / "killed" / "checkpoint.pt").exists()
-    info = _run(spec, pairs, tmp_path / "killed")
+    info = train_entry(spec, pairs, tmp_path / "killed")
     assert info["resumed_from_step"] == 4 and info["steps_this_run"] == 2
 
     a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(tmp_path / "killed" / "model.pt")
@@ -168,13 +125,13 @@ def test_killed_training_resumes_from_checkpoint_and_matches_uninterrupted_run(p
 
 def test_raising_steps_continues_training_and_other_changes_restart(pairs, tmp_path):
     spec = {**TINY_EDSR, **BASE}
-    _run({**spec, "steps": 4}, pairs, tmp_path / "short")
-    info = _run(spec, pairs, tmp_path / "short")  # steps 4 -> 6: continue from the kept checkpoint
+    train_entry({**spec, "steps": 4}, pairs, tmp_path / "short")
+    info = train_entry(spec, pairs, tmp_path / "short")  # steps 4 -> 6: continue from the kept checkpoint
     assert info["resumed_from_step"] == 4
-    _run(spec, pairs, tmp_path / "straight")
+    train_entry(spec, pairs, tmp_path / "straight")
     a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(tmp_path / "short" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    info = _run({**spec, "lr": 5e-4}, pairs, tmp_path / "short")  # another trajectory: start over
+    info = train_entry({**spec, "lr": 5e-4}, pairs, tmp_path / "short")  # another trajectory: start over
     assert info["resumed_from_step"] is None and info["steps_this_run"] == 6
 
 
@@ -182,7 +139,7 @@ def test_fine_tune_from_init_reports_keys_that_do_not_fit(pairs, tmp_path):
     spec = {**TINY_EDSR, **BASE}
     other = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}}
     save_trained(tmp_path / "user.pt", build_model(other, 4), other, 4)  # fewer blocks, other scale
-    info = _run({**spec, "init": str(tmp_path / "user.pt"), "steps": 1}, pairs, tmp_path / "ft")
+    info = train_entry({**spec, "init": str(tmp_path / "user.pt"), "steps": 1}, pairs, tmp_path / "ft")
     init = info["init"]
     assert init["loaded"] > 0
     assert any(k.startswith("body.1.") for k in init["missing"])  # the second block is new
@@ -204,17 +161,17 @@ def test_bad_inputs_raise_before_training_and_leave_no_outputs(pairs, tmp_path):
         ({**spec, "steps": 0}, "steps"),
     ]:
         with pytest.raises(InputError, match=words):
-            _run(bad, pairs, out)
+            train_entry(bad, pairs, out)
     # the train job's own checks
     with pytest.raises(InputError, match="smaller than the training patch"):
-        _run({**spec, "patch": 40}, pairs, out)
+        train_entry({**spec, "patch": 40}, pairs, out)
     with pytest.raises(InputError, match="no trainable parameters"):
-        run_train(model_spec({"arch": "bicubic"}), *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json")))
+        run_train(model_spec({"arch": "bicubic"}), *pairs, *train_outputs(out))
     with pytest.raises(InputError, match="lack .*model_spec"):
         run_train(
             {"arch": "edsr", "kind": "supervised", "loss": {"l1": 1}},
             *pairs,
-            *(str(out / f) for f in ("m.pt", "l.csv", "t.json")),
+            *train_outputs(out),
         )
     # HR that is not an integer multiple of LR
     rng = np.random.default_rng(0)
@@ -224,17 +181,15 @@ def test_bad_inputs_raise_before_training_and_leave_no_outputs(pairs, tmp_path):
             model_spec(spec),
             pairs[0][:1],
             [str(tmp_path / "odd_hr.tif")],
-            *(str(out / f) for f in ("m.pt", "l.csv", "t.json")),
+            *train_outputs(out),
         )
     # init checkpoints: another arch, a corrupt file (checked again by the job: the file may change after planning)
     emsr = {"arch": "emsr", "net": TINY_EMSR["net"]}
     save_trained(tmp_path / "emsr.pt", build_model(emsr, 2), emsr, 2)
     checked = model_spec(spec)
     with pytest.raises(InputError, match="models.edsr.init: .* trained as arch 'emsr'"):
-        run_train(
-            {**checked, "init": str(tmp_path / "emsr.pt")}, *pairs, *(str(out / f) for f in ("m.pt", "l.csv", "t.json"))
-        )
+        run_train({**checked, "init": str(tmp_path / "emsr.pt")}, *pairs, *train_outputs(out))
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     with pytest.raises(InputError, match="corrupt.pt"):
-        _run({**spec, "init": str(tmp_path / "corrupt.pt")}, pairs, out)
+        train_entry({**spec, "init": str(tmp_path / "corrupt.pt")}, pairs, out)
     assert not out.exists() or not any(out.iterdir())

@@ -8,19 +8,20 @@ weights of an uninterrupted one (CPU); a checkpoint of other settings or inputs 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
-from test_affinity import cells
+from helpers import cells, train_entry, train_outputs, write_pairs
 
 from srseg import affinity
-from srseg.config import model_spec, section
+from srseg.config import section
 from srseg.io import InputError, read_image, read_json, write_image, write_labels
 from srseg.models import ARCHS, build_model, load_trained, save_trained
 from srseg.runtime import load_checkpoint, save_checkpoint
-from srseg.training import KINDS, run_train
+from srseg.training import KINDS
 
 NAME = "tiny"
 TRAINING = {"steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 2, "val_patches": 2, "seed": 3}
@@ -62,38 +63,19 @@ AFFINITY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _outputs(out):
-    return str(out / "model.pt"), str(out / "log.csv"), str(out / "train.json")
-
-
 class SRCase:
     """One SR arch trained through run_train on one small LR/HR pair."""
 
     def __init__(self, arch: str, root):
         self.arch, self.where = arch, f"models.{NAME}"
-        rng = np.random.default_rng(0)
-        hr = gaussian_filter(rng.random((4, 32, 32)), (0, 1.5, 1.5))
-        hr = ((hr - hr.min()) / (hr.max() - hr.min())).astype(np.float32)
-        self.lr, self.hr = root / "s" / "lr.tif", root / "s" / "hr.tif"
-        write_image(self.lr, zoom(hr, (1, 0.5, 0.5), order=1).astype(np.float32), [50, 20, 20])
-        write_image(self.hr, hr, [50, 10, 10])
+        self.pairs = write_pairs(root, names=("s",), z=4)
+        self.lr = Path(self.pairs[0][0])
 
     def entry(self, **over) -> dict:
         return {**SR_ENTRIES[self.arch], **TRAINING, **over}
 
     def run(self, out, on_step=None, device="cpu", **over) -> dict:
-        spec = model_spec(self.entry(**over), name=NAME)
-        return run_train(
-            spec, [str(self.lr)], [str(self.hr)], *_outputs(out), device=device, name=NAME, on_step=on_step
-        )
+        return train_entry(self.entry(**over), self.pairs, out, name=NAME, device=device, on_step=on_step)
 
     def weights(self, out) -> dict:
         return load_trained(out / "model.pt")[0].state_dict()
@@ -127,7 +109,7 @@ class AffinityCase:
     def run(self, out, on_step=None, device="cpu", **over) -> dict:
         settings = section("affinity", {**AFFINITY, **over})
         affinity.train_affinity_network(
-            self.hr, self.labels, *_outputs(out), settings, seed=1, device=device, on_step=on_step
+            self.hr, self.labels, *train_outputs(out), settings, seed=1, device=device, on_step=on_step
         )
         return read_json(out / "train.json")
 

@@ -1,40 +1,18 @@
 """End to end: the whole DAG on a tiny config, from phantom generation to the report."""
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from helpers import CONFIGS, load_config, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+from srseg.config import resolve
+
+TINY = CONFIGS / "tiny.yaml"
 
 
 def snakemake(workdir, *args):
-    proc = subprocess.run(
-        [
-            SNAKEMAKE,
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(TINY),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in Path(workdir, "logs").rglob("*.log"))
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
-    return proc
+    return run_snakemake(workdir, "--cores", "2", *args, config=TINY)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +24,7 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_summary_has_every_row_with_finite_scores(finished_run):
-    config = yaml.safe_load(TINY.read_text())
+    config = resolve(load_config("tiny"))
     summary = pd.read_csv(finished_run / "results/report/tables/summary.csv")
     rows = set(zip(summary["model"], summary["data"]))
     expected = {(m, d) for m in config["models"] if m != "bicubic" for d in config["train_data"]}

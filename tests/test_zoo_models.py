@@ -1,4 +1,4 @@
-"""RCAN, SwinIR / EDT-style, PSSR ResUNet and the 2.5D (z-context) option.
+"""RCAN, SwinIR, EDT, PSSR ResUNet and the 2.5D (z-context) option.
 
 Output shapes at scales 2, 3, 4, 8 for every registered arch are in tests/test_models.py
 (TINY there lists these archs too); here: training lowers the loss, save/load, window
@@ -8,47 +8,30 @@ attention details, and z-context from the sampler through training to tiled infe
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter, zoom
+from helpers import synthetic_pair, train_entry, write_pairs
+from scipy.ndimage import zoom
 
-from srseg.config import model_spec
 from srseg.data import PatchSampler, context_indices
 from srseg.infer import run_infer, super_resolve
-from srseg.io import InputError, read_image, read_json, write_image
+from srseg.io import InputError, read_image, read_json
 from srseg.losses import build_loss
 from srseg.models import build_model, load_trained, save_trained
 from srseg.models.swinir_arch import SwinLayer, relative_position_index
-from srseg.training import run_train
 
 TINY = {
     "rcan": {"n_feats": 8, "n_groups": 2, "n_blocks": 1, "reduction": 4},
     "swinir": {"embed_dim": 8, "depths": [2], "heads": 2, "window": 4, "upsample_feats": 8},
-    "edt": {"embed_dim": 8, "depths": [2], "heads": 2, "window": [2, 6], "upsample_feats": 8},
+    "edt": {"embed_dim": 8, "depths": [2], "heads": 2, "window": [2, 6], "num_feat": 4, "head_depth": 1},
     "pssr": {"features": 4, "depth": 2, "n_blocks": 1},
 }
 CONTEXT_ARCHS = ["srcnn", "edsr", "rcan", "pssr", "swinir"]
 TINY_CTX = {**TINY, "srcnn": {"features": [8, 4]}, "edsr": {"n_feats": 8, "n_blocks": 1}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and keeps shared CI machines responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _pair(rng, z=4, n=12, scale=2):
-    hr = gaussian_filter(rng.random((z, n * scale, n * scale)), (0, 1.5, 1.5))
-    hr = (hr - hr.min()) / (hr.max() - hr.min())
-    lr = zoom(hr, (1, 1 / scale, 1 / scale), order=1)
-    return lr.astype(np.float32), hr.astype(np.float32)
-
-
 @pytest.mark.parametrize("arch", sorted(TINY))
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(arch):
     torch.manual_seed(0)
-    lr, hr = _pair(np.random.default_rng(1))
+    lr, hr = synthetic_pair(np.random.default_rng(1), z=4, n=12)
     x, y = torch.from_numpy(lr[:, None]), torch.from_numpy(hr[:, None])
     model = build_model({"arch": arch, "net": TINY[arch]}, 2)
     loss = build_loss({"l1": 1})
@@ -65,7 +48,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(arch):
 @pytest.mark.parametrize("arch", sorted(TINY))
 def test_save_load_round_trip_gives_same_outputs(tmp_path, arch):
     torch.manual_seed(1)
-    spec = {"arch": arch, "net": TINY[arch], "context": 1 if arch != "edt" else 0}
+    spec = {"arch": arch, "net": TINY[arch], "context": 1}
     model = build_model(spec, 3).eval()
     save_trained(tmp_path / "model.pt", model, spec, 3)
     loaded, meta = load_trained(tmp_path / "model.pt")
@@ -79,10 +62,10 @@ def test_paper_sizes_build():
     # RCAN paper: 10 groups x 20 RCABs, 64 features, reduction 16 -> ~15.4 M parameters (grey in/out, x4)
     rcan = build_model({"arch": "rcan", "net": {"n_groups": 10, "n_blocks": 20}}, 4)
     assert 15.0e6 < sum(p.numel() for p in rcan.parameters()) < 15.8e6
-    edt = build_model({"arch": "edt"}, 2)
-    layer = edt.body[0].layers[0]
-    assert [(g.wh, g.ww, g.heads) for g in layer.groups] == [(6, 24, 3), (24, 6, 3)]
-    assert edt.pad_to == (24, 24)
+    edt = build_model({"arch": "edt"}, 2)  # EDT-B; its parameter count is in tests/test_published_models.py
+    block = edt.body.layers[0].residual_group.blocks[1]
+    assert [(a.wh, a.ww, a.heads) for a in block.attns] == [(6, 24, 6), (24, 6, 6)] and block.shifted
+    assert edt.pad_to == 24
     swin = build_model({"arch": "swinir"}, 2)
     assert len(swin.body) == 4 and swin.body[0].layers[1].shifted and not swin.body[0].layers[0].shifted
 
@@ -152,7 +135,7 @@ def test_context_reaches_the_network(arch):
         ({"arch": "edsr", "net": {"in_channels": 3}}, "unknown key"),
         ({"arch": "swinir", "net": {"embed_dim": 10, "heads": 4}}, "divisible"),
         ({"arch": "swinir", "net": {"window": [4, 0]}}, "window"),
-        ({"arch": "edt", "net": {"heads": 1, "embed_dim": 8}}, "heads >= 2"),
+        ({"arch": "edt", "net": {"heads": 3, "embed_dim": 8}}, "divisible by heads"),
         ({"arch": "rcan"}, "cannot upsample by 5"),
     ],
 )
@@ -162,14 +145,8 @@ def test_bad_specs_raise_input_error(spec, words):
 
 
 def test_context_model_trains_and_infers_a_volume(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for name in ("a", "b"):
-        lr, hr = _pair(rng, z=5, n=16)
-        write_image(tmp_path / name / "lr.tif", lr, [50, 20, 20], "uint8")
-        write_image(tmp_path / name / "hr.tif", hr, [50, 10, 10], "uint8")
-        paths.append((str(tmp_path / name / "lr.tif"), str(tmp_path / name / "hr.tif")))
-    spec = model_spec(
+    lrs, hrs = write_pairs(tmp_path, z=5)
+    info = train_entry(
         {
             "arch": "rcan",
             "net": TINY["rcan"],
@@ -181,24 +158,16 @@ def test_context_model_trains_and_infers_a_volume(tmp_path):
             "checkpoint_every": 4,
             "val_every": 4,
             "val_patches": 2,
-        }
-    )
-    out = tmp_path / "train"
-    info = run_train(
-        spec,
-        [p[0] for p in paths],
-        [p[1] for p in paths],
-        str(out / "model.pt"),
-        str(out / "log.csv"),
-        str(out / "train.json"),
-        device="cpu",
+        },
+        (lrs, hrs),
+        tmp_path / "train",
     )
     assert info["context"] == 1 and np.isfinite(info["final_val_l1"])
     res = run_infer(
-        paths[0][0],
+        lrs[0],
         str(tmp_path / "sr.tif"),
         str(tmp_path / "sr.json"),
-        model_path=str(out / "model.pt"),
+        model_path=str(tmp_path / "train" / "model.pt"),
         settings={"tile": 8, "overlap": 2, "batch": 4},
         device="cpu",
     )

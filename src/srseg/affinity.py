@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from . import runtime
 from .io import InputError, read_image, read_labels
+from .tiling import tile_axis
 from .training.engine import KINDS, Kind, train
 from .training.weights import trainable
 
@@ -277,23 +278,6 @@ def affinity_loss(logits: torch.Tensor, target: torch.Tensor, balance: bool = Fa
 # --------------------------------------------------------------------------- prediction
 
 
-def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, n) with tiles of `tile` overlapping by >= `overlap`."""
-    if n <= tile:
-        return [0]
-    step = max(1, tile - overlap)
-    starts = list(range(0, n - tile, step))
-    return starts + [n - tile]
-
-
-def _ramp(n: int, overlap: int) -> np.ndarray:
-    """1-D blending weight: linear ramp over `overlap` at both ends, never 0 (hand-written: no library does this)."""
-    if overlap <= 0:
-        return np.ones(n, np.float32)
-    i = np.arange(n, dtype=np.float32)
-    return np.minimum(1.0, np.minimum(i + 1, n - i) / (overlap + 1)).astype(np.float32)
-
-
 @torch.no_grad()
 def predict_affinities(
     net: AffinityUNet,
@@ -308,8 +292,10 @@ def predict_affinities(
     """Affinities (3, z, y, x) float32 of an image (z, y, x) in [0, 1], tiled with blended overlap.
 
     Memory on the device is bounded by the tile size; tiles are blended with
-    linear ramps so tile seams do not show as boundaries. 2D nets predict each
-    section independently (z affinity 0).
+    srseg.tiling's raised-cosine weight (0 in the outer quarter of each overlap, where
+    the reflect-padded tile borders are least reliable), so tile seams do not show as
+    boundaries. 3D nets get z tiles of `tile_z` sections overlapping by 2; 2D nets
+    predict each section independently (z affinity 0).
     """
     device = torch.device(device)
     image = np.asarray(image, dtype=np.float32)
@@ -320,23 +306,20 @@ def predict_affinities(
     net = net.to(device).eval()
     nz, ny, nx = image.shape
     m = net.multiple
-    ty, tx = min(tile, ny), min(tile, nx)
-    oz = 2 if net.dim == 3 else 0
-    tz = min(tile_z, nz) if net.dim == 3 else 1
-    zs = _tile_starts(nz, tz, oz) if net.dim == 3 else list(range(nz))
-    ys, xs = _tile_starts(ny, ty, overlap), _tile_starts(nx, tx, overlap)
-    wz = _ramp(tz, oz if len(zs) > 1 else 0)
-    w2 = _ramp(ty, overlap if len(ys) > 1 else 0)[:, None] * _ramp(tx, overlap if len(xs) > 1 else 0)[None, :]
-    weight = wz[:, None, None] * w2[None]
+    if net.dim == 3:
+        zs, tz, wz = tile_axis(nz, tile_z, 2)
+    else:  # one section per tile, nothing to blend in z
+        zs, tz, wz = list(range(nz)), 1, [np.ones(1, np.float32)] * nz
+    (ys, ty, wy), (xs, tx, wx) = tile_axis(ny, tile, overlap), tile_axis(nx, tile, overlap)
     out = np.zeros((3, nz, ny, nx), np.float32)
     norm = np.zeros((nz, ny, nx), np.float32)
     # pad each tile up to a multiple of 2**(depth-1) in y/x (reflect: no artificial edges)
     py, px = (-ty) % m, (-tx) % m
-    jobs = [(z, y, x) for z in zs for y in ys for x in xs]
+    jobs = [(i, j, k) for i in range(len(zs)) for j in range(len(ys)) for k in range(len(xs))]
     bar = tqdm(total=len(jobs), desc="affinities", unit="tile", disable=not progress, mininterval=2)
-    for i in range(0, len(jobs), batch):
-        chunk = jobs[i : i + batch]
-        tiles = [image[z : z + tz, y : y + ty, x : x + tx] for z, y, x in chunk]
+    for b in range(0, len(jobs), batch):
+        chunk = jobs[b : b + batch]
+        tiles = [image[zs[i] : zs[i] + tz, ys[j] : ys[j] + ty, xs[k] : xs[k] + tx] for i, j, k in chunk]
         tiles = np.stack([np.pad(t, ((0, 0), (0, py), (0, px)), mode="reflect") for t in tiles])
         inp = torch.from_numpy(tiles).to(device)
         if net.dim == 3:
@@ -347,9 +330,11 @@ def predict_affinities(
         if net.dim == 2:
             affs = affs[:, :, None]  # (B, 3, 1, Y, X)
         affs = affs[..., :ty, :tx]
-        for (z, y, x), a in zip(chunk, affs):
-            out[:, z : z + tz, y : y + ty, x : x + tx] += a * weight
-            norm[z : z + tz, y : y + ty, x : x + tx] += weight
+        for (i, j, k), a in zip(chunk, affs):
+            weight = wz[i][:, None, None] * np.outer(wy[j], wx[k])[None]
+            box = (slice(zs[i], zs[i] + tz), slice(ys[j], ys[j] + ty), slice(xs[k], xs[k] + tx))
+            out[(slice(None),) + box] += a * weight
+            norm[box] += weight
         bar.update(len(chunk))
     bar.close()
     out /= norm

@@ -1,28 +1,31 @@
 """Place the HR stack inside the LR stack: stage offsets, then SIFT + RANSAC, then ECC.
 
-Transform convention (shared with pairs and the phantom's truth.json): a 2x3
+Transform convention (srseg.geometry; shared with pairs and the phantom's truth.json): a 2x3
 matrix M maps HR pixel coordinates (x = column, y = row, pixel centres at
 integers) to LR pixel coordinates, [x_lr, y_lr] = M @ [x_hr, y_hr, 1]; HR
 section k lies in LR section lr_z[k].
 
-Method, per specimen:
+Method, per specimen (`align_volume` runs one function per step):
 1. Coarse placement from voxel sizes and the stage offset (`hr_offset_nm`), which
-   may be off by several LR pixels.
-2. Per HR section: downsample HR to about the LR pixel size (INTER_AREA), match
-   SIFT features against an LR window around the coarse position (Lowe ratio
-   test), fit a similarity with RANSAC (cv2.estimateAffinePartial2D).
-3. Consensus: the sections of one SBEM stack share rotation and scale (one
+   may be off by several LR pixels (geometry.coarse_matrix, `check_geometry`).
+2. Per HR section (`fit_sections`; `explain_failure` when none fits): downsample
+   HR to about the LR pixel size (INTER_AREA), match SIFT features against an LR
+   window around the coarse position (Lowe ratio test), fit a similarity with
+   RANSAC (cv2.estimateAffinePartial2D).
+3. Consensus (`consensus`): the sections of one SBEM stack share rotation and scale (one
    stage, one calibration) but the stage drifts slightly from section to
    section. So the linear part (rotation/scale) is pooled -- the median over
    sections, with sections whose fit disagrees set aside as wrong match sets --
    while the position of the field centre stays per section; sections without
    a usable fit get a position interpolated from their neighbours.
-4. Sub-pixel refinement (`refine`): ECC (cv2.findTransformECC, affine) of each
+4. Sub-pixel refinement (`ecc_refinement`, option `refine`): ECC (cv2.findTransformECC, affine) of each
    section's downsampled HR against its LR section, started from the
    consensus. The final linear part is the mean of the per-section ECC fits
    that agree with their median (averaging sections beats noise); each
    section keeps its own ECC centre position (the stage drift).
    transform.json holds one matrix per HR section plus the per-section fits.
+5. QC (`qc_summary`): matches, residuals, scale, rotation, drift, stage-offset
+   error and, for simulated data, the error against the truth.
 
 Bad input (no overlap, too few matches, implausible scale) raises InputError
 before anything is written.
@@ -32,89 +35,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .config import section
+from .geometry import (
+    apply,
+    axis_scales,
+    coarse_lr_z,
+    coarse_matrix,
+    compose,
+    corner_rms,
+    field_centre,
+    field_corners,
+    invert,
+    rotation_deg,
+    with_centre,
+)
 from .io import InputError, atomic_path, read_image, read_json, write_json
 from .log import get_logger
 
 logger = logging.getLogger("srseg.align")
 
 
-# --------------------------------------------------------------------------- geometry helpers
-
-
-def to3x3(m: np.ndarray) -> np.ndarray:
-    """A 2x3 affine matrix as a 3x3 homogeneous one (so affines compose by @)."""
-    out = np.eye(3)
-    out[:2] = np.asarray(m, dtype=np.float64).reshape(2, 3)
-    return out
-
-
-def compose(*mats: np.ndarray) -> np.ndarray:
-    """compose(A, B) = A after B, for 2x3 affine matrices."""
-    out = np.eye(3)
-    for m in mats:
-        out = out @ to3x3(m)
-    return out[:2]
-
-
-def invert(m: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(to3x3(m))[:2]
-
-
-def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Map (n, 2) points (x, y) through a 2x3 matrix."""
-    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    return pts @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
-
-
-def field_corners(shape_yx) -> np.ndarray:
-    """Outer corners (x, y) of an image field: pixel edges at -0.5 and n - 0.5."""
-    h, w = shape_yx
-    return np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
-
-
-def corner_rms(m_a: np.ndarray, m_b: np.ndarray, shape_yx) -> float:
-    """RMS distance (in the target's pixels) between where two transforms put a field's corners."""
-    c = field_corners(shape_yx)
-    d = apply(m_a, c) - apply(m_b, c)
-    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
-
-
-def axis_scales(m: np.ndarray) -> np.ndarray:
-    """Length of the images of the x and y unit vectors (the per-axis scale)."""
-    a = np.asarray(m)[:, :2]
-    return np.hypot(a[0], a[1])
-
-
-def rotation_deg(m: np.ndarray) -> float:
-    a = np.asarray(m)[:, :2]
-    return float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
-
-
 # --------------------------------------------------------------------------- coarse placement
-
-
-def coarse_matrix(lr_voxel_nm, hr_voxel_nm, hr_offset_nm) -> np.ndarray:
-    """HR->LR matrix from voxel sizes and the stage offset alone (no rotation).
-
-    hr_offset_nm [z, y, x] is where HR pixel (0, 0, 0)'s centre lies in the frame
-    where LR pixel (0, 0, 0)'s centre is at 0 nm.
-    """
-    _, ly, lx = (float(v) for v in lr_voxel_nm)
-    _, hy, hx = (float(v) for v in hr_voxel_nm)
-    _, oy, ox = (float(v) for v in hr_offset_nm)
-    return np.array([[hx / lx, 0.0, ox / lx], [0.0, hy / ly, oy / ly]])
-
-
-def coarse_lr_z(n_hr: int, lr_voxel_nm, hr_voxel_nm, hr_offset_nm) -> np.ndarray:
-    """LR section of each HR section: the nearest LR section centre in z."""
-    lz, hz, oz = float(lr_voxel_nm[0]), float(hr_voxel_nm[0]), float(hr_offset_nm[0])
-    return np.floor((oz + np.arange(n_hr) * hz) / lz + 0.5).astype(int)  # halves round up, not to even
 
 
 def check_geometry(lr_shape, hr_shape, lr_voxel_nm, hr_voxel_nm, hr_offset_nm, where: str = "meta.json") -> None:
@@ -269,7 +216,7 @@ def _window(quad: np.ndarray, margin: float, shape_yx) -> tuple[int, int, int, i
     )
 
 
-# --------------------------------------------------------------------------- the whole stack
+# --------------------------------------------------------------------------- the whole stack, step by step
 
 
 def align_volume(
@@ -286,210 +233,21 @@ def align_volume(
 
     `truth` (phantoms only) is {"matrices": [...], "lr_z": [...]} in the same
     convention; when given, qc gets error_px (RMS corner distance, LR pixels).
+    The steps are those of the module docstring: coarse placement, `fit_sections`
+    (`explain_failure` when no section fits), `consensus`, `ecc_refinement`, `qc_summary`.
     """
     p = section("align", params)
-    ransac = float(p["ransac_px"])
     check_geometry(lr.shape, hr.shape, lr_voxel_nm, hr_voxel_nm, hr_offset_nm, where)
-    n_hr = hr.shape[0]
     m0 = coarse_matrix(lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
-    lr_z = coarse_lr_z(n_hr, lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
-    inside = (lr_z >= 0) & (lr_z < lr.shape[0])
-    expected_scale = axis_scales(m0)
-
-    # Per-section SIFT + RANSAC on downsampled HR vs an LR window around the coarse placement.
-    smalls, sections = {}, []
-    for k in tqdm(range(n_hr), desc="align: SIFT per section", unit="section"):
-        rec = {
-            "hr_z": k,
-            "lr_z": int(lr_z[k]),
-            "n_matches": 0,
-            "n_inliers": 0,
-            "residual_px": None,
-            "status": "outside",
-        }
-        sections.append(rec)
-        if not inside[k]:
-            continue
-        small, d = downsample_to_lr(hr[k], m0)
-        smalls[k] = small
-        if float(hr[k].std()) < 1e-6:
-            rec["status"] = "blank"
-            continue
-        quad = apply(m0, field_corners(hr.shape[1:]))
-        y0, y1, x0, x1 = _window(quad, float(p["search_margin_lr_px"]), lr.shape[1:])
-        src, dst = sift_matches(small, lr[lr_z[k], y0:y1, x0:x1], float(p["sift_ratio"]))
-        dst = dst + [x0, y0]
-        src_hr = apply(invert(d), src)  # keypoints in HR pixels, so every section fits the same map
-        rec["n_matches"] = int(len(src))
-        a, inl = ransac_similarity(src_hr, dst, float(p["ransac_px"]))
-        rec["n_inliers"] = int(inl.sum())
-        rec["method"] = "sift"
-        if a is None or inl.sum() < int(p["min_inliers"]):
-            rec["status"] = "few_matches"
-            if p["ncc_fallback"]:
-                xy, peak, margin = ncc_place(small, lr[lr_z[k], y0:y1, x0:x1])
-                rec["ncc_peak"], rec["ncc_margin"] = peak, margin
-                if peak >= float(p["ncc_min_peak"]) and margin >= float(p["ncc_min_margin"]):
-                    # position only: rotation and scale stay nominal until ECC (or SIFT elsewhere) fits them
-                    a = compose(np.array([[1.0, 0, x0 + xy[0]], [0, 1.0, y0 + xy[1]]]), d)
-                    rec.update(status="ok", method="ncc", sift_matrix=a.tolist(), scale_error=0.0, rotation_deg=0.0)
-            continue
-        rec["residual_px"] = float(np.sqrt(np.mean(np.sum((apply(a, src_hr[inl]) - dst[inl]) ** 2, axis=1))))
-        rec["sift_matrix"] = a.tolist()
-        scale_err = np.abs(axis_scales(a) / expected_scale - 1).max()
-        rec["scale_error"] = float(scale_err)
-        rec["rotation_deg"] = rotation_deg(a)
-        rec["status"] = "ok" if scale_err <= float(p["max_scale_error"]) else "bad_scale"
-        if p["max_rotation_deg"] is not None and abs(rec["rotation_deg"]) > float(p["max_rotation_deg"]):
-            rec["status"] = "bad_rotation"
-        rec["_pts"] = (src_hr[inl], dst[inl])
-
-    ok = [r for r in sections if r["status"] == "ok"]
-    if not ok:
-        ncc = [r for r in sections if "ncc_peak" in r]
-        if ncc and not any(r["status"] in ("bad_rotation", "bad_scale") for r in sections):
-            best = max(ncc, key=lambda r: r["ncc_peak"])
-            raise InputError(
-                f"{where}: too few SIFT matches between HR and LR (best section: "
-                f"{max(r['n_inliers'] for r in sections)} inliers, align.min_inliers is {p['min_inliers']}) and "
-                f"no unambiguous cross-correlation peak (best {best['ncc_peak']:.2f}, margin "
-                f"{best['ncc_margin']:.2f}); check hr_offset_nm and voxel sizes, or raise "
-                "align.search_margin_lr_px in config.yaml"
-            )
-        rot = [r for r in sections if r["status"] == "bad_rotation"]
-        if rot:
-            worst = min(rot, key=lambda r: abs(r["rotation_deg"]))
-            raise InputError(
-                f"{where}: SIFT fits a rotation of {worst['rotation_deg']:.1f} degrees, more than "
-                f"align.max_rotation_deg ({p['max_rotation_deg']}); check that HR and LR are not flipped or "
-                "rotated on disk, or raise align.max_rotation_deg in config.yaml"
-            )
-        bad = [r for r in sections if r["status"] == "bad_scale"]
-        if bad:
-            worst = min(bad, key=lambda r: r["scale_error"])
-            raise InputError(
-                f"{where}: SIFT fits a scale {100 * worst['scale_error']:.0f}% away from the voxel-size ratio "
-                f"(allowed {100 * float(p['max_scale_error']):.0f}%); check lr_voxel_nm and hr_voxel_nm in config.yaml"
-            )
-        best = max((r["n_inliers"] for r in sections), default=0)
-        raise InputError(
-            f"{where}: too few SIFT matches between HR and LR (best section: {best} inliers, "
-            f"align.min_inliers is {p['min_inliers']}); check hr_offset_nm and voxel sizes, or raise "
-            "align.search_margin_lr_px in config.yaml"
-        )
-
-    # Consensus. The sections of one stack share rotation and scale (one stage,
-    # one calibration) but the stage drifts a little between sections, so the
-    # linear part is pooled (median over sections) and the position of the
-    # field centre is kept per section. A section whose fit disagrees with the
-    # median is a wrong match set, not a real shift, and is set aside.
-    field = hr.shape[1:]
-    c_hr = np.array([(field[1] - 1) / 2, (field[0] - 1) / 2])
-    lin = {r["hr_z"]: np.array(r["sift_matrix"])[:, :2] for r in ok}
-    ctr = {r["hr_z"]: apply(np.array(r["sift_matrix"]), c_hr)[0] for r in ok}
-    # NCC placements carry no rotation/scale: the linear part comes from SIFT sections where there are any
-    fitted = [r["hr_z"] for r in ok if r["method"] == "sift"] or list(lin)
-    lin_med = np.median(np.stack([lin[k] for k in fitted]), axis=0)
-    ctr_med = np.median(np.stack(list(ctr.values())), axis=0)
-    for r in ok:
-        k = r["hr_z"]
-        wrong_lin = (
-            r["method"] == "sift"
-            and corner_rms(with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
-        )
-        if wrong_lin or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac:
-            r["status"] = "outlier"
-    ok = [r for r in ok if r["status"] == "ok"]
-    if not ok:
-        raise InputError(
-            f"{where}: the SIFT fits of the sections disagree with each other; check that HR and LR show the "
-            "same region (hr_offset_nm, voxel sizes in config.yaml)"
-        )
-    ok_k = [r["hr_z"] for r in ok]
-    sift_k = [k for k in ok_k if sections[k]["method"] == "sift"]
-    lin_sift = np.median(np.stack([lin[k] for k in (sift_k or ok_k)]), axis=0)
-    _check_scale(lin_sift, expected_scale, p, where)
-    init_ctr = _interp_centres(ok_k, [ctr[k] for k in ok_k], n_hr)
-
-    # ECC refinement per section, started from the consensus.
-    ecc_lin, ecc_ctr = {}, {}
-    for k, small in smalls.items():
-        rec = sections[k]
-        rec["ecc"] = None
-        if rec["status"] == "blank" or not p["refine"]:
-            continue
-        _, d = downsample_to_lr(hr[k], m0)
-        init = compose(with_centre(lin_sift, init_ctr[k], c_hr), invert(d))  # downsampled HR -> LR
-        try:
-            w, cc = ecc_refine(small, lr[lr_z[k]], init)
-        except cv2.error:  # did not converge
-            continue
-        mk = compose(w, d)
-        rec["ecc"] = float(cc)
-        # else ECC wandered off (NCC-only starts get more room: their rotation/scale were nominal)
-        if np.hypot(*(apply(mk, c_hr)[0] - init_ctr[k])) <= (2 if sift_k else 4) * ransac:
-            ecc_lin[k], ecc_ctr[k] = mk[:, :2], apply(mk, c_hr)[0]
-    good = []
-    if ecc_lin:
-        med = np.median(np.stack(list(ecc_lin.values())), axis=0)
-        good = [
-            k
-            for k in ecc_lin
-            if corner_rms(with_centre(ecc_lin[k], c_hr, c_hr), with_centre(med, c_hr, c_hr), field) <= 0.5
-        ]
-    if good:
-        lin_final = np.mean([ecc_lin[k] for k in good], axis=0)  # averaging sections beats noise
-        ctr_final = _interp_centres(good, [ecc_ctr[k] for k in good], n_hr)
-    elif not sift_k:
-        # NCC found the position but nothing measured rotation/scale: refuse rather than guess
-        raise InputError(
-            f"{where}: only cross-correlation could place HR in LR and the intensity refinement (ECC) did not "
-            "converge, so rotation and scale are unknown; check the images (noise, contrast) and voxel sizes in "
-            "config.yaml"
-        )
-    else:
-        lin_final, ctr_final = lin_sift, init_ctr
-    _check_scale(lin_final, expected_scale, p, where)
-    matrices = [with_centre(lin_final, ctr_final[k], c_hr) for k in range(n_hr)]
-
-    res2 = []
-    for r in sections:
-        pts = r.pop("_pts", None)
-        r["ecc_used"] = r["hr_z"] in good
-        r["centre_lr"] = ctr_final[r["hr_z"]].tolist()
-        if pts is not None and r["status"] == "ok":
-            res2.append(np.sum((apply(np.array(r["sift_matrix"]), pts[0]) - pts[1]) ** 2, axis=1))
-    res2 = np.concatenate(res2) if res2 else np.full(1, np.nan)  # NaN: no SIFT section (NCC + ECC only)
-    m_mid = matrices[n_hr // 2]
-    qc = {
-        "n_sections": int(n_hr),
-        "n_sections_sift_ok": len(sift_k),
-        "n_sections_ncc_ok": len(ok) - len(sift_k),
-        "n_sections_ecc_ok": len(good),
-        "n_matches": int(sum(r["n_matches"] for r in sections)),
-        "n_inliers": int(sum(r["n_inliers"] for r in ok)),
-        "residual_px": float(np.sqrt(res2.mean())),
-        "ecc_mean": float(np.mean([sections[k]["ecc"] for k in good])) if good else None,
-        "scale": axis_scales(m_mid).tolist(),
-        "expected_scale": expected_scale.tolist(),
-        "rotation_deg": rotation_deg(m_mid),
-        # where HR pixel (0, 0) really is minus where hr_offset_nm put it (x, y; mean over sections)
-        "stage_offset_error_lr_px": (np.mean([m[:, 2] for m in matrices], axis=0) - m0[:, 2]).tolist(),
-        "drift_range_lr_px": (ctr_final.max(0) - ctr_final.min(0)).tolist(),
-        "sift_vs_final_px": float(
-            np.sqrt(
-                np.mean(
-                    [corner_rms(with_centre(lin_sift, init_ctr[k], c_hr), matrices[k], field) ** 2 for k in range(n_hr)]
-                )
-            )
-        ),
-    }
-    if truth is not None:
-        tm = [np.asarray(m, float) for m in truth["matrices"]]
-        errs = [corner_rms(t, m, field) for t, m in zip(tm, matrices)]
-        qc["error_px"] = float(np.sqrt(np.mean(np.square(errs))))
-        qc["error_px_max"] = float(np.max(errs))
-        qc["z_errors"] = int(np.sum(np.asarray(truth["lr_z"]) != lr_z))
+    lr_z = coarse_lr_z(hr.shape[0], lr_voxel_nm, hr_voxel_nm, hr_offset_nm)
+    sections, smalls = fit_sections(lr, hr, m0, lr_z, p)
+    if not any(r["status"] == "ok" for r in sections):
+        raise explain_failure(sections, p, where)
+    shared = consensus(sections, hr.shape[1:], axis_scales(m0), p, where)
+    final = ecc_refinement(lr, smalls, sections, lr_z, shared, hr.shape[1:], axis_scales(m0), p, where)
+    c_hr = field_centre(hr.shape[1:])
+    matrices = [with_centre(final.linear, final.centres[k], c_hr) for k in range(hr.shape[0])]
+    qc = qc_summary(sections, matrices, shared, final, m0, hr.shape[1:], lr_z, truth)
     return {
         "matrices": [m.tolist() for m in matrices],
         "lr_z": lr_z.tolist(),
@@ -507,10 +265,297 @@ def align_volume(
     }
 
 
-def with_centre(linear: np.ndarray, centre_lr, centre_hr) -> np.ndarray:
-    """The 2x3 map with linear part `linear` that sends HR point centre_hr to LR point centre_lr."""
-    linear = np.asarray(linear, float)[:, :2]
-    return np.hstack([linear, (np.asarray(centre_lr, float) - linear @ np.asarray(centre_hr, float))[:, None]])
+def fit_sections(
+    lr: np.ndarray, hr: np.ndarray, m0: np.ndarray, lr_z: np.ndarray, p: dict
+) -> tuple[list[dict], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Step 2, every HR section on its own: SIFT + RANSAC (`fit_section`) against the LR window around the
+    coarse placement `m0`.
+
+    Returns (one record per HR section, {hr_z: (downsampled HR, its map from HR pixels)} for the
+    sections that lie inside the LR stack). A record's status is "outside" (no LR section),
+    "blank" (no contrast) or what `fit_section` found.
+    """
+    expected_scale = axis_scales(m0)
+    window = _window(apply(m0, field_corners(hr.shape[1:])), float(p["search_margin_lr_px"]), lr.shape[1:])
+    inside = (lr_z >= 0) & (lr_z < lr.shape[0])
+    sections, smalls = [], {}
+    for k in tqdm(range(hr.shape[0]), desc="align: SIFT per section", unit="section"):
+        rec = {
+            "hr_z": k,
+            "lr_z": int(lr_z[k]),
+            "n_matches": 0,
+            "n_inliers": 0,
+            "residual_px": None,
+            "status": "outside",
+        }
+        sections.append(rec)
+        if not inside[k]:
+            continue
+        small, d = downsample_to_lr(hr[k], m0)
+        smalls[k] = (small, d)
+        if float(hr[k].std()) < 1e-6:
+            rec["status"] = "blank"
+            continue
+        fit_section(rec, small, d, lr[lr_z[k]], window, expected_scale, p)
+    return sections, smalls
+
+
+def fit_section(
+    rec: dict, small: np.ndarray, d: np.ndarray, lr2d: np.ndarray, window, expected_scale: np.ndarray, p: dict
+) -> None:
+    """Fit one section's similarity HR -> LR into its record `rec` (status, matches, the fit and its checks).
+
+    SIFT keypoints of the downsampled HR `small` (map `d` from HR pixels) are matched in the
+    LR `window` (y0, y1, x0, x1) and a similarity is fitted by RANSAC in HR pixels, so every
+    section fits the same map. Too few inliers: status "few_matches", or with `ncc_fallback`
+    an unambiguous cross-correlation peak places the field (position only, method "ncc").
+    A fit whose scale or rotation is implausible gets status "bad_scale" / "bad_rotation".
+    """
+    y0, y1, x0, x1 = window
+    src, dst = sift_matches(small, lr2d[y0:y1, x0:x1], float(p["sift_ratio"]))
+    dst = dst + [x0, y0]
+    src_hr = apply(invert(d), src)  # keypoints in HR pixels, so every section fits the same map
+    rec["n_matches"] = int(len(src))
+    a, inl = ransac_similarity(src_hr, dst, float(p["ransac_px"]))
+    rec["n_inliers"] = int(inl.sum())
+    rec["method"] = "sift"
+    if a is None or inl.sum() < int(p["min_inliers"]):
+        rec["status"] = "few_matches"
+        if p["ncc_fallback"]:
+            xy, peak, margin = ncc_place(small, lr2d[y0:y1, x0:x1])
+            rec["ncc_peak"], rec["ncc_margin"] = peak, margin
+            if peak >= float(p["ncc_min_peak"]) and margin >= float(p["ncc_min_margin"]):
+                # position only: rotation and scale stay nominal until ECC (or SIFT elsewhere) fits them
+                a = compose(np.array([[1.0, 0, x0 + xy[0]], [0, 1.0, y0 + xy[1]]]), d)
+                rec.update(status="ok", method="ncc", sift_matrix=a.tolist(), scale_error=0.0, rotation_deg=0.0)
+        return
+    rec["residual_px"] = float(np.sqrt(np.mean(np.sum((apply(a, src_hr[inl]) - dst[inl]) ** 2, axis=1))))
+    rec["sift_matrix"] = a.tolist()
+    scale_err = np.abs(axis_scales(a) / expected_scale - 1).max()
+    rec["scale_error"] = float(scale_err)
+    rec["rotation_deg"] = rotation_deg(a)
+    rec["status"] = "ok" if scale_err <= float(p["max_scale_error"]) else "bad_scale"
+    if p["max_rotation_deg"] is not None and abs(rec["rotation_deg"]) > float(p["max_rotation_deg"]):
+        rec["status"] = "bad_rotation"
+    rec["_pts"] = (src_hr[inl], dst[inl])  # inliers, for the QC residual (dropped by qc_summary)
+
+
+def explain_failure(sections: list[dict], p: dict, where: str) -> InputError:
+    """The one-sentence InputError for a stack in which no section fits: what went wrong, and what to change.
+
+    In order: SIFT found too little and cross-correlation no unambiguous peak; the fits rotate
+    more than allowed; their scale is off the voxel-size ratio; too few SIFT matches.
+    """
+    ncc = [r for r in sections if "ncc_peak" in r]
+    if ncc and not any(r["status"] in ("bad_rotation", "bad_scale") for r in sections):
+        best = max(ncc, key=lambda r: r["ncc_peak"])
+        return InputError(
+            f"{where}: too few SIFT matches between HR and LR (best section: "
+            f"{max(r['n_inliers'] for r in sections)} inliers, align.min_inliers is {p['min_inliers']}) and "
+            f"no unambiguous cross-correlation peak (best {best['ncc_peak']:.2f}, margin "
+            f"{best['ncc_margin']:.2f}); check hr_offset_nm and voxel sizes, or raise "
+            "align.search_margin_lr_px in config.yaml"
+        )
+    rot = [r for r in sections if r["status"] == "bad_rotation"]
+    if rot:
+        worst = min(rot, key=lambda r: abs(r["rotation_deg"]))
+        return InputError(
+            f"{where}: SIFT fits a rotation of {worst['rotation_deg']:.1f} degrees, more than "
+            f"align.max_rotation_deg ({p['max_rotation_deg']}); check that HR and LR are not flipped or "
+            "rotated on disk, or raise align.max_rotation_deg in config.yaml"
+        )
+    bad = [r for r in sections if r["status"] == "bad_scale"]
+    if bad:
+        worst = min(bad, key=lambda r: r["scale_error"])
+        return InputError(
+            f"{where}: SIFT fits a scale {100 * worst['scale_error']:.0f}% away from the voxel-size ratio "
+            f"(allowed {100 * float(p['max_scale_error']):.0f}%); check lr_voxel_nm and hr_voxel_nm in config.yaml"
+        )
+    best = max((r["n_inliers"] for r in sections), default=0)
+    return InputError(
+        f"{where}: too few SIFT matches between HR and LR (best section: {best} inliers, "
+        f"align.min_inliers is {p['min_inliers']}); check hr_offset_nm and voxel sizes, or raise "
+        "align.search_margin_lr_px in config.yaml"
+    )
+
+
+class Consensus(NamedTuple):
+    """The stack's shared placement before refinement."""
+
+    linear: np.ndarray  # 2x2 linear part (rotation/scale): median over the agreeing SIFT sections
+    centres: np.ndarray  # (n_hr, 2) LR position (x, y) of the HR field centre per section
+    ok: list[int]  # sections whose fit agrees (SIFT or NCC)
+    sift: list[int]  # those of them fitted by SIFT
+
+
+def consensus(sections: list[dict], field, expected_scale: np.ndarray, p: dict, where: str) -> Consensus:
+    """Step 3: pool the section fits into one linear part and a per-section position.
+
+    The sections of one stack share rotation and scale (one stage, one calibration) but the
+    stage drifts a little between sections, so the linear part is pooled (median over
+    sections) and the position of the field centre is kept per section. A section whose fit
+    disagrees with the median is a wrong match set, not a real shift: its status becomes
+    "outlier". Sections without an agreeing fit get a position interpolated from their
+    neighbours. NCC placements carry no rotation/scale: the linear part comes from SIFT
+    sections where there are any.
+    """
+    ransac = float(p["ransac_px"])
+    c_hr = field_centre(field)
+    ok = [r for r in sections if r["status"] == "ok"]
+    lin = {r["hr_z"]: np.array(r["sift_matrix"])[:, :2] for r in ok}
+    ctr = {r["hr_z"]: apply(np.array(r["sift_matrix"]), c_hr)[0] for r in ok}
+    fitted = [r["hr_z"] for r in ok if r["method"] == "sift"] or list(lin)
+    lin_med = np.median(np.stack([lin[k] for k in fitted]), axis=0)
+    ctr_med = np.median(np.stack(list(ctr.values())), axis=0)
+    for r in ok:
+        k = r["hr_z"]
+        wrong_lin = (
+            r["method"] == "sift"
+            and corner_rms(with_centre(lin[k], ctr[k], c_hr), with_centre(lin_med, ctr[k], c_hr), field) > ransac
+        )
+        if wrong_lin or np.hypot(*(ctr[k] - ctr_med)) > 4 * ransac:
+            r["status"] = "outlier"
+    ok_k = [r["hr_z"] for r in ok if r["status"] == "ok"]
+    if not ok_k:
+        raise InputError(
+            f"{where}: the SIFT fits of the sections disagree with each other; check that HR and LR show the "
+            "same region (hr_offset_nm, voxel sizes in config.yaml)"
+        )
+    sift_k = [k for k in ok_k if sections[k]["method"] == "sift"]
+    lin_sift = np.median(np.stack([lin[k] for k in (sift_k or ok_k)]), axis=0)
+    _check_scale(lin_sift, expected_scale, p, where)
+    return Consensus(lin_sift, _interp_centres(ok_k, [ctr[k] for k in ok_k], len(sections)), ok_k, sift_k)
+
+
+class Refined(NamedTuple):
+    """The stack's final placement."""
+
+    linear: np.ndarray  # 2x2 linear part: mean of the agreeing ECC fits (else the consensus)
+    centres: np.ndarray  # (n_hr, 2) LR position (x, y) of the HR field centre per section
+    ecc: list[int]  # sections whose ECC fit was used
+
+
+def ecc_refinement(
+    lr: np.ndarray,
+    smalls: dict,
+    sections: list[dict],
+    lr_z: np.ndarray,
+    shared: Consensus,
+    field,
+    expected_scale: np.ndarray,
+    p: dict,
+    where: str,
+) -> Refined:
+    """Step 4: sub-pixel ECC of each section's downsampled HR against its LR section, started from the consensus.
+
+    Records each section's ECC correlation (None: blank, not refined or not converged). A fit
+    whose centre wanders off the start (NCC-only starts get more room: their rotation/scale
+    were nominal) is not used. The final linear part is the mean of the ECC fits that agree
+    with their median (averaging sections beats noise); each section keeps its own ECC centre
+    (the stage drift), interpolated where it has none. Without usable ECC fits the consensus
+    stands, unless nothing but cross-correlation placed the field: then rotation and scale are
+    unknown and an InputError is raised rather than a guess.
+    """
+    ransac = float(p["ransac_px"])
+    c_hr = field_centre(field)
+    ecc_lin, ecc_ctr = {}, {}
+    for k, (small, d) in smalls.items():
+        rec = sections[k]
+        rec["ecc"] = None
+        if rec["status"] == "blank" or not p["refine"]:
+            continue
+        init = compose(with_centre(shared.linear, shared.centres[k], c_hr), invert(d))  # downsampled HR -> LR
+        try:
+            w, cc = ecc_refine(small, lr[lr_z[k]], init)
+        except cv2.error:  # did not converge
+            continue
+        mk = compose(w, d)
+        rec["ecc"] = float(cc)
+        if np.hypot(*(apply(mk, c_hr)[0] - shared.centres[k])) <= (2 if shared.sift else 4) * ransac:
+            ecc_lin[k], ecc_ctr[k] = mk[:, :2], apply(mk, c_hr)[0]
+    good = []
+    if ecc_lin:
+        med = np.median(np.stack(list(ecc_lin.values())), axis=0)
+        good = [
+            k
+            for k in ecc_lin
+            if corner_rms(with_centre(ecc_lin[k], c_hr, c_hr), with_centre(med, c_hr, c_hr), field) <= 0.5
+        ]
+    if good:
+        lin_final = np.mean([ecc_lin[k] for k in good], axis=0)  # averaging sections beats noise
+        ctr_final = _interp_centres(good, [ecc_ctr[k] for k in good], len(sections))
+    elif not shared.sift:
+        raise InputError(
+            f"{where}: only cross-correlation could place HR in LR and the intensity refinement (ECC) did not "
+            "converge, so rotation and scale are unknown; check the images (noise, contrast) and voxel sizes in "
+            "config.yaml"
+        )
+    else:
+        lin_final, ctr_final = shared.linear, shared.centres
+    _check_scale(lin_final, expected_scale, p, where)
+    return Refined(lin_final, ctr_final, good)
+
+
+def qc_summary(
+    sections: list[dict],
+    matrices: list[np.ndarray],
+    shared: Consensus,
+    final: Refined,
+    m0: np.ndarray,
+    field,
+    lr_z: np.ndarray,
+    truth: dict | None,
+) -> dict:
+    """Step 5: the QC numbers of an alignment; completes each section's record on the way.
+
+    Each record gets ecc_used and centre_lr (its final field centre) and loses the fit's
+    inlier points, which give the SIFT residual (NaN without any SIFT section). With `truth`
+    (phantoms, simulations) the error against the true matrices is added.
+    """
+    c_hr = field_centre(field)
+    n_hr = len(sections)
+    res2 = []
+    for r in sections:
+        pts = r.pop("_pts", None)
+        r["ecc_used"] = r["hr_z"] in final.ecc
+        r["centre_lr"] = final.centres[r["hr_z"]].tolist()
+        if pts is not None and r["status"] == "ok":
+            res2.append(np.sum((apply(np.array(r["sift_matrix"]), pts[0]) - pts[1]) ** 2, axis=1))
+    res2 = np.concatenate(res2) if res2 else np.full(1, np.nan)  # NaN: no SIFT section (NCC + ECC only)
+    m_mid = matrices[n_hr // 2]
+    qc = {
+        "n_sections": int(n_hr),
+        "n_sections_sift_ok": len(shared.sift),
+        "n_sections_ncc_ok": len(shared.ok) - len(shared.sift),
+        "n_sections_ecc_ok": len(final.ecc),
+        "n_matches": int(sum(r["n_matches"] for r in sections)),
+        "n_inliers": int(sum(sections[k]["n_inliers"] for k in shared.ok)),
+        "residual_px": float(np.sqrt(res2.mean())),
+        "ecc_mean": float(np.mean([sections[k]["ecc"] for k in final.ecc])) if final.ecc else None,
+        "scale": axis_scales(m_mid).tolist(),
+        "expected_scale": axis_scales(m0).tolist(),
+        "rotation_deg": rotation_deg(m_mid),
+        # where HR pixel (0, 0) really is minus where hr_offset_nm put it (x, y; mean over sections)
+        "stage_offset_error_lr_px": (np.mean([m[:, 2] for m in matrices], axis=0) - m0[:, 2]).tolist(),
+        "drift_range_lr_px": (final.centres.max(0) - final.centres.min(0)).tolist(),
+        "sift_vs_final_px": float(
+            np.sqrt(
+                np.mean(
+                    [
+                        corner_rms(with_centre(shared.linear, shared.centres[k], c_hr), matrices[k], field) ** 2
+                        for k in range(n_hr)
+                    ]
+                )
+            )
+        ),
+    }
+    if truth is not None:
+        tm = [np.asarray(m, float) for m in truth["matrices"]]
+        errs = [corner_rms(t, m, field) for t, m in zip(tm, matrices)]
+        qc["error_px"] = float(np.sqrt(np.mean(np.square(errs))))
+        qc["error_px_max"] = float(np.max(errs))
+        qc["z_errors"] = int(np.sum(np.asarray(truth["lr_z"]) != lr_z))
+    return qc
 
 
 def _interp_centres(ks, centres, n: int) -> np.ndarray:

@@ -29,7 +29,6 @@ WGAN-GP blurs with sigma 3 first, which already removes what antialiasing would)
 from __future__ import annotations
 
 import logging
-import zlib
 
 import cv2
 import numpy as np
@@ -40,19 +39,14 @@ from tqdm import tqdm
 from .config import checks, section
 from .io import InputError, read_image, read_json, write_image
 from .log import get_logger
+from .registry import Registry
+from .streams import derive_seed  # noqa: F401  (re-exported: the recipe seeds)
 
 logger = logging.getLogger("srseg.degrade")
 
-KINDS = ("bicubic", "blur_noise", "pssr", "blur_bilinear")  # their keys and defaults: the schema
-
-
-def derive_seed(seed: int, *names: str) -> int:
-    """A stable per-(recipe, specimen) seed: zlib.crc32 of the names mixed with the config seed.
-
-    Python's hash() is salted per process, so it cannot be used here.
-    """
-    ss = np.random.SeedSequence([int(seed)] + [zlib.crc32(str(n).encode()) for n in names])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+#: kind -> f(hr section, scale, recipe, rng, antialias) -> (lr section, drawn parameters). A new kind is one
+#: registered function here plus its keys and defaults under `degradations` in schemas/config.schema.yaml.
+KINDS: Registry = Registry("degradation kind")
 
 
 def check_recipe(recipe: dict, name: str = "recipe") -> dict:
@@ -89,29 +83,39 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def degrade_section(hr2d: np.ndarray, scale: int, recipe: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """One section: (lr, the parameters drawn)."""
-    kind = recipe["kind"]
-    aa = bool(recipe["antialias"])
-    x = hr2d.astype(np.float32)
-    if kind == "bicubic":
-        return resize_down(x, scale, "bicubic", aa), {}
-    if kind == "blur_noise":
-        drawn = {k: draw(recipe[k], rng) for k in ("blur_sigma", "noise_pre", "noise_post")}
-        x = blur(x, drawn["blur_sigma"])
-        x = x + rng.normal(0.0, drawn["noise_pre"] / 255.0, x.shape).astype(np.float32)
-        x = resize_down(x, scale, "bicubic", aa)
-        x = x + rng.normal(0.0, drawn["noise_post"] / 255.0, x.shape).astype(np.float32)
-        return x, drawn
-    if kind == "pssr":
-        drawn = {k: draw(recipe[k], rng) for k in ("blur_sigma", "noise_gain")}
-        local_var = drawn["noise_gain"] * blur(np.clip(x, 0, 1), drawn["blur_sigma"]) + 1e-10
-        # skimage's localvar mode is PSSR's own call; it clips to [0, 1].
-        x = random_noise(np.clip(x, 0, 1), mode="localvar", local_vars=local_var, rng=rng).astype(np.float32)
-        return resize_down(x, scale, "bilinear", aa), drawn
-    if kind == "blur_bilinear":
-        drawn = {"blur_sigma": draw(recipe["blur_sigma"], rng)}
-        return resize_down(blur(x, drawn["blur_sigma"]), scale, "bilinear", aa), drawn
-    raise InputError(f"unknown degradation kind {kind!r}; use one of {', '.join(KINDS)}")
+    """One section: (lr, the parameters drawn), by the recipe's kind."""
+    make = KINDS.get(recipe["kind"], "degradations.<name>.kind")
+    return make(hr2d.astype(np.float32), scale, recipe, rng, bool(recipe["antialias"]))
+
+
+@KINDS.register("bicubic")
+def _bicubic(x, scale, recipe, rng, aa):
+    return resize_down(x, scale, "bicubic", aa), {}
+
+
+@KINDS.register("blur_noise")
+def _blur_noise(x, scale, recipe, rng, aa):
+    drawn = {k: draw(recipe[k], rng) for k in ("blur_sigma", "noise_pre", "noise_post")}
+    x = blur(x, drawn["blur_sigma"])
+    x = x + rng.normal(0.0, drawn["noise_pre"] / 255.0, x.shape).astype(np.float32)
+    x = resize_down(x, scale, "bicubic", aa)
+    x = x + rng.normal(0.0, drawn["noise_post"] / 255.0, x.shape).astype(np.float32)
+    return x, drawn
+
+
+@KINDS.register("pssr")
+def _pssr(x, scale, recipe, rng, aa):
+    drawn = {k: draw(recipe[k], rng) for k in ("blur_sigma", "noise_gain")}
+    local_var = drawn["noise_gain"] * blur(np.clip(x, 0, 1), drawn["blur_sigma"]) + 1e-10
+    # skimage's localvar mode is PSSR's own call; it clips to [0, 1].
+    x = random_noise(np.clip(x, 0, 1), mode="localvar", local_vars=local_var, rng=rng).astype(np.float32)
+    return resize_down(x, scale, "bilinear", aa), drawn
+
+
+@KINDS.register("blur_bilinear")
+def _blur_bilinear(x, scale, recipe, rng, aa):
+    drawn = {"blur_sigma": draw(recipe["blur_sigma"], rng)}
+    return resize_down(blur(x, drawn["blur_sigma"]), scale, "bilinear", aa), drawn
 
 
 def degrade_volume(hr: np.ndarray, scale: int, recipe: dict, seed: int, return_params: bool = False):

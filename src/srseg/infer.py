@@ -1,10 +1,11 @@
 """Tiled super-resolution of whole LR volumes in bounded device memory.
 
-Each section is cut into LR tiles of `tile` px that overlap by `overlap` px; batches
-of tiles go through the model on the device and come back as HR tiles, which are
-blended on the CPU with a separable raised-cosine weight: on every side that has a
-neighbouring tile the weight is 0 for the outer quarter of the overlap (where the
-tile's own border effects live), rises smoothly over the middle half and is 1 inside.
+Each section is cut into LR tiles of `tile` px that overlap by `overlap` px (srseg.tiling,
+the tiler affinity prediction shares); batches of tiles go through the model on the
+device and come back as HR tiles, which are blended on the CPU with a separable
+raised-cosine weight: on every side that has a neighbouring tile the weight is 0 for
+the outer quarter of the overlap (where the tile's own border effects live), rises
+smoothly over the middle half and is 1 inside.
 The weighted sum is divided by the summed weights, so there are no seams, and a model
 whose receptive field is within a quarter of the overlap gives the untiled result
 exactly. Device memory is bounded by `batch` tiles; host memory holds the LR volume,
@@ -25,50 +26,7 @@ from .io import InputError, from_float, read_image, read_json, read_tiff, write_
 from .log import get_logger
 from .models import build_model, load_trained
 from .runtime import autocast, resolve_device, set_threads
-
-
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, n) with tiles of size min(tile, n) overlapping by >= overlap."""
-    t = min(tile, n)
-    if t == n:
-        return [0]
-    step = t - overlap
-    starts = list(range(0, n - t, step)) + [n - t]
-    return sorted(set(starts))
-
-
-def blend_weights(starts: list[int], t: int, overlap: int, scale: int) -> list[np.ndarray]:
-    """1D HR weights for the tiles of one axis (see module docstring)."""
-    margin = overlap // 4
-    out = []
-    for i, a in enumerate(starts):
-        w = np.ones(t * scale, np.float64)
-        p = np.arange(t * scale) + 0.5
-        if i > 0:  # neighbour on the low side
-            ov = starts[i - 1] + t - a
-            w *= _ramp(p, margin * scale, (ov - margin) * scale)
-        if i < len(starts) - 1:  # neighbour on the high side
-            ov = a + t - starts[i + 1]
-            w *= _ramp(t * scale - p, margin * scale, (ov - margin) * scale)
-        out.append(w.astype(np.float32))
-    return out
-
-
-def _ramp(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """0 below lo, raised cosine from lo to hi, 1 above."""
-    r = np.clip((p - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    return 0.5 - 0.5 * np.cos(np.pi * r)
-
-
-def check_tiling(tile, overlap, batch) -> None:
-    for key, v, lo in (("tile", tile, 1), ("overlap", overlap, 0), ("batch", batch, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(f"config key infer.{key}: must be an integer >= {lo}, got {v!r}")
-    if 2 * overlap >= tile:
-        raise InputError(
-            f"config key infer.overlap: {overlap} must be less than half of infer.tile ({tile});"
-            " lower overlap or raise tile"
-        )
+from .tiling import check_tiling, tile_axis
 
 
 def super_resolve(
@@ -94,9 +52,7 @@ def super_resolve(
     check_tiling(tile, overlap, batch)
     device = torch.device(device)
     z, h, w = vol.shape
-    ty, tx = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    wy, wx = blend_weights(ys, ty, overlap, scale), blend_weights(xs, tx, overlap, scale)
+    (ys, ty, wy), (xs, tx, wx) = tile_axis(h, tile, overlap, scale), tile_axis(w, tile, overlap, scale)
     tiles = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     norm = np.zeros((h * scale, w * scale), np.float32)
     for i, j in tiles:

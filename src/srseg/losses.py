@@ -3,12 +3,13 @@
 A loss spec maps registered names to weights, e.g. ``{l1: 1}``, ``{mse: 1, gloss: 0.5}``;
 ``emsr`` takes a dict instead of a weight:
 
-    loss: {emsr: {l1: 1, lambdas: [1, 1, 1], noise_sigma: 5}}
+    loss: {emsr: {l1: 1, lambdas: [1, 1, 1], noise_sigma: 5, input_noise_sigma: 5}}
 
-where the keys other than ``lambdas`` / ``noise_sigma`` are the pixel loss l_p of the
-three terms (``l1: 1`` or ``mse: 1`` as in the EMSR paper; any registered pixel loss).
-``build_loss(spec)`` returns a `CompositeLoss`; calling it as ``loss(model, lr, hr)``
-runs the model once and returns (total, {term name: value}).
+where the keys other than ``lambdas`` / ``noise_sigma`` / ``input_noise_sigma`` are the pixel
+loss l_p of the three terms (``l1: 1`` or ``mse: 1`` as in the EMSR paper; any registered
+pixel loss). ``build_loss(spec)`` returns a `CompositeLoss`; calling it as ``loss(model, lr, hr)``
+applies the terms' training-input augmentation (EMSR's noise on y), runs the model once and
+returns (total, {term name: value}).
 
 Pixel losses are means over pixels (not sums), so weights do not depend on patch size.
 """
@@ -16,7 +17,6 @@ Pixel losses are means over pixels (not sums), so weights do not depend on patch
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +25,14 @@ from torch import nn
 from .io import InputError
 from .registry import Registry
 
-#: loss name -> class; pixel losses take (pred, target), model-aware ones also (model, lr)
-LOSSES: Registry[type] = Registry("loss")
+#: loss name -> class (classes get `loss_name`); pixel losses take (pred, target), model-aware ones also (model, lr)
+LOSSES: Registry[type] = Registry("loss", name_attr="loss_name")
+#: class decorator: @register_loss("l1")
+register_loss = LOSSES.register
 
-
-def register_loss(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.loss_name = name
-        return LOSSES.register(name, cls)
-
-    return deco
+#: noise sigmas in loss settings (emsr's noise_sigma, input_noise_sigma) are on the 8-bit scale:
+#: sigma * SIGMA_UNIT on our [0, 1] intensities. The one place to change for other bit depths.
+SIGMA_UNIT = 1.0 / 255.0
 
 
 class PixelLoss(nn.Module):
@@ -163,32 +161,50 @@ class EMSRLoss(nn.Module):
 
         l1 * lp(f(y), x) + l2 * lp(f(y'), x) + l3 * lp(f(y), f(y')),
 
-    y' = y + n, n zero-mean Gaussian with a per-image sigma ~ U[0, noise_sigma] / 255.
-    lp is the pixel loss given by the remaining keys (``l1: 1`` or ``mse: 1``).
-    The consistency term is not detached: f(y) and f(y') are both trained by it,
-    as in the paper's figure 2 (one network, shared weights, three losses).
+    as the authors' code trains it (github.com/mkhateri/EMSR):
+    * y is the acquired LR patch plus zero-mean Gaussian noise of a per-image sigma
+      ~ U[0, input_noise_sigma] (`augment_input`; the reference's data augmentation,
+      utils/transform_collections.py AddGaussianNoise_SR, drawn per training sample; paper
+      section III.B: "augmented by adding random zero-mean white Gaussian noise, sigma in [0, 5]").
+      Only training inputs are noised, never validation or inference.
+    * y' = y + zero-mean Gaussian noise of ONE sigma ~ U[0, noise_sigma] per batch (`noisier`;
+      model/EMSR_trainer.py `_get_train_one_batch` draws one noise level per batch).
+    Sigmas are on the 8-bit scale (x SIGMA_UNIT). lp is the pixel loss given by the remaining
+    keys (``l1: 1`` as the reference config, or ``mse: 1``). The consistency term is not
+    detached: f(y) and f(y') are both trained by it, as in the reference (one network, shared
+    weights, three losses). The reference runs y and y' as one image (stacked along height);
+    here they are two forward passes of the same network.
     """
 
     needs_model = True
 
-    def __init__(self, lambdas=(1.0, 1.0, 1.0), noise_sigma: float = 5.0, **base):
+    def __init__(self, lambdas=(1.0, 1.0, 1.0), noise_sigma: float = 5.0, input_noise_sigma: float = 5.0, **base):
         super().__init__()
         lambdas = [float(v) for v in lambdas]
         if len(lambdas) != 3:
             raise InputError(f"loss emsr: `lambdas` needs three weights [l1, l2, l3], got {lambdas}")
         self.lambdas = lambdas
-        self.noise_sigma = float(noise_sigma)
+        self.noise_sigma = _sigma(noise_sigma, "loss.emsr.noise_sigma")
+        self.input_noise_sigma = _sigma(input_noise_sigma, "loss.emsr.input_noise_sigma")
         self.base = _weighted_pixel_losses(base or {"l1": 1.0}, where="loss emsr")
 
+    def augment_input(self, lr: torch.Tensor) -> torch.Tensor:
+        """y = y_acquired + N(0, sigma^2), sigma ~ U[0, input_noise_sigma] * SIGMA_UNIT per image."""
+        if not self.input_noise_sigma:
+            return lr
+        sigma = torch.rand(lr.shape[0], 1, 1, 1, device=lr.device) * (self.input_noise_sigma * SIGMA_UNIT)
+        return lr + sigma.to(lr.dtype) * torch.randn_like(lr)
+
     def noisier(self, lr: torch.Tensor) -> torch.Tensor:
-        """y' = y + N(0, sigma^2), sigma ~ U[0, noise_sigma] / 255 per image (8-bit scale)."""
-        sigma = torch.rand(lr.shape[0], 1, 1, 1, device=lr.device) * (self.noise_sigma / 255.0)
-        return lr + sigma * torch.randn_like(lr)
+        """y' = y + N(0, sigma^2), one sigma ~ U[0, noise_sigma] * SIGMA_UNIT for the whole batch."""
+        sigma = torch.rand((), device=lr.device) * (self.noise_sigma * SIGMA_UNIT)
+        return lr + sigma.to(lr.dtype) * torch.randn_like(lr)
 
     def _lp(self, a, b):
         return sum(w * fn(a.float(), b.float()) for w, fn in self.base)
 
     def forward(self, pred, target, model, lr):
+        """pred = f(y) of the (already augmented) input y = lr."""
         pred_noisy = model(self.noisier(lr))
         t1 = self._lp(pred, target)
         t2 = self._lp(pred_noisy, target)
@@ -207,6 +223,12 @@ def _weighted_pixel_losses(spec: dict, where: str) -> list[tuple[float, nn.Modul
             raise InputError(f"{where}: unknown pixel loss {name!r}; use one of: {', '.join(pixel)}")
         out.append((_weight(weight, f"{where}.{name}"), cls()))
     return out
+
+
+def _sigma(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InputError(f"config key {key}: a noise sigma (8-bit scale) must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _weight(value, key: str) -> float:
@@ -241,7 +263,15 @@ class CompositeLoss(nn.Module):
                     raise InputError(f"config key loss.{name}: {exc}; see srseg/losses.py for its settings") from exc
 
     def forward(self, model: nn.Module, lr: torch.Tensor, hr: torch.Tensor):
+        lr = self.augment_input(lr)
         return self.evaluate(model(lr), hr, model, lr)
+
+    def augment_input(self, lr: torch.Tensor) -> torch.Tensor:
+        """The terms' training-input augmentation (EMSR: noise on y); the input itself when no term has one."""
+        for _, _, fn in self.terms:
+            if hasattr(fn, "augment_input"):
+                lr = fn.augment_input(lr)
+        return lr
 
     def evaluate(self, pred: torch.Tensor, hr: torch.Tensor, model: nn.Module, lr: torch.Tensor):
         """(weighted total, named terms) of a given prediction; adversarial terms are left to the GAN loop."""
@@ -370,7 +400,7 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import os
 
-        from .models.vgg import VGGFeatures
+        from .models.vgg import VGGFeatures  # not a cycle: only this loss needs VGG (and all the archs)
 
         if not weights or not os.path.isfile(str(weights)):
             raise InputError(

@@ -20,8 +20,8 @@ import logging
 import cv2
 import numpy as np
 
-from .align import apply, compose, field_corners, invert
 from .config import section
+from .geometry import apply, compose, field_corners, invert
 from .io import InputError, read_image, read_json, read_labels, write_image, write_json, write_labels
 from .log import get_logger
 

@@ -47,13 +47,10 @@ from tqdm import tqdm
 
 from .config import section
 from .io import InputError, read_json, write_image, write_json, write_labels
+from .streams import named_streams, signed_draw
 
-
-def _streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent random streams, so e.g. changing `noise` leaves the tissue alone."""
-    names = ("tissue", "placement", "hr_noise", "lr_acq")
-    children = np.random.SeedSequence(int(seed)).spawn(len(names))
-    return {n: np.random.default_rng(c) for n, c in zip(names, children)}
+# Independent random streams (srseg.streams), so e.g. changing `noise` leaves the tissue alone.
+STREAMS = ("tissue", "placement", "hr_noise", "lr_acq")
 
 
 def _smooth_field(rng, shape, up_shape) -> np.ndarray:
@@ -286,18 +283,13 @@ def _merge(params: dict, geometry: dict) -> tuple[dict, dict]:
     return p, g
 
 
-def _signed(rng, max_abs: float) -> float:
-    """A value of magnitude in [0.3, 1] * max_abs with random sign: never trivially zero."""
-    return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * max_abs)
-
-
 def _placement(g: dict, n_sections: int, lr_shape_yx, rng) -> dict:
     """True similarity transform(s) HR px -> LR px, and the metadata's stage offset."""
     hz, hy, hx = g["hr_shape"]
     _, hvy, hvx = g["hr_voxel_nm"]
     _, lvy, lvx = g["lr_voxel_nm"]
-    theta = _signed(rng, g["max_rotation_deg"])
-    scale = 1.0 + _signed(rng, g["max_scale_error"])
+    theta = signed_draw(rng, g["max_rotation_deg"])
+    scale = 1.0 + signed_draw(rng, g["max_scale_error"])
     c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
     # HR px -> nm: the true HR pixel is `scale` times its nominal size (calibration error)
     A = scale * np.array([[c, -s], [s, c]]) @ np.diag([hvx, hvy])
@@ -313,7 +305,7 @@ def _placement(g: dict, n_sections: int, lr_shape_yx, rng) -> dict:
     for k in range(n_sections):
         t = t0 + drift[k] * np.array([lvx, lvy])
         mats.append(np.hstack([to_lr @ A, (to_lr @ t)[:, None]]))
-    err_px = np.array([_signed(rng, g["offset_error_lr_px"]), _signed(rng, g["offset_error_lr_px"])])  # (y, x)
+    err_px = np.array([signed_draw(rng, g["offset_error_lr_px"]), signed_draw(rng, g["offset_error_lr_px"])])  # (y, x)
     true_off = [0.0, float(t0[1]), float(t0[0])]
     meta_off = [0.0, true_off[1] + err_px[0] * lvy, true_off[2] + err_px[1] * lvx]
     # The whole HR field must lie inside the LR field, with room for the offset error.
@@ -345,7 +337,7 @@ def generate_specimen(params: dict, geometry: dict, progress: bool = False) -> d
     lr_voxel_nm, hr_voxel_nm, hr_offset_nm (metadata, with error) and truth.
     """
     p, g = _merge(params, geometry)
-    rngs = _streams(p["seed"])
+    rngs = named_streams(p["seed"], STREAMS)
     hz, hy, hx = (int(v) for v in g["hr_shape"])
     _, hvy, hvx = g["hr_voxel_nm"]
     _, lvy, lvx = g["lr_voxel_nm"]

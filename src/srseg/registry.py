@@ -14,7 +14,7 @@ suggests the nearest registered name.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from .io import InputError
@@ -23,8 +23,10 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, name_attr: str | None = None):
+        """`name_attr`: attribute set on each registered object to its name (e.g. a class's `arch_name`)."""
         self.kind = kind
+        self.name_attr = name_attr
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None):
@@ -33,6 +35,8 @@ class Registry(Generic[T]):
         def add(item: T) -> T:
             if name in self._items and self._items[name] is not item:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if self.name_attr:
+                setattr(item, self.name_attr, name)
             self._items[name] = item
             return item
 
@@ -66,6 +70,3 @@ class Registry(Generic[T]):
 
     def values(self):
         return self._items.values()
-
-    def decorator(self) -> Callable[[str], Callable[[T], T]]:
-        return self.register

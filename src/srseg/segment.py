@@ -39,8 +39,10 @@ from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import runtime
+from .affinity import load_affinity_model, predict_affinities
 from .config import section
 from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
+from .metrics import segmentation_scores
 from .waterz_scoring import scoring_function
 
 
@@ -276,8 +278,6 @@ def choose_threshold(
     on the data it is reported for. 2D segmentations are scored against truth
     with per-section IDs.
     """
-    from .metrics import segmentation_scores
-
     per_specimen = {}
     for name, (image, labels) in validation.items():
         segs, _ = segment_affinities(predict(image), thresholds, seed_min_distance, dim, merge_function)
@@ -315,8 +315,6 @@ def run_segment(
     seg_cfg = section("segmentation", segmentation)
     thresholds, seed_min_distance = sorted(seg_cfg["thresholds"]), seg_cfg["seed_min_distance"]
     merge_function = seg_cfg["merge_function"]
-    from .affinity import load_affinity_model, predict_affinities
-
     logger = runtime.get_logger("srseg.segment", log)
     runtime.set_threads(threads)
     thresholds = [float(t) for t in thresholds]

@@ -47,6 +47,7 @@ from .config import section
 from .io import InputError, to_float, write_image, write_json, write_labels
 from .labels import cell_mask_to_instances  # noqa: F401  (re-exported)
 from .stacks import check_image, read_stack
+from .streams import named_streams, signed_draw
 
 # ------------------------------------------------------------------------------ pseudo-specimens
 
@@ -95,15 +96,8 @@ def _triplet(value, key: str) -> list[float]:
     return out
 
 
-def _streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent streams: changing a noise level leaves the geometry unchanged."""
-    names = ("geometry", "lr_acq", "hr_acq")
-    return {n: np.random.default_rng(c) for n, c in zip(names, np.random.SeedSequence(int(seed)).spawn(3))}
-
-
-def _signed(rng, max_abs: float) -> float:
-    """Magnitude in [0.3, 1] * max_abs with random sign (never trivially zero), as srseg.phantom."""
-    return float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * max_abs)
+# Independent random streams (srseg.streams): changing a noise level leaves the geometry unchanged.
+STREAMS = ("geometry", "lr_acq", "hr_acq")
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -129,10 +123,10 @@ def draw_geometry(
     nz, H, W = (int(v) for v in src_shape)
     _, svy, svx = src_voxel_nm
     _, lvy, lvx = p["lr_voxel_nm"]
-    theta = _signed(rng, p["max_rotation_deg"]) if rotation_deg is None else float(rotation_deg)
-    s = 1.0 + _signed(rng, p["max_scale_error"]) if scale is None else float(scale)
+    theta = signed_draw(rng, p["max_rotation_deg"]) if rotation_deg is None else float(rotation_deg)
+    s = 1.0 + signed_draw(rng, p["max_scale_error"]) if scale is None else float(scale)
     err = (
-        np.array([_signed(rng, p["offset_error_lr_px"]) for _ in range(2)])
+        np.array([signed_draw(rng, p["offset_error_lr_px"]) for _ in range(2)])
         if offset_error_lr_px is None
         else np.asarray(offset_error_lr_px, float).reshape(2)
     )  # (y, x) LR px
@@ -269,7 +263,7 @@ def simulate_volume(
             f"config key {where}.lr_voxel_nm {p['lr_voxel_nm']} must be coarser in y and x than the "
             f"source's {src_vox} nm"
         )
-    rngs = _streams(p["seed"])
+    rngs = named_streams(p["seed"], STREAMS)
     geom = draw_geometry(p, source.shape, src_vox, rngs["geometry"], **(geometry_overrides or {}))
     out = acquire(source, p, geom, rngs, labels=labels, progress=progress)
     truth = {

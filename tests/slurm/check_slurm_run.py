@@ -70,6 +70,8 @@ def check(log_path: str, workdir: str, target: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python check_slurm_run.py SNAKEMAKE_LOG WORKDIR TARGET")
     problems = check(*sys.argv[1:4])
     for p in problems:
         print("FAIL:", p)

@@ -20,9 +20,11 @@ REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 PROFILE="$(cd "${PROFILE:-$REPO/profiles/slurm}" && pwd)"
 TARGET="${TARGET:-results/train/srcnn/real/alpha/model.pt}"
 SRC="$(cd "${WORKFLOW_SRC:-$REPO}" && pwd)"   # where Snakefile, rules/, workflow/ ... are copied from
+CONFIG="$REPO/tests/configs/tiny_slurm.yaml"   # shared with tests/test_rerun.py and tests/test_isbi.py
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 SNAKEMAKE="$(dirname "$PY")/snakemake"
 
+[ -f "$CONFIG" ] || { echo "test-slurm: the test config $CONFIG is missing"; exit 1; }
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "SKIP test-slurm: needs root and apt-get to install and start a local SLURM (run it in CI or a root container)"
     exit 0
@@ -108,10 +110,11 @@ done
 sinfo -h -o "%P %t %D" | grep -qE 'idle|mix|alloc' || { echo "test-slurm: the node never became idle"; sinfo; exit 1; }
 echo "test-slurm: SLURM up on $HOST (partitions main and gpu, $CPUS CPUs, $MEM_MB MB)"
 
-# A copy of the workflow with the tiny config as its config.yaml; the profile is the repo's.
+# A copy of the workflow with the tiny config (only what differs from the schema's defaults,
+# which the workflow layers under it) as its config.yaml; the profile is the repo's.
 mkdir -p "$WORK"
 cp -r "$SRC"/Snakefile "$SRC"/rules "$SRC"/workflow "$SRC"/schemas "$SRC"/report "$SRC"/envs "$WORK"/
-cp "$REPO/tests/slurm/tiny_config.yaml" "$WORK/config.yaml"
+cp "$CONFIG" "$WORK/config.yaml"
 cd "$WORK"
 export PATH="$(dirname "$PY"):$PATH"   # sbatch jobs run `python -m snakemake` from this venv
 

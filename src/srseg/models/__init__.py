@@ -29,18 +29,10 @@ from ..io import InputError
 from ..registry import Registry
 from ..runtime import load_checkpoint, save_checkpoint
 
-#: arch name -> nn.Module class whose __init__ takes (scale, **net)
-ARCHS: Registry[type] = Registry("architecture")
-
-
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make an architecture buildable by its config name."""
-
-    def deco(cls: type) -> type:
-        cls.arch_name = name
-        return ARCHS.register(name, cls)
-
-    return deco
+#: arch name -> nn.Module class whose __init__ takes (scale, **net); classes get `arch_name`
+ARCHS: Registry[type] = Registry("architecture", name_attr="arch_name")
+#: class decorator: make an architecture buildable by its config name, @register("edsr")
+register = ARCHS.register
 
 
 def check_arch(name) -> type:

@@ -49,13 +49,13 @@ class ResBlock(nn.Module):
 class PixelShuffleUpsampler(nn.Sequential):
     """Sub-pixel convolution (Shi et al. 2016): one conv + PixelShuffle per x2 / x3 stage."""
 
-    def __init__(self, channels: int, scale: int):
+    def __init__(self, channels: int, scale: int, bias: bool = True):
         stages = factor_2_3(scale)
         if stages is None:  # callers check the scale first and raise InputError
             raise ValueError(f"scale {scale} is not a product of 2 and 3")
         layers: list[nn.Module] = []
         for s in stages:
-            layers += [nn.Conv2d(channels, channels * s * s, 3, padding=1), nn.PixelShuffle(s)]
+            layers += [nn.Conv2d(channels, channels * s * s, 3, padding=1, bias=bias), nn.PixelShuffle(s)]
         super().__init__(*layers)
 
 
@@ -70,3 +70,15 @@ class ResidualShuffleSR(nn.Module):
         f = self.head(x - 0.5)
         f = f + self.body(f)  # long skip
         return self.tail(self.upsample(f)) + 0.5
+
+
+def symmetric_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Pad the bottom / right by mirroring with the edge pixel repeated (EDT's test code: x, flip(x), ...).
+
+    Works for any pad, also one larger than the image (the mirror is repeated)."""
+    h, w = x.shape[-2:]
+    while x.shape[-2] < h + ph:
+        x = torch.cat([x, x.flip(-2)], dim=-2)
+    while x.shape[-1] < w + pw:
+        x = torch.cat([x, x.flip(-1)], dim=-1)
+    return x[..., : h + ph, : w + pw]

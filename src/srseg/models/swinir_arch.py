@@ -1,4 +1,4 @@
-"""SwinIR (Liang et al. 2021) and EDT-style crossed-window transformers for SR.
+"""SwinIR (Liang et al. 2021) for SR.
 
     x --conv--> F0 --[RSTB] x G--> LayerNorm --> conv --(+ F0)--> conv-LeakyReLU (64 ch) --> pixel shuffle --> conv
 
@@ -8,12 +8,10 @@ every second layer shifts the windows by half a window (cyclic roll + attention 
 as in Swin) so information crosses window borders. Attention inside a window adds a
 learned relative position bias.
 
-Windows may be rectangular: `window: [6, 24]`. With `crossed: true` (EDT, Li et al.
-2021, "shifted crossed local attention") the heads are split in two halves: one half
-attends in wh x ww windows, the other in ww x wh windows, so each layer sees a long
-horizontal and a long vertical strip. EDT's convolutional feed-forward and its
-multi-task pre-training are not reproduced ("EDT-style"); arch `edt` is this model with
-EDT's crossed 6x24 / 24x6 windows as defaults.
+Windows may be rectangular: `window: [6, 24]`. `crossed: true` splits the heads in two
+halves, one attending in wh x ww windows and the other in ww x wh windows (EDT's window
+layout on a SwinIR body, with SwinIR's position bias and MLP). It is not EDT: EDT itself
+(LePE, convolutional feed-forward, its conv encoder / decoder) is arch `edt`, edt_arch.py.
 
 The LR input is padded (replicate) to a multiple of every window side and the output
 cropped, so any LR size works. Defaults follow lightweight SwinIR (embed 60, 4 RSTBs of
@@ -215,22 +213,3 @@ class SwinIR(nn.Module):
         t = self.body_conv(self.norm(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
         out = self.tail(self.upsample(self.before_up(f + t))) + 0.5
         return out[..., : h * self.scale, : w * self.scale]
-
-
-@register("edt")
-class EDT(SwinIR):
-    """SwinIR body with EDT's shifted crossed 6x24 / 24x6 windows as the defaults."""
-
-    def __init__(
-        self,
-        scale: int,
-        embed_dim: int = 60,
-        depths=(6, 6, 6, 6),
-        heads: int = 6,
-        window=(6, 24),
-        crossed: bool = True,
-        mlp_ratio: float = 2.0,
-        upsample_feats: int = 64,
-        in_channels: int = 1,
-    ):
-        super().__init__(scale, embed_dim, depths, heads, window, crossed, mlp_ratio, upsample_feats, in_channels)

@@ -14,10 +14,19 @@ conv to one channel and tanh. Choices the paper leaves open, documented here:
   generator starts stochastic; training can scale it up or down). The map is an argument of
   forward(); tiled inference cuts it from one seeded noise plane per section so that
   overlapping tiles see the same noise (see infer.super_resolve). Paper default: off.
-Critic (paper fig. 4.3, SRGAN-like): a 3x3 conv, then pairs of 3x3 convs with stride 1 and 2
-and channels 64, 128, 256, 512, each followed by instance norm and LeakyReLU(0.2), a last
-conv with one filter averaged over the image: one unbounded score per image (no sigmoid).
-Paper-sized: 15 residual blocks (1.4 M generator + 1.6 M critic parameters).
+Critic (section 4.1.2, fig. 4.3): "a series of Conv2D layers with a stride of 2 ... and an
+increasing number of 3x3 sized filters in each step", instance normalisation after each and
+LeakyReLU, then instead of SRGAN's dense classifier "we average over the last convolutional
+layer, which uses only one filter": here four 3x3 stride-2 convs with 64, 128, 256, 512
+filters, each followed by InstanceNorm2d (no affine parameters, PyTorch's default) and
+LeakyReLU(0.2), a 3x3 stride-1 conv with one filter, and the mean over the image: one
+unbounded score per image (no sigmoid). Fig. 4.3's layer list is not in the extracted thesis
+text; this reading gives 1,554,433 parameters, the "1.6 M" of the thesis's Tables 1 and 2,
+and is layer for layer the `Discriminator` of a public PyTorch Lightning implementation of
+this WGAN-GP (class `WGANGP`; its repository could not be identified). SRGAN's layout (a
+stride-1 and a stride-2 conv per width) would have 4.69 M.
+Paper-sized: 15 residual blocks (1.4 M generator + 1.6 M critic parameters; at x4: 1,444,609
++ 1,554,433 here).
 """
 
 from __future__ import annotations
@@ -100,23 +109,20 @@ class WGANGenerator(nn.Module):
 
 
 class WGANCritic(nn.Module):
-    """SRGAN-style critic with instance norm; mean of a one-filter conv = one score per image."""
+    """Stride-2 3x3 convs (InstanceNorm, LeakyReLU) per width, a one-filter 3x3 conv, mean: one score per image."""
 
     def __init__(self, channels=(64, 128, 256, 512), slope: float = 0.2):
         super().__init__()
-        channels = [int(c) for c in channels]
-        layers: list[nn.Module] = [nn.Conv2d(1, channels[0], 3, padding=1), nn.LeakyReLU(slope, inplace=True)]
-        c_in = channels[0]
-        for i, c in enumerate(channels):
-            strides = (2,) if i == 0 else (1, 2)  # k3n64s1 (above), k3n64s2, k3n128s1, k3n128s2, ...
-            for s in strides:
-                layers += [
-                    nn.Conv2d(c_in, c, 3, stride=s, padding=1),
-                    nn.InstanceNorm2d(c, affine=True),
-                    nn.LeakyReLU(slope, inplace=True),
-                ]
-                c_in = c
-        layers.append(nn.Conv2d(c_in, 1, 3, padding=1))
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in (int(c) for c in channels):  # k3n64s2, k3n128s2, k3n256s2, k3n512s2
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.InstanceNorm2d(c),
+                nn.LeakyReLU(slope, inplace=True),
+            ]
+            c_in = c
+        layers.append(nn.Conv2d(c_in, 1, 3, padding=1))  # k3n1s1
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

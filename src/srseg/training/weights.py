@@ -14,7 +14,7 @@ from ..io import InputError
 from ..runtime import load_checkpoint
 
 # keys under which known checkpoint layouts keep their weights, in order of preference
-WEIGHT_KEYS = ("state_dict", "model", "params_ema", "params")
+WEIGHT_KEYS = ("state_dict", "model", "model_state_dict", "params_ema", "params")  # srseg, EMSR, BasicSR
 
 
 def load_init(model: torch.nn.Module, path: str, arch: str, where: str = "model") -> dict:

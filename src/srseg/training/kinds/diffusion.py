@@ -1,9 +1,11 @@
 """Diffusion SR (sr3): the pixel losses between predicted and true noise eps.
 
-Each step draws a batch, a random diffusion step t and Gaussian noise per image (torch
-RNG, seeded and checkpointed) and minimises the configured pixel losses between the
-predicted and the true eps (SR3: `loss: {mse: 1}` or `{l1: 1}`). Validation samples with
-DDIM over the arch's `sample_steps`.
+Each step draws a batch, a noise level and Gaussian noise (torch RNG, seeded and
+checkpointed) as the SR3 reference does (`SR3.diffusion_pair`: one step t per batch, a
+continuous gamma ~ U(gamma_t, gamma_{t-1}) per image, the U-Net conditioned on gamma) and
+minimises the configured pixel losses between the predicted and the true eps (the
+reference: `loss: {l1: 1}`; `{mse: 1}` is DDPM's). Validation samples with the arch's
+`sampler` (ancestral or ddim) over its `sample_steps`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .sr import SRKind
 
 
 def diffusion_loss(model, loss_fn, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Weighted pixel losses between predicted and true eps for one random (t, eps) draw per image."""
+    """Weighted pixel losses between predicted and true eps for one random (noise level, eps) draw."""
     eps_pred, eps = model.diffusion_pair(lr, hr)
     return loss_fn.evaluate(eps_pred, eps, model, lr)
 
@@ -51,4 +53,5 @@ class Diffusion(SRKind):
         return {"loss": total.item(), **{f"eps_{k}": v.item() for k, v in terms.items()}}
 
     def summary(self, rows) -> dict:
-        return {**super().summary(rows), "timesteps": self.model.timesteps, "sample_steps": self.model.sample_steps}
+        m = self.model
+        return {**super().summary(rows), "timesteps": m.timesteps, "sampler": m.sampler, "sample_steps": m.sample_steps}

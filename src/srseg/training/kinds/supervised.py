@@ -1,4 +1,8 @@
-"""Supervised SR (srcnn, edsr, rcan, swinir, emsr, pssr, ...): one optimiser, the configured loss on (SR, HR)."""
+"""Supervised SR (srcnn, edsr, rcan, swinir, edt, emsr, pssr, ...): one optimiser, the configured loss on (SR, HR).
+
+The loss applies its terms' training-input augmentation before the forward pass (EMSR: Gaussian
+noise on the LR input y, srseg.losses.EMSRLoss.augment_input); validation sees the acquired input.
+"""
 
 from __future__ import annotations
 
