@@ -329,6 +329,12 @@ def test_readme_key_table_matches_the_schema():
     assert table in readme, "README's config key table is out of date: paste `python -m srseg.config` into it"
 
 
+def test_readme_shows_the_demo_config_that_runs_the_demo():
+    readme = (ROOT / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    assert DEMO in blocks, "README's minimal demo config differs from config.yaml"
+
+
 def test_layered_defaults_equal_an_explicit_config():
     explicit = C.resolve({**C.defaults(), "specimens": DEMO["specimens"]})
     assert C.resolve(DEMO) == explicit

@@ -119,6 +119,7 @@ def test_overlapping_section_blocks_of_one_source_are_refused():
     check_section_blocks({"a": spec([0, 10]), "b": other})  # another stack may reuse indices
 
 
+@needs_isbi
 def test_isbi_config_leave_one_out_never_tests_on_a_training_section():
     cfg = resolve(yaml.safe_load((ROOT / "config" / "isbi.yaml").read_text()))
     specimens = cfg["specimens"]

@@ -48,3 +48,15 @@ def test_finished_run_plans_nothing_and_html_report_builds(finished_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     snakemake(finished_run, "--report", "results/report/report.html")
     assert (finished_run / "results/report/report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_config_give_identical_tables_and_figures(finished_run, tmp_path_factory):
+    """Everything but the cost table (wall-clock timings) is byte-identical across two runs on one machine."""
+    again = tmp_path_factory.mktemp("tiny_run_again")
+    snakemake(again)
+    outputs = sorted(p.relative_to(finished_run) for p in (finished_run / "results/report").rglob("*.*"))
+    compared = [p for p in outputs if p.suffix in (".csv", ".md", ".tex", ".png", ".pdf") and p.stem != "cost"]
+    assert len(compared) > 20
+    differ = [str(p) for p in compared if (finished_run / p).read_bytes() != (again / p).read_bytes()]
+    assert not differ, f"not reproducible: {differ}"

@@ -11,6 +11,7 @@ with rule_log(snakemake) as log:
         model=snakemake.output.model,
         log_csv=snakemake.output.log_csv,
         train_json=snakemake.output.train_json,
+        name=snakemake.wildcards.model,
         device=snakemake.config["device"],
         threads=snakemake.threads,
         log=log,
