@@ -23,6 +23,8 @@ config.update(_resolved)
 
 SPECIMENS = sorted(config["specimens"])
 RECIPES = sorted(config["degradations"])
+FITTED_RECIPES = [r for r in RECIPES if config["degradations"][r]["kind"] == "fitted"]
+PLAIN_RECIPES = [r for r in RECIPES if r not in FITTED_RECIPES]
 MODELS = sorted(config["models"])
 TRAIN_DATA = list(config["train_data"])
 THRESHOLDS = sorted(float(t) for t in config["segmentation"]["thresholds"])
@@ -140,6 +142,13 @@ def affinity_model(fold, name="model.pt"):
     return f"results/affinity/{fold}/{name}"
 
 
+def row_threshold(model, data, fold):
+    """Where a row's own threshold is chosen (the `hr` row's is the HR-chosen threshold.json)."""
+    if model == "hr":
+        return affinity_model(fold, "threshold.json")
+    return f"results/threshold/{model}/{data}/{fold}.json"
+
+
 def segmented(model, data, fold, specimen, name):
     return f"results/segment/{model}/{data}/{fold}/{specimen}/{name}"
 
@@ -153,11 +162,19 @@ def referenced(fold, specimen, ext="tif"):
     return f"results/reference/{fold}/{specimen}.{ext}"
 
 
-def lr_path(data, specimen):
-    """The LR input a model trains on: the acquired LR (real, denoised), or a synthetic one."""
+def lr_path(data, specimen, fold):
+    """The LR input a model trains on: the acquired LR (real, denoised), or a synthetic one (fitted: per fold)."""
     if data in ("real", "denoised"):
         return paired(specimen, "lr.tif")
+    if data in FITTED_RECIPES:
+        return f"results/degrade/{data}/{fold}/{specimen}/lr.tif"
     return f"results/degrade/{data}/{specimen}/lr.tif"
+
+
+def fit_settings(recipe):
+    """The keys of a `fitted` recipe that shape its fit (srseg.fitting.FIT_KEYS; the rest only the synthesis)."""
+    entry = config["degradations"][recipe]
+    return canonical({k: entry[k] for k in ("kind", "max_blur_sigma", "fit_pixels") if k in entry})
 
 
 def hr_target_path(data, specimen):
@@ -272,6 +289,22 @@ def align_inputs(wildcards):
     return inputs
 
 
+# ---------------------------------------------------------------- metrics
+
+
+def image_metrics_inputs(wildcards):
+    """SR image, its HR pair, and the denoised HR where `metrics.references` asks for it (EMSR's protocol)."""
+    w = wildcards
+    inputs = {
+        "sr": inferred(w.model, w.data, w.fold, w.specimen),
+        "hr": paired(w.specimen, "hr.tif"),
+        "pairs": paired(w.specimen, "pairs.json"),
+    }
+    if "denoised" in config["metrics"]["references"]:
+        inputs["denoised"] = f"results/denoise/{w.specimen}/hr.tif"
+    return inputs
+
+
 # ---------------------------------------------------------------- segmentation
 
 
@@ -307,6 +340,7 @@ REPORT_ITEMS = {
     "quality_vs_segmentation": ("quality_vs_segmentation", "Segmentation", "Figures"),
     "thresholds_f1": ("thresholds_f1", "Segmentation", "Tables"),
     "thresholds_voi": ("thresholds_voi", "Segmentation", "Tables"),
+    "threshold_choice": ("threshold_choice", "Segmentation", "Tables"),
     "training_curves": ("training_curves", "Training", "Figures"),
     "training_strategy": ("training_strategy", "Training", "Tables"),
 }

@@ -54,6 +54,7 @@ rule simulate:
         **job_resources(4, 10),
     params:
         spec=lambda w: canonical(specimen_entry(w.specimen)["simulate"]),
+        bit_depth=lambda w: specimen_entry(w.specimen)["bit_depth"],
         code=code("srseg.simulate"),
     script:
         "../workflow/scripts/simulate.py"

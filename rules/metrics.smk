@@ -5,9 +5,7 @@
 rule image_metrics:
     """Per-section PSNR / SSIM / FRC of the SR image against its HR pair (not for the `hr` row: HR is the reference)."""
     input:
-        sr=inferred("{model}", "{data}", "{fold}", "{specimen}"),
-        hr=paired("{specimen}", "hr.tif"),
-        pairs=paired("{specimen}", "pairs.json"),
+        unpack(image_metrics_inputs),
     output:
         scores="results/metrics/image/{model}/{data}/{fold}/{specimen}.csv",
         frc="results/metrics/image/{model}/{data}/{fold}/{specimen}_frc.csv",
@@ -35,7 +33,10 @@ rule seg_metrics:
         segs=segmentations("{model}", "{data}", "{fold}", "{specimen}"),
         reference=referenced("{fold}", "{specimen}"),
         reference_json=referenced("{fold}", "{specimen}", "json"),
-        threshold=affinity_model("{fold}", "threshold.json"),
+        # the row's own validation-chosen threshold, and the HR-chosen one as the reported alternative
+        threshold=lambda w: row_threshold(w.model, w.data, w.fold),
+        hr_threshold=affinity_model("{fold}", "threshold.json"),
+        segment_json=segmented("{model}", "{data}", "{fold}", "{specimen}", "segment.json"),
     output:
         scores="results/metrics/seg/{model}/{data}/{fold}/{specimen}.csv",
     log:
@@ -49,7 +50,7 @@ rule seg_metrics:
         **job_resources(4, 30),
     params:
         segmentation=canonical({"thresholds": THRESHOLDS, "fixed_threshold": config["segmentation"]["fixed_threshold"]}),
-        metrics=stage("metrics"),
+        metrics=canonical({"border_crop": config["metrics"]["border_crop"]}),
         code=code(*METRIC_MODULES),
     script:
         "../workflow/scripts/seg_metrics.py"

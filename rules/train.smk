@@ -8,7 +8,7 @@
 rule train:
     """Train one SR model on the fold's training specimens (real LR or a recipe's LR -> real HR; denoised: real LR -> denoised HR)."""
     input:
-        lr=lambda w: [lr_path(w.data, s) for s in train_specimens(w.fold)],
+        lr=lambda w: [lr_path(w.data, s, w.fold) for s in train_specimens(w.fold)],
         hr=lambda w: [hr_target_path(w.data, s) for s in train_specimens(w.fold)],
     output:
         model=trained("{model}", "{data}", "{fold}", "model.pt"),

@@ -35,7 +35,7 @@ SEGMENTATION = section("segmentation", {"thresholds": [0.3, 0.7]})
 def _train(volumes: dict, settings: dict, out, seed=0, **kw) -> tuple[AffinityTraining, dict]:
     """Train on in-memory (image, labels) specimens through the engine; (kind, train.json dict)."""
     settings = {**section("affinity", settings), "seed": seed}
-    kind = AffinityTraining(settings, affinity.split_specimens(volumes, settings["val_fraction"]), inputs={})
+    kind = AffinityTraining(settings, affinity.split_specimens(volumes, section("validation")["fraction"]), inputs={})
     info = train(
         kind,
         model=str(out / "model.pt"),

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.special import ndtr
+from skimage import filters
+from skimage.util import random_noise
 
-from srseg.degrade import check_recipe, degrade_volume, derive_seed, resize_down, run_degrade
+from srseg.degrade import check_recipe, degrade_volume, derive_seed, pssr_noise, resize_down, run_degrade
 from srseg.io import InputError, read_image, write_image, write_json
 
 CONFIG_RECIPES = {
@@ -87,6 +89,57 @@ def test_pssr_noise_is_local_variance():
     # point-sampled (bilinear at integer scale, no antialias): the LR keeps the per-pixel variance
     assert dark.std() == pytest.approx(np.sqrt(gain * 0.2), rel=0.05)
     assert bright.std() == pytest.approx(np.sqrt(gain * 0.7), rel=0.05)
+
+
+def em_AG_D_sameas_preprint(x, scale, rng, grid_mode=False):
+    """PSSR's EM crappifier (BPHO-Salk/PSSR utils/crappifiers.py), with an explicit Generator.
+
+    grid_mode=False is PSSR's npzoom(x, 1/scale, order=1); True samples at the pixel centres.
+    Returns (LR, the noisy HR before downsampling).
+    """
+    lvar = filters.gaussian(x, sigma=3)
+    x = random_noise(x, mode="localvar", local_vars=lvar * 0.05, rng=rng)
+    return ndimage.zoom(x, 1 / scale, order=1, grid_mode=grid_mode, mode="nearest"), x
+
+
+def test_pssr_defaults_are_pssrs_em_crappifier():
+    recipe = check_recipe({"kind": "pssr"})
+    assert recipe["blur_sigma"] == 3.0 and recipe["noise_gain"] == 0.05 and recipe["antialias"] is False
+    for scale in (3, 4):
+        hr = smooth((1, 24 * scale, 120), 3, seed=scale, amp=0.1)  # inside [0, 1]: no clipping of the input
+        lr = degrade_volume(hr, scale, {"kind": "pssr"}, seed=9)[0]
+        ref_lr, ref_noisy = em_AG_D_sameas_preprint(hr[0], scale, np.random.default_rng(9), grid_mode=True)
+        # the same seed's noise, byte for byte (the recipe's numbers draw nothing from the Generator) ...
+        np.testing.assert_allclose(pssr_noise(hr[0], 3.0, 0.05, np.random.default_rng(9)), ref_noisy, atol=1e-6)
+        # ... and the same LR as PSSR's crappifier sampled at the pixel centres (zoom grid_mode=True)
+        np.testing.assert_allclose(lr, np.clip(ref_lr, 0, 1), atol=1e-5)
+        # PSSR's own npzoom (corner-aligned grid) gives other pixels: our LR is on the pairs grid instead
+        assert np.abs(lr - em_AG_D_sameas_preprint(hr[0], scale, np.random.default_rng(9))[0]).max() > 0.05
+
+
+@pytest.mark.parametrize("scale", [3, 4])
+def test_pssr_noise_statistics_against_pssr_on_the_same_seed(scale):
+    """Same seed, same HR noise; after downsampling the LR noise variance is the HR's times the sum of the
+    squared bilinear weights: ours (pixel centres) 1/4 at x4, 1 at x3; PSSR's npzoom ~4/9, varying."""
+    n = 128
+    hr = np.full((1, n * scale, n * scale), 0.5, np.float32)
+    ours = degrade_volume(hr, scale, {"kind": "pssr"}, seed=1)[0] - 0.5
+    ref = em_AG_D_sameas_preprint(hr[0], scale, np.random.default_rng(1))[0] - 0.5
+    hr_var = 0.05 * 0.5  # gain x local mean
+
+    def weight_factor(coords):  # mean over LR pixels of sum of squared linear weights, per axis
+        f = coords - np.floor(coords)
+        return float(np.mean((1 - f) ** 2 + f**2))
+
+    i = np.arange(n, dtype=np.float64)
+    ours_axis = weight_factor(i * scale + (scale - 1) / 2)
+    pssr_axis = weight_factor(i * (n * scale - 1) / (n - 1))
+    assert ours_axis == {3: 1.0, 4: 0.5}[scale] and pssr_axis == pytest.approx(2 / 3, abs=0.02)
+    # the 0.16 sd noise is clipped at 0 and 1 a little (0.2 % of pixels): a 2 % lower variance
+    assert ours.var() == pytest.approx(hr_var * ours_axis**2, rel=0.05)
+    assert ref.var() == pytest.approx(hr_var * pssr_axis**2, rel=0.05)
+    # our LR noise sd / PSSR's: 0.75 at x4, 1.5 at x3 (the module docstring)
+    assert ours.std() / ref.std() == pytest.approx({3: 1.5, 4: 0.75}[scale], rel=0.05)
 
 
 def test_blur_bilinear_edge_profile():

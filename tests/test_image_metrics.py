@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.ndimage import gaussian_filter
+from skimage.metrics import structural_similarity
 
 from srseg.io import InputError, write_image, write_json
 from srseg.metrics import (
@@ -30,12 +31,30 @@ def test_psnr_of_known_noise_matches_closed_form():
     ref = _texture()
     sigma = 0.03
     pred = ref + sigma * rng.choice([-1.0, 1.0], size=ref.shape)  # MSE is exactly sigma^2
-    # R is the reference's data range (max - min = 1 here) ...
     assert psnr(pred, ref) == pytest.approx(10 * np.log10(1.0 / sigma**2), abs=1e-9)
-    # ... and follows the reference's range, not the dtype's.
+    # L is the maximum of the data range, 1.0 (EMSR eq. 18), whatever range the section spans ...
     narrow = 0.2 + 0.4 * ref
-    assert psnr(narrow + (pred - ref), narrow) == pytest.approx(10 * np.log10(0.4**2 / sigma**2), abs=1e-9)
+    assert psnr(narrow + (pred - ref), narrow) == pytest.approx(10 * np.log10(1.0 / sigma**2), abs=1e-9)
+    # ... and data_range=None follows the section's own max - min (the per-section-range variant).
+    assert psnr(narrow + (pred - ref), narrow, None) == pytest.approx(10 * np.log10(0.4**2 / sigma**2), abs=1e-9)
     assert psnr(ref, ref) == np.inf
+
+
+def test_headline_psnr_and_ssim_use_the_full_data_range_and_the_section_range_is_a_second_column():
+    """The papers' L = 1 (EMSR eq. 18; skimage with normalised images); max - min only in *_section_range."""
+    rng = np.random.default_rng(11)
+    ref = 0.3 + 0.5 * _texture()  # an EM section rarely spans the full range: max - min = 0.5
+    pred = ref + 0.02 * rng.choice([-1.0, 1.0], size=ref.shape)
+    scores = image_scores(pred, ref, pixel_nm=10.0)
+    assert scores["psnr"] == pytest.approx(10 * np.log10(1.0 / 0.02**2), abs=1e-9)
+    assert scores["psnr_section_range"] == pytest.approx(10 * np.log10(0.5**2 / 0.02**2), abs=1e-9)
+    assert scores["psnr"] - scores["psnr_section_range"] == pytest.approx(20 * np.log10(2), abs=1e-9)  # 6.02 dB
+    kw = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    assert scores["ssim"] == pytest.approx(structural_similarity(ref, pred, data_range=1.0, **kw), abs=1e-12)
+    assert scores["ssim_section_range"] == pytest.approx(
+        structural_similarity(ref, pred, data_range=0.5, **kw), abs=1e-12
+    )
+    assert scores["ssim_section_range"] < scores["ssim"]  # smaller constants: the same error weighs more
 
 
 def test_ssim_and_frc_of_an_image_with_itself_are_one():
@@ -143,6 +162,8 @@ def test_run_image_metrics_writes_one_row_per_section_and_the_frc_curves(tmp_pat
         "ssim",
         "frc_mean",
         "frc_cutoff_nm",
+        "psnr_section_range",
+        "ssim_section_range",
         "psnr_norm",
         "ssim_norm",
         "frc_mean_norm",
@@ -180,3 +201,45 @@ def test_run_image_metrics_rejects_mismatched_shapes_without_output(tmp_path):
             "a",
         )
     assert not out.exists()
+
+
+def _run(tmp_path, metrics, denoised=None):
+    out = tmp_path / "m" / "spec.csv"
+    run_image_metrics(
+        str(tmp_path / "sr.tif"),
+        str(tmp_path / "hr.tif"),
+        str(tmp_path / "pairs.json"),
+        str(out),
+        str(tmp_path / "m" / "spec_frc.csv"),
+        metrics,
+        "edsr",
+        "denoised",
+        "alpha",
+        "alpha",
+        denoised=denoised,
+    )
+    return pd.read_csv(out)
+
+
+def test_image_metrics_against_the_denoised_hr_are_a_second_column_set(tmp_path):
+    """EMSR's protocol: a model that learnt the denoised target scores perfectly against denoised HR."""
+    rng = np.random.default_rng(12)
+    clean = np.stack([_texture((48, 48), seed=s) for s in range(2)]).astype(np.float32)
+    noisy = np.clip(clean + 0.05 * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
+    _write_pair(tmp_path, clean, noisy)  # SR = the clean image; the acquired HR is noisy
+    write_image(tmp_path / "denoised.tif", clean, (50.0, 10.0, 10.0), "float32")
+    plain = _run(tmp_path, {"border_crop": 2})
+    assert not [c for c in plain.columns if c.endswith("_denoised")]  # default: acquired only
+    both = _run(tmp_path, {"border_crop": 2, "references": ["acquired", "denoised"]}, str(tmp_path / "denoised.tif"))
+    names = [c for c in plain.columns if c not in ("model", "data", "fold", "specimen", "section")]
+    assert list(both.columns) == list(plain.columns) + [f"{n}_denoised" for n in names]
+    pd.testing.assert_frame_equal(both[plain.columns], plain)  # the acquired-HR columns do not change
+    assert np.isinf(both["psnr_denoised"]).all() and np.allclose(both["ssim_denoised"], 1.0)
+    assert (both["psnr"] < 30).all()  # noise sets the ceiling against the acquired HR
+    with pytest.raises(InputError, match="no denoised HR"):
+        _run(tmp_path, {"references": ["acquired", "denoised"]})
+    with pytest.raises(InputError, match="references"):
+        _run(tmp_path, {"references": ["denoised"]}, str(tmp_path / "denoised.tif"))
+    write_image(tmp_path / "small.tif", clean[:, :40], (50.0, 10.0, 10.0), "float32")
+    with pytest.raises(InputError, match="shape"):
+        _run(tmp_path, {"references": ["acquired", "denoised"]}, str(tmp_path / "small.tif"))

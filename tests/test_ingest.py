@@ -57,6 +57,9 @@ def test_3d_tiffs_round_trip_data_dtype_and_voxel_size_from_metadata(tmp_path, d
     assert on_disk["lr_shape"] == [4, 40, 40] and on_disk["hr_shape"] == [4, 64, 64]
     assert on_disk["dtype"] == dtype and on_disk["sources"]["lr"] == str(tmp_path / "lr.tif")
     assert on_disk["scale_ratio"][1:] == pytest.approx([3.3, 3.3])
+    # data filling the dtype's range: the real bit depth is the dtype's, nothing rescaled (float: none)
+    assert on_disk["hr_bit_depth"] == {"uint8": 8, "uint16": 16, "float32": None}[dtype]
+    assert on_disk["hr_value_scale"] == {"uint8": 1.0, "uint16": 1.0, "float32": None}[dtype]
 
 
 def test_config_voxel_size_wins_over_tiff_metadata(tmp_path):
@@ -296,12 +299,13 @@ def test_phantom_specimen_takes_voxel_sizes_and_offset_from_its_meta(tmp_path):
         str(ph / "lr.tif"),
         str(ph / "hr.tif"),
         specimen="demo",
-        spec={"phantom": params},
+        spec={"phantom": params, "bit_depth": 12},  # a generated specimen's bit_depth is its source's
         phantom_meta=str(ph / "meta.json"),
         **outs,
     )
     pmeta = read_json(ph / "meta.json")
     assert meta["hr_offset_nm"] == pytest.approx(pmeta["hr_offset_nm"])
     assert meta["lr_voxel_nm"] == LR_VOX and meta["hr_voxel_nm"] == HR_VOX and meta["phantom"] is True
+    assert meta["lr_bit_depth"] == meta["hr_bit_depth"] == 8 and meta["hr_value_scale"] == 1.0  # 8-bit uint8
     run_ingest_labels(str(ph / "labels.tif"), str(outs["out_meta"]), str(tmp_path / "out" / "labels.tif"), "demo")
     assert np.array_equal(read_labels(tmp_path / "out" / "labels.tif")[0], read_labels(ph / "labels.tif")[0])

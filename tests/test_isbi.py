@@ -40,7 +40,7 @@ def small_isbi_config() -> dict:
         sim = spec["simulate"]
         sim["source"] = str((ROOT / sim["source"]).resolve())
         sim["labels"] = str((ROOT / sim["labels"]).resolve())
-        sim["sections"] = [4 * i, 4 * i + 4]
+        sim["sections"], sim["min_gap_sections"] = [5 * i, 5 * i + 4], 1
         sim["crop"] = [0, 256, 0, 256]
     # CPU-minute models and training: the structure of the run, not its numbers
     for key in TINY_SECTIONS:

@@ -22,12 +22,24 @@ from srseg.metrics import (
 )
 from srseg.report.columns import (
     column,
+    headline,
     paired_test_columns,
     strategy_columns,
     summary_columns,
+    variants_in,
 )
 
-IMAGE_COLUMNS = ["psnr", "ssim", "frc_mean", "frc_cutoff_nm", "psnr_norm", "ssim_norm", "frc_mean_norm"]
+IMAGE_COLUMNS = [
+    "psnr",
+    "ssim",
+    "frc_mean",
+    "frc_cutoff_nm",
+    "psnr_section_range",
+    "ssim_section_range",
+    "psnr_norm",
+    "ssim_norm",
+    "frc_mean_norm",
+]
 SEG_COLUMNS = [
     "voi_split",
     "voi_merge",
@@ -93,6 +105,54 @@ def test_report_columns_follow_the_registry_roles():
     assert [c.name for c in strategy_columns()] == ["psnr", "ssim", "frc_mean", "voi_sum", "f1"]
     assert column("f1").label() == "F1 (val. thr.)" and column("f1_fixed").label(fixed_threshold=0.5) == "F1 (t=0.5)"
     assert column("voi_sum").label() == "VOI sum (bits)" and column("f1").label(plain=True) == "F1"
+
+
+def test_variant_columns_3d_headline_first_and_denoised_beside_acquired():
+    """The same registered metrics as a second column set: no registration, labelled in the report."""
+    both = ("3d", "denoised")
+    assert [c.name for c in summary_columns(both)] == [
+        "psnr",
+        "ssim",
+        "frc_mean",
+        "psnr_denoised",
+        "ssim_denoised",
+        "frc_mean_denoised",
+        "voi_split_3d",
+        "voi_merge_3d",
+        "voi_sum_3d",
+        "arand_3d",
+        "f1_3d",
+        "f1_3d_fixed",
+        "voi_split",
+        "voi_merge",
+        "voi_sum",
+        "arand",
+        "f1",
+        "f1_fixed",
+    ]
+    assert [c.name for c in paired_test_columns(("3d",))] == ["psnr", "ssim", "voi_sum_3d", "f1_3d", "voi_sum", "f1"]
+    assert [c.name for c in strategy_columns(("denoised",))][:6] == [
+        "psnr",
+        "ssim",
+        "frc_mean",
+        "psnr_denoised",
+        "ssim_denoised",
+        "frc_mean_denoised",
+    ]
+    labels = {c.name: c.label(fixed_threshold=0.5) for c in summary_columns(both)}
+    assert labels["voi_sum_3d"] == "VOI sum 3D (bits)" and labels["voi_sum"] == "VOI sum per section (bits)"
+    assert labels["f1_3d"] == "F1 3D (val. thr.)" and labels["f1_fixed"] == "F1 per section (t=0.5)"
+    assert labels["psnr_denoised"] == "PSNR vs denoised (dB)" and labels["psnr"] == "PSNR vs acquired (dB)"
+    assert column("f1_3d_fixed").fixed and column("f1_3d_fixed").per_volume and column("f1_3d_fixed").base == "f1_3d"
+    assert column("voi_sum", ("3d",)).label() == "VOI sum per section (bits)"
+    assert column("psnr", ("3d",)).label() == "PSNR (dB)"  # the 3D variant qualifies segmentation columns only
+    assert headline("voi_sum", ("3d",)).name == "voi_sum_3d" and headline("voi_sum").name == "voi_sum"
+    assert headline("psnr", both).name == "psnr"
+    with pytest.raises(InputError, match="unknown metric"):
+        column("psnr_3d")  # no 3D variant of an image metric
+    frame = pd.DataFrame({"voi_sum_3d": [np.nan, np.nan], "psnr_denoised": [1.0, np.nan], "psnr": [1.0, 2.0]})
+    assert variants_in(frame) == ("denoised",)  # all-NaN 3D columns: 3D does not apply
+    assert variants_in(pd.DataFrame({"voi_sum_3d_mean": [0.5]})) == ("3d",)  # summary numbers count too
 
 
 def test_image_metrics_csv_gets_a_column_per_registered_metric(tmp_path, registry):

@@ -3,7 +3,9 @@
 The tree mimics what the upstream rules write (DESIGN.md layout): 2 folds
 (leave-one-specimen-out over 2 specimens) x 3 trained models x 2 training data
 x 4 test sections, plus the bicubic baseline and the HR upper bound. Metric
-columns the tree does not know (a registered toy metric) get random values.
+columns the tree does not know (a registered toy metric) get random values. The
+segmentation CSVs hold whole-volume (3D) scores, one per volume and threshold repeated
+on its section rows; the image CSVs hold scores against a denoised HR as well.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def _tree(root: Path, seed: int = 0) -> dict:
                     )
                     for name in [n for n in columns(IMAGE) if n not in img]:
                         img[name] = rng.uniform(0, 1, N_SECTIONS)
+                    # against the denoised HR: every row a bit higher, noise no longer the ceiling
+                    img["psnr_denoised"] = img["psnr"] + 2.0 + rng.normal(0, 0.2, N_SECTIONS)
+                    img["ssim_denoised"] = img["ssim"] + 0.05
+                    for name in [n for n in columns(IMAGE) if f"{n}_denoised" not in img]:
+                        img[f"{name}_denoised"] = rng.uniform(0, 1, N_SECTIONS)
                     path = res / "metrics/image" / model / data / fold / f"{specimen}.csv"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     img.sample(frac=1, random_state=1).to_csv(path, index=False)  # row order must not matter
@@ -114,8 +121,10 @@ def _tree(root: Path, seed: int = 0) -> dict:
                     )
                     infer_jsons.append(str(path))
                 seg_rows = []
+                best_t = 0.3 if model == "edsr" else 0.5
+                # one whole-volume score per threshold: per-section VOI plus the z-splits sections hide
+                voi3d = {t: VOI[(model, data)] + 1.0 + abs(t - best_t) + rng.normal(0, 0.02) for t in THRESHOLDS}
                 for s in sections:
-                    best_t = 0.3 if model == "edsr" else 0.5
                     for t in THRESHOLDS:
                         voi = VOI[(model, data)] + abs(t - best_t) + rng.normal(0, 0.05)
                         f1 = max(0.0, 1 - voi / 3 + rng.normal(0, 0.02))
@@ -135,8 +144,14 @@ def _tree(root: Path, seed: int = 0) -> dict:
                                 "recall": f1,
                                 "n_true": 30,
                                 "n_pred": 28,
+                                "voi_split_3d": voi3d[t] * 0.7,
+                                "voi_merge_3d": voi3d[t] * 0.3,
+                                "voi_sum_3d": voi3d[t],
+                                "arand_3d": voi3d[t] / 5,
+                                "f1_3d": max(0.0, 1 - voi3d[t] / 4),
                                 "reference": "hr_segmentation",
                                 "is_best": t == best_t,
+                                "is_hr_best": t == 0.5,  # the HR-chosen alternative
                                 "is_fixed": t == 0.5,
                             }
                         )
@@ -145,6 +160,8 @@ def _tree(root: Path, seed: int = 0) -> dict:
                 seg_frame = pd.DataFrame(seg_rows)
                 for name in [n for n in columns(SEGMENTATION) if n not in seg_frame]:
                     seg_frame[name] = rng.uniform(0, 1, len(seg_frame))
+                for name in [f"{n}_3d" for n in columns(SEGMENTATION) if f"{n}_3d" not in seg_frame]:
+                    seg_frame[name] = seg_frame["threshold"].map({t: rng.uniform(0, 1) for t in THRESHOLDS})
                 seg_frame.to_csv(path, index=False)
                 seg_csvs.append(str(path))
     train_jsons, train_logs = [], []
@@ -361,7 +378,7 @@ def test_best_marker_on_the_right_row(report):
     assert "\\bfseries" in emsr_bn
     # threshold table: lower VOI is better, best row per threshold among SR rows
     thr = pd.read_csv(tables / "thresholds_voi.csv", keep_default_na=False, na_values=[""])
-    winner = thr[thr["model"] != "hr"].sort_values("voi_sum_t0.5_mean").iloc[0]
+    winner = thr[thr["model"] != "hr"].sort_values("voi_sum_3d_t0.5_mean").iloc[0]  # the headline unit: 3D
     assert "t0.5" in winner["best"].split(";")
     # training strategy: best data per (metric, model, specimen)
     strat = pd.read_csv(tables / "training_strategy.csv", keep_default_na=False, na_values=[""])
@@ -471,6 +488,9 @@ def test_bad_input_fails_early_without_outputs(tmp_path):
     with pytest.raises(InputError, match=r"voi_sum.*rerun the seg_metrics rule"):
         run_report(**kwargs, cfg=FAST)
     assert not Path(kwargs["tables_dir"]).exists() and not Path(kwargs["figures_dir"]).exists()
+    pd.read_csv(kwargs["seg_csvs"][3]).assign(voi_sum=1.0).drop(columns=["voi_sum_3d"]).to_csv(broken, index=False)
+    with pytest.raises(InputError, match=r"lacks 'voi_sum_3d'; rerun the seg_metrics rule"):  # a CSV of before 3D
+        run_report(**kwargs, cfg=FAST)
     with pytest.raises(InputError, match="report.n_bootstrap"):
         run_report(**kwargs, cfg={"n_bootstrap": 10})
     with pytest.raises(InputError, match="report.confidence"):
@@ -539,11 +559,12 @@ def test_a_registered_metric_becomes_a_column_of_every_metric_table(tmp_path, to
     x = image[(image["model"] == "edsr") & (image["data"] == "real")]["toy"]
     assert row["toy_mean"] == pytest.approx(x.mean()) and {"toy_ci_low", "toy_ci_high", "toy_p"} <= set(summary)
     md = (tables / "summary.md").read_text()
-    assert "Toy (au)" in md and "p Toy" in md
+    # the tree scores against denoised HR too: the toy metric gets its twin, both labelled
+    assert "Toy vs acquired (au)" in md and "p Toy vs acquired" in md and "Toy vs denoised (au)" in md
     per = pd.read_csv(tables / "per_specimen.csv")
-    assert "toy_mean" in per and "Toy (au)" in (tables / "per_specimen.md").read_text()
+    assert "toy_mean" in per and "Toy vs acquired (au)" in (tables / "per_specimen.md").read_text()
     tests = pd.read_csv(tables / "paired_tests.csv")
-    assert (tests["metric"] == "toy").sum() == len(ROWS) - 1
+    assert (tests["metric"] == "toy").sum() == (tests["metric"] == "toy_denoised").sum() == len(ROWS) - 1
     # metrics CSVs written before the metric existed: the report says which rule to rerun
     path = Path(kwargs["image_csvs"][0])
     pd.read_csv(path).drop(columns=["toy"]).to_csv(path, index=False)
@@ -551,3 +572,75 @@ def test_a_registered_metric_becomes_a_column_of_every_metric_table(tmp_path, to
         InputError, match=rf"{re.escape(str(path))}: image-metrics CSV lacks 'toy'; rerun the image_metrics rule"
     ):
         run_report(**kwargs, cfg=FAST)
+
+
+def test_3d_scores_are_the_headline_counted_once_per_test_volume(report):
+    _, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    best = _best_sections(kwargs)
+    sub = best[(best["model"] == "emsr") & (best["data"] == "real")]
+    per_volume = sub.groupby(["fold", "specimen"])["voi_sum_3d"].first().to_numpy()
+    assert len(per_volume) == 2 and (sub.groupby(["fold", "specimen"])["voi_sum_3d"].nunique() == 1).all()
+    row = summary[(summary["model"] == "emsr") & (summary["data"] == "real")].iloc[0]
+    assert row["n_volumes"] == 2 and row["n_sections"] == 2 * N_SECTIONS
+    assert row["voi_sum_3d_mean"] == pytest.approx(per_volume.mean())
+    assert row["voi_sum_3d_std"] == pytest.approx(np.std(per_volume, ddof=1))  # over volumes, not 8 sections
+    assert row["voi_sum_mean"] == pytest.approx(sub["voi_sum"].mean())  # the per-section set stays
+    winner = summary.set_index(["model", "data"]).loc[("emsr", "blur_noise"), "best"].split(";")
+    assert "voi_sum_3d" in winner
+    header = (tables / "summary.md").read_text().splitlines()[2]
+    assert header.index("VOI sum 3D (bits)") < header.index("VOI sum per section (bits)")
+    assert "F1 3D (val. thr.)" in header and "F1 per section (t=0.5)" in header and "p VOI sum 3D" in header
+    assert "3D score each test volume at once" in (tables / "summary.md").read_text()
+    # paired tests: 3D scores pair test volumes (fold, specimen), per-section scores pair sections
+    tests = pd.read_csv(tables / "paired_tests.csv", keep_default_na=False, na_values=[""])
+    t = tests[(tests["model"] == "emsr") & (tests["data"] == "real")].set_index("metric")
+    assert t.loc["voi_sum_3d", "n_pairs"] == 2 and t.loc["voi_sum", "n_pairs"] == 2 * N_SECTIONS
+    # threshold table in the headline unit, one value per volume
+    thr = pd.read_csv(tables / "thresholds_voi.csv", keep_default_na=False, na_values=[""])
+    seg = _concat(kwargs["seg_csvs"])
+    at = seg[(seg["model"] == "emsr") & (seg["data"] == "real") & np.isclose(seg["threshold"], 0.7)]
+    expected = at.groupby(["fold", "specimen"])["voi_sum_3d"].first().mean()
+    got = thr[(thr["model"] == "emsr") & (thr["data"] == "real")]["voi_sum_3d_t0.7_mean"].iloc[0]
+    assert got == pytest.approx(expected)
+    assert "test volumes" in (tables / "thresholds_voi.md").read_text()
+
+
+def test_scores_against_denoised_hr_sit_beside_those_against_acquired_hr(report):
+    _, kwargs = report
+    tables = Path(kwargs["tables_dir"])
+    summary = pd.read_csv(tables / "summary.csv", keep_default_na=False, na_values=[""])
+    image = _concat(kwargs["image_csvs"])
+    row = summary[(summary["model"] == "srcnn") & (summary["data"] == "real")].iloc[0]
+    sub = image[(image["model"] == "srcnn") & (image["data"] == "real")]
+    assert row["psnr_denoised_mean"] == pytest.approx(sub["psnr_denoised"].mean())
+    assert row["psnr_mean"] == pytest.approx(sub["psnr"].mean())
+    header = (tables / "summary.md").read_text().splitlines()[2]
+    assert header.index("PSNR vs acquired (dB)") < header.index("PSNR vs denoised (dB)")
+    strat = pd.read_csv(tables / "training_strategy.csv")
+    assert {"psnr", "psnr_denoised", "voi_sum_3d", "voi_sum"} <= set(strat["metric"])
+    tests = pd.read_csv(tables / "paired_tests.csv")
+    assert (tests["metric"] == "psnr_denoised").sum() == len(ROWS) - 1
+
+
+def test_without_3d_or_denoised_scores_the_tables_keep_their_plain_columns(tmp_path):
+    """A 2D benchmark (3D columns all NaN) scored against acquired HR only: no variant columns or labels."""
+    from srseg.report import collect, tables
+
+    kwargs = _tree(tmp_path)
+    for path in kwargs["seg_csvs"]:
+        frame = pd.read_csv(path)
+        frame[[c for c in frame.columns if c.endswith("_3d")]] = np.nan
+        frame.to_csv(path, index=False)
+    for path in kwargs["image_csvs"]:
+        frame = pd.read_csv(path)
+        frame.drop(columns=[c for c in frame.columns if c.endswith("_denoised")]).to_csv(path, index=False)
+    seg = collect.load_seg_metrics(kwargs["seg_csvs"])
+    sections = tables.section_table(collect.load_image_metrics(kwargs["image_csvs"]), seg)
+    assert not [c for c in sections.columns if c.endswith(("_3d", "_denoised"))]
+    tests = tables.paired_tests(sections, ROWS)
+    summary = tables.summary_table(sections, collect.load_train_info(kwargs["train_jsons"]), tests, ROWS, 50)
+    header = tables.to_markdown(summary).splitlines()[2]
+    assert "VOI sum (bits)" in header and "PSNR (dB)" in header and "3D" not in header and "denoised" not in header
+    assert "voi_sum_t0.5_mean" in tables.threshold_table(seg, "voi_sum", "thresholds_voi", ROWS).numeric

@@ -9,10 +9,27 @@ from skimage.metrics import adapted_rand_error, variation_of_information
 from srseg.io import InputError, write_json, write_labels
 from srseg.metrics import (
     contingency_table,
+    labels_are_3d,
     rand_from_table,
     run_seg_metrics,
+    scores_in_3d,
+    section_mean_scores,
     segmentation_scores,
 )
+
+SEG_NAMES = [
+    "voi_split",
+    "voi_merge",
+    "voi_sum",
+    "arand",
+    "arand_precision",
+    "arand_recall",
+    "f1",
+    "precision",
+    "recall",
+    "n_true",
+    "n_pred",
+]
 
 
 def _random_pair(seed, shape=(3, 24, 24)):
@@ -146,7 +163,7 @@ def test_two_d_sections_and_shape_mismatch():
         segmentation_scores(seg.astype(np.float32), truth)
 
 
-def _write_inputs(tmp_path, truth, segs, source="labels", best=0.5):
+def _write_inputs(tmp_path, truth, segs, source="labels", best=0.5, dim=None):
     voxel = (50.0, 10.0, 10.0)
     paths = []
     for thr, seg in segs.items():
@@ -155,6 +172,8 @@ def _write_inputs(tmp_path, truth, segs, source="labels", best=0.5):
     write_labels(tmp_path / "ref.tif", truth, voxel)
     write_json(tmp_path / "ref.json", {"source": source})
     write_json(tmp_path / "threshold.json", {"best_threshold": best})
+    if dim is not None:
+        write_json(tmp_path / "segment.json", {"dim": dim})
     return paths
 
 
@@ -196,17 +215,149 @@ def test_run_seg_metrics_writes_one_row_per_section_and_threshold(tmp_path):
         "recall",
         "n_true",
         "n_pred",
+        *[f"{n}_3d" for n in SEG_NAMES],  # the whole volume at that threshold (the truth links sections)
         "reference",
+        "in_3d",
         "is_best",
+        "is_hr_best",
         "is_fixed",
     ]
     assert len(table) == 3 * 2
-    assert (table["reference"] == "hr_segmentation").all()
+    assert (table["reference"] == "hr_segmentation").all() and table["in_3d"].all()
     best = table[table["threshold"] == 0.3]
     assert best["is_best"].all() and not best["is_fixed"].any()
     assert (best["voi_sum"] == 0).all() and (best["f1"] == 1).all()
+    assert (best["voi_sum_3d"] == 0).all() and (best["f1_3d"] == 1).all()
     fixed = table[table["threshold"] == 0.7]
     assert fixed["is_fixed"].all() and (fixed["voi_merge"] > 0).all()
+    # one volume score per threshold, repeated on its section rows; the same merge in every section
+    assert fixed["voi_merge_3d"].nunique() == 1
+    assert fixed["voi_merge_3d"].iloc[0] == pytest.approx(fixed["voi_merge"].iloc[0])
+
+
+def _linked_truth(sections=4):
+    """4 x 4 grid objects that run through every section (3D labels, IDs 1..16)."""
+    return _grid_truth(sections=sections)
+
+
+def _run(tmp_path, truth, segs, dim=None, border=0):
+    paths = _write_inputs(tmp_path, truth, segs, dim=dim, best=min(segs))
+    out = tmp_path / "out.csv"
+    run_seg_metrics(
+        paths,
+        str(tmp_path / "ref.tif"),
+        str(tmp_path / "ref.json"),
+        str(tmp_path / "threshold.json"),
+        str(out),
+        {"thresholds": list(segs), "fixed_threshold": None},
+        {"border_crop": border},
+        "edsr",
+        "real",
+        "alpha",
+        "alpha",
+        segment_json=None if dim is None else str(tmp_path / "segment.json"),
+    )
+    return pd.read_csv(out)
+
+
+def test_broken_z_linking_raises_3d_voi_and_leaves_per_section_voi_unchanged(tmp_path):
+    truth = _linked_truth(sections=4)
+    broken = segment_per_section(truth)  # every section right, nothing linked through z
+    table = _run(tmp_path, truth, {0.3: truth, 0.7: broken}, dim=3)
+    linked, unlinked = table[table["threshold"] == 0.3], table[table["threshold"] == 0.7]
+    for name in ("voi_split", "voi_merge", "voi_sum", "arand", "f1"):  # per section: no difference at all
+        np.testing.assert_allclose(unlinked[name].to_numpy(), linked[name].to_numpy(), atol=1e-12)
+    assert (linked["voi_sum"] == 0).all() and (linked["voi_sum_3d"] == 0).all()
+    # each object cut into 4 equal pieces through z: H(seg | truth) = log2(4) = 2 bits, no merge
+    assert unlinked["voi_split_3d"].iloc[0] == pytest.approx(2.0, abs=1e-12)
+    assert unlinked["voi_merge_3d"].iloc[0] == pytest.approx(0.0, abs=1e-12)
+    assert unlinked["arand_3d"].iloc[0] > 0.5 and unlinked["f1_3d"].iloc[0] == 0.0  # IoU 1/4 < 0.5: no match
+    assert table["in_3d"].all()
+
+
+def test_a_z_merge_is_visible_only_in_3d(tmp_path):
+    truth = _linked_truth(sections=4)
+    truth[2:] += 100  # other objects in sections 2-3, at the same places
+    merged = truth % 100  # one segment continues through all four sections
+    table = _run(tmp_path, truth, {0.5: merged}, dim=3)
+    assert (table["voi_sum"] == 0).all()  # every section on its own is perfect
+    assert table["voi_merge_3d"].iloc[0] == pytest.approx(1.0, abs=1e-12)  # two equal objects per segment
+    assert table["voi_split_3d"].iloc[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def segment_per_section(labels):
+    """IDs made unique per section: what a 2D segmentation of perfectly segmented sections looks like."""
+    out = np.zeros(labels.shape, np.uint64)
+    for z in range(labels.shape[0]):
+        out[z] = np.where(labels[z] > 0, labels[z] + 1000 * (z + 1), 0)
+    return out
+
+
+def test_a_2d_segmentation_against_3d_labels_is_scored_in_3d(tmp_path):
+    """segment.json dim 2, but the reference links sections: its z-splits show in the 3D columns."""
+    truth = _linked_truth(sections=2)
+    table = _run(tmp_path, truth, {0.5: segment_per_section(truth)}, dim=2)
+    assert table["in_3d"].all() and (table["voi_sum"] == 0).all()
+    assert table["voi_split_3d"].iloc[0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_per_section_labels_and_a_2d_segmentation_are_scored_per_section_only(tmp_path):
+    truth = segment_per_section(_linked_truth(sections=3))  # 2D reference (e.g. HR segmented in 2D)
+    table = _run(tmp_path, truth, {0.5: truth}, dim=2)
+    assert not table["in_3d"].any()
+    assert table[[f"{n}_3d" for n in SEG_NAMES]].isna().all().all()
+    assert (table["voi_sum"] == 0).all()
+    # without a segment.json the segmentation's own IDs decide: linked IDs -> 3D
+    (tmp_path / "segment.json").unlink()
+    linked = _run(tmp_path, truth, {0.5: truth % 1000}, dim=None)
+    assert linked["in_3d"].all() and linked["voi_merge_3d"].iloc[0] > 0
+    write_json(tmp_path / "segment.json", {"device": "cpu"})  # a segment.json from before `dim` was written
+    with pytest.raises(InputError, match="missing key 'dim'"):
+        run_seg_metrics(
+            [str(tmp_path / "t0.5.tif")],
+            str(tmp_path / "ref.tif"),
+            str(tmp_path / "ref.json"),
+            str(tmp_path / "threshold.json"),
+            str(tmp_path / "x.csv"),
+            {"thresholds": [0.5]},
+            {"border_crop": 0},
+            "edsr",
+            "real",
+            "a",
+            "a",
+            segment_json=str(tmp_path / "segment.json"),
+        )
+
+
+def test_labels_are_3d_and_the_scoring_unit():
+    truth = _linked_truth(sections=2)
+    assert labels_are_3d(truth) and not labels_are_3d(segment_per_section(truth))
+    assert not labels_are_3d(truth[:1]) and not labels_are_3d(truth[0])
+    background_only_shared = segment_per_section(truth)  # label 0 in every section does not link them
+    assert not labels_are_3d(background_only_shared)
+    assert scores_in_3d(3, segment_per_section(truth)) and scores_in_3d(2, truth)
+    assert not scores_in_3d(2, segment_per_section(truth)) and scores_in_3d(2, True) and not scores_in_3d(2, False)
+
+
+def test_section_mean_scores_average_the_sections():
+    seg, truth = _random_pair(7, shape=(3, 24, 24))
+    per = [segmentation_scores(seg[z], truth[z]) for z in range(3)]
+    mean = section_mean_scores(seg, truth)
+    for name in ("voi_sum", "arand", "f1"):
+        assert mean[name] == pytest.approx(np.mean([p[name] for p in per]))
+    truth[1] = 0  # a section without foreground is skipped, not a NaN mean
+    assert np.isfinite(section_mean_scores(seg, truth)["voi_sum"])
+
+
+def test_contingency_table_of_a_volume_equals_the_flat_count():
+    seg, truth = _random_pair(8, shape=(5, 24, 24))
+    table, t_ids, s_ids = contingency_table(seg, truth)
+    fg = truth > 0
+    pairs, counts = np.unique(np.stack([truth[fg], seg[fg]]), axis=1, return_counts=True)
+    dense = table.toarray()
+    assert dense.sum() == fg.sum() and np.count_nonzero(dense) == counts.size
+    for (t, s), n in zip(pairs.T, counts):
+        assert dense[np.searchsorted(t_ids, t), np.searchsorted(s_ids, s)] == n
 
 
 def test_run_seg_metrics_rejects_bad_inputs_without_output(tmp_path):

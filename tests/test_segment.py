@@ -11,7 +11,7 @@ from srseg import affinity, ruler, segment
 from srseg.affinity import AffinityUNet, affinity_targets
 from srseg.config import section
 from srseg.io import InputError, read_json, read_labels, write_image, write_json, write_labels
-from srseg.metrics import segmentation_scores
+from srseg.metrics import section_mean_scores, segmentation_scores
 from srseg.runtime import save_checkpoint
 
 THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -174,7 +174,6 @@ def test_choose_threshold_uses_validation_not_test(tmp_path, monkeypatch):
                 "steps": 2,
                 "batch": 1,
                 "patch": 16,
-                "val_fraction": 0.25,
                 "augment": {"flip": False, "prob": 0.0},
             },
         ),
@@ -190,6 +189,21 @@ def test_choose_threshold_uses_validation_not_test(tmp_path, monkeypatch):
     assert choice["scores"][str(choice["best_threshold"])]["voi_sum"] == min(
         s["voi_sum"] for s in choice["scores"].values()
     )
+
+
+def test_choose_threshold_scores_in_the_unit_the_tables_report():
+    """One rule (scores_in_3d): 3D labels -> the whole volume, even for a 2D segmentation; else per section."""
+    image, fine, _, oracle = _two_level_scenario(seed=7)
+    segs, _ = segment.segment_affinities(oracle(image), THRESHOLDS, dim=2)
+    flat = segment.per_section_labels(fine)
+    choice = segment.choose_threshold(oracle, {"linked": (image, fine), "flat": (image, flat)}, THRESHOLDS)
+    assert choice["in_3d"] == {"linked": True, "flat": False}
+    for t in THRESHOLDS:
+        linked, per = choice["per_specimen"]["linked"][str(t)], choice["per_specimen"]["flat"][str(t)]
+        # 3D: the 2D segmentation's z-splits count; per section: the mean of section scores, as seg_metrics
+        assert linked["voi_sum"] == pytest.approx(segmentation_scores(segs[t], fine)["voi_sum"])
+        assert per["voi_sum"] == pytest.approx(section_mean_scores(segs[t], flat)["voi_sum"])
+        assert linked["voi_split"] > per["voi_split"] + 1.0  # 8 sections unlinked: up to 3 bits of z-split
 
 
 def test_run_segment_writes_one_volume_per_threshold(tmp_path):
@@ -221,6 +235,7 @@ def test_run_segment_writes_one_volume_per_threshold(tmp_path):
         assert lab.shape == (2, 40, 44) and voxel == pytest.approx([50, 10, 10])
     info = read_json(tmp_path / "seg" / "segment.json")
     assert info["affinity_voxels_per_second"] > 0 and info["agglomeration_voxels_per_second"] > 0
+    assert info["dim"] == 2  # seg_metrics reads it: a 3D segmentation is scored on the volume
     assert info["voxels"] == 2 * 40 * 44 and set(info["segments"]) == {str(t) for t in THRESHOLDS}
     with pytest.raises(InputError, match="name it t0.1.tif"):
         segment.run_segment(str(image), str(model), segs[::-1], str(tmp_path / "x.json"), {"thresholds": THRESHOLDS})
@@ -235,6 +250,7 @@ def test_reference_from_labels_or_hr_segmentation(tmp_path):
     write_labels(tmp_path / "labels.tif", labels, [50, 10, 10])
     segment.run_reference(str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"), labels=str(tmp_path / "labels.tif"))
     assert read_json(tmp_path / "ref.json")["source"] == "labels"
+    assert read_json(tmp_path / "ref.json")["labels_3d"] is True  # the cells run through both sections
     assert np.array_equal(read_labels(tmp_path / "ref.tif")[0], labels)
 
     segs = []
@@ -251,6 +267,9 @@ def test_reference_from_labels_or_hr_segmentation(tmp_path):
     )
     meta = read_json(tmp_path / "ref2.json")
     assert meta["source"] == "hr_segmentation" and meta["threshold"] == 0.7
+    write_labels(tmp_path / "flat.tif", segment.per_section_labels(labels), [50, 10, 10])  # a 2D segmentation
+    segment.run_reference(str(tmp_path / "r4.tif"), str(tmp_path / "r4.json"), labels=str(tmp_path / "flat.tif"))
+    assert read_json(tmp_path / "r4.json")["labels_3d"] is False
     assert np.array_equal(read_labels(tmp_path / "ref2.tif")[0], labels + 3)
 
     write_labels(tmp_path / "empty.tif", np.zeros((2, 8, 8), np.uint16), [50, 10, 10])

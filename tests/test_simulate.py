@@ -117,6 +117,10 @@ def test_overlapping_section_blocks_of_one_source_are_refused():
         check_section_blocks({"a": spec([0, 10]), "b": {"simulate": {"source": "data/raw.tif"}}})
     other = {"simulate": {"source": "data/other.tif", "sections": [0, 10]}}
     check_section_blocks({"a": spec([0, 10]), "b": other})  # another stack may reuse indices
+    gapped = lambda s, gap: {"simulate": {**spec(s)["simulate"], "min_gap_sections": gap}}
+    check_section_blocks({"a": gapped([0, 10], 2), "b": gapped([12, 20], 2)})
+    with pytest.raises(InputError, match="min_gap_sections"):  # neighbouring sections are nearly one image
+        check_section_blocks({"a": gapped([0, 10], 2), "b": gapped([11, 20], 2)})
 
 
 @needs_isbi
@@ -128,7 +132,9 @@ def test_isbi_config_leave_one_out_never_tests_on_a_training_section():
     for test in specimens:
         train = set().union(*(source_sections(specimens[s]) for s in specimens if s != test))
         assert not train & source_sections(specimens[test])
-        assert len(source_sections(specimens[test])) == 10
+        assert len(source_sections(specimens[test])) == 8
+        near = {(src, k + d) for src, k in source_sections(specimens[test]) for d in range(-3, 4)}
+        assert not train & near  # at least 3 sections between a test block and any training block
 
 
 @needs_isbi

@@ -38,6 +38,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import runtime
+from .config import section
+from .data import validation_sections
 from .io import InputError, read_image, read_labels
 from .tiling import tile_axis
 from .training.engine import KINDS, Kind, train
@@ -162,16 +164,6 @@ def logits_to_affs(logits: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- training data
-
-
-def validation_sections(n_sections: int, val_fraction: float) -> tuple[slice, slice]:
-    """(train, validation) section slices: validation = the last ceil(val_fraction * n) sections.
-
-    At least one section is kept on each side; a specimen with a single section
-    cannot be split and is rejected by the caller.
-    """
-    n_val = min(max(1, math.ceil(val_fraction * n_sections)), n_sections - 1)
-    return slice(0, n_sections - n_val), slice(n_sections - n_val, n_sections)
 
 
 def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
@@ -542,14 +534,16 @@ def train_affinity_network(
     log: str | None = None,
     checkpoint: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    validation: dict | None = None,
 ) -> AffinityTraining:
-    """Train the affinity U-Net on the first (1 - val_fraction) sections of every HR + labels pair.
+    """Train the affinity U-Net on the training sections of every HR + labels pair.
 
-    `affinity` is the complete `affinity:` slice. Writes model.pt, log.csv, train.json (the
-    training engine; checkpoint.pt beside model.pt is kept) and returns the trained kind
-    (its `model`, `device`, validation sections)."""
+    `affinity` is the complete `affinity:` slice, `validation` the `validation:` one (which
+    sections are held back: data.validation_sections, shared with SR training). Writes
+    model.pt, log.csv, train.json (the training engine; checkpoint.pt beside model.pt is
+    kept) and returns the trained kind (its `model`, `device`, validation sections)."""
     pairs = read_training_pairs(hr, labels)
-    splits = split_specimens(pairs, float(affinity["val_fraction"]))
+    splits = split_specimens(pairs, float(section("validation", validation)["fraction"]))
     kind = AffinityTraining(
         {**affinity, "seed": seed}, splits, {"hr": list(map(str, hr)), "labels": list(map(str, labels))}
     )

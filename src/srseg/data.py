@@ -47,8 +47,21 @@ def load_pairs(lr_paths: list[str], hr_paths: list[str]) -> tuple[list[tuple[np.
     return pairs, scale
 
 
+def validation_sections(n_sections: int, fraction: float) -> tuple[slice, slice]:
+    """(train, validation) section slices of a specimen: validation = its last ceil(fraction * n) sections.
+
+    The one definition (config `validation.fraction`) that SR training, affinity training and
+    every row's threshold choice share, so no model is ever trained on the sections a
+    threshold is chosen on. At least one section stays on each side (n >= 2).
+    """
+    if n_sections < 2:
+        raise InputError(f"{n_sections} section cannot be split into training and validation; give at least 2")
+    n_val = min(max(1, math.ceil(fraction * n_sections)), n_sections - 1)
+    return slice(0, n_sections - n_val), slice(n_sections - n_val, n_sections)
+
+
 def split_sections(pairs, val_fraction: float):
-    """Hold back the last ceil(val_fraction * z) sections of each volume with >= 2 sections for validation.
+    """Hold back each volume's validation sections (`validation_sections`) for validation patches.
 
     Sections, not random pixels, so validation patches never overlap training patches.
     A single-section volume is used for both (validation then measures fit, not generalisation).
@@ -56,14 +69,13 @@ def split_sections(pairs, val_fraction: float):
     """
     train, val = [], []
     for lr, hr in pairs:
-        z = lr.shape[0]
-        n_val = min(z - 1, math.ceil(val_fraction * z)) if z >= 2 else 0
-        if n_val <= 0:
+        if lr.shape[0] < 2:
             train.append((lr, hr))
             val.append((lr, hr))
-        else:
-            train.append((lr[: z - n_val], hr[: z - n_val]))
-            val.append((lr[z - n_val :], hr[z - n_val :]))
+            continue
+        tr, va = validation_sections(lr.shape[0], val_fraction)
+        train.append((lr[tr], hr[tr]))
+        val.append((lr[va], hr[va]))
     return train, val
 
 

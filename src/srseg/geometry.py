@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import InputError
+
 # --------------------------------------------------------------------------- fields in nm
 
 
@@ -121,3 +123,15 @@ def corner_rms(m_a: np.ndarray, m_b: np.ndarray, shape_yx) -> float:
     c = field_corners(shape_yx)
     d = apply(m_a, c) - apply(m_b, c)
     return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+
+
+def require_hr_inside(specimen: str, lr_shape, hr_shape, lr_voxel, hr_voxel, hr_offset) -> None:
+    """InputError naming specimens.<specimen>.hr_offset_nm when the HR field is not inside the LR field."""
+    outside = hr_outside_lr(lr_shape, hr_shape, lr_voxel, hr_voxel, hr_offset)
+    if outside is not None:
+        axis, (h0, h1), (l0, l1) = outside
+        raise InputError(
+            f"specimens.{specimen}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is not "
+            f"inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
+            f"(HR must be a sub-field of the LR overview)"
+        )

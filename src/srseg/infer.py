@@ -173,6 +173,35 @@ def _hr_voxel(pairs: dict | None, lr_voxel, scale: int, lr_path) -> list[float]:
     return [float(lr_voxel[0]), lr_voxel[1] / scale, lr_voxel[2] / scale]
 
 
+def load_sr_model(model_path=None, arch_spec=None, scale=None, pairs=None, pairs_json=None):
+    """(model on the CPU, scale, arch): a trained model.pt, or an untrained arch spec (bicubic) at the pairs' scale."""
+    pairs_scale = int(pairs["scale"]) if pairs and "scale" in pairs else None
+    if model_path:
+        model, meta = load_trained(model_path, "cpu")
+        if pairs_scale is not None and pairs_scale != int(meta["scale"]):
+            raise InputError(
+                f"{model_path}: model was trained at scale {meta['scale']} but {pairs_json} pairs at scale "
+                f"{pairs_scale}; train on data of the same scale"
+            )
+        return model, int(meta["scale"]), meta["arch"]
+    if not arch_spec:
+        raise InputError(
+            "infer needs a trained model file or an untrained arch spec (e.g. {arch: bicubic}); "
+            "check the infer rule's inputs"
+        )
+    scale = scale if scale is not None else pairs_scale
+    if scale is None:
+        raise InputError(
+            f"no scale for arch {arch_spec.get('arch')!r}: give pairs.json with a `scale` key or pass scale"
+        )
+    model = build_model(arch_spec, int(scale))
+    if getattr(model, "trainable", True) and any(True for _ in model.parameters()):
+        raise InputError(
+            f"arch {arch_spec['arch']!r} must be trained before inference; run the train rule and pass its model.pt"
+        )
+    return model, int(scale), arch_spec["arch"]
+
+
 def run_infer(
     lr_path: str,
     out_tif: str,
@@ -203,32 +232,7 @@ def run_infer(
     set_threads(threads)
     dev = resolve_device(device)
     pairs = read_json(pairs_json) if pairs_json else None
-    pairs_scale = int(pairs["scale"]) if pairs and "scale" in pairs else None
-    if model_path:
-        model, meta = load_trained(model_path, "cpu")
-        if pairs_scale is not None and pairs_scale != int(meta["scale"]):
-            raise InputError(
-                f"{model_path}: model was trained at scale {meta['scale']} but {pairs_json} pairs at scale "
-                f"{pairs_scale}; train on data of the same scale"
-            )
-        scale, arch = int(meta["scale"]), meta["arch"]
-    else:
-        if not arch_spec:
-            raise InputError(
-                "infer needs a trained model file or an untrained arch spec (e.g. {arch: bicubic}); "
-                "check the infer rule's inputs"
-            )
-        scale = scale if scale is not None else pairs_scale
-        if scale is None:
-            raise InputError(
-                f"no scale for arch {arch_spec.get('arch')!r}: give pairs.json with a `scale` key or pass scale"
-            )
-        model, arch = build_model(arch_spec, int(scale)), arch_spec["arch"]
-        if getattr(model, "trainable", True) and any(True for _ in model.parameters()):
-            raise InputError(
-                f"arch {arch!r} must be trained before inference; run the train rule and pass its model.pt"
-            )
-        scale = int(scale)
+    model, scale, arch = load_sr_model(model_path, arch_spec, scale, pairs, pairs_json)
     vol, lr_voxel, dtype = read_image(lr_path)
     hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
     if not np.isfinite(vol).all():

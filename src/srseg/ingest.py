@@ -9,6 +9,16 @@ the TIFF metadata.  Everything is validated before anything is written, and
 every file is written atomically with meta.json last, so a failed ingest leaves
 no output that looks complete.
 
+Bit depth: an integer stack is rescaled from its real bit depth onto its dtype's
+full range (12-bit data in uint16: v -> rint(v * 65535 / 4095)), so that [0, 1]
+inside the library -- and with it every noise level "on the 8-bit scale", EMSR's
+sigma / 255 and PSNR's peak 1 -- is relative to the data's real range. The depth
+is `specimens.<name>.bit_depth` when given (a value above it is an InputError),
+else detected per stack (srseg.io.detect_bit_depth: uint16 whose max <= 4095 is
+12 bit, <= 16383 14 bit, ...). The map is injective, so lossless; meta.json
+records each stack's depth and factor (raw = rint(stored / value_scale)).
+Generated specimens (phantom, simulate) are 8-bit uint8: nothing changes.
+
 Outputs: results/ingest/{specimen}/lr.tif, hr.tif (the input's dtype, voxel
 size in the TIFF metadata), meta.json, and optionally labels.tif.
 """
@@ -18,7 +28,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import geometry
-from .io import InputError, read_json, write_json, write_labels, write_tiff
+from .io import (
+    InputError,
+    full_range_scale,
+    read_json,
+    resolve_bit_depth,
+    to_full_range,
+    write_json,
+    write_labels,
+    write_tiff,
+)
 from .labels import cell_mask_to_instances
 from .stacks import SUPPORTED_DTYPES, check_image, read_stack  # noqa: F401  (re-exported: ingest's formats)
 
@@ -58,6 +77,18 @@ def _check_inside(name, lr_shape, hr_shape, lr_vox, hr_vox, offset) -> None:
         )
 
 
+def full_range(vol: np.ndarray, declared: int | None, key: str, source: str) -> tuple[np.ndarray, dict]:
+    """An integer stack rescaled from its real bit depth to the dtype's full range, and what meta.json records."""
+    bits = resolve_bit_depth(vol, declared, key, source)
+    if bits is None:  # float32: [0, 1] already
+        return vol, {"bit_depth": None, "value_scale": None, "bit_depth_from": "float"}
+    return to_full_range(vol, bits), {
+        "bit_depth": bits,
+        "value_scale": full_range_scale(str(vol.dtype), bits),
+        "bit_depth_from": "config" if declared is not None else "detected",
+    }
+
+
 def run_ingest(
     lr: str,
     hr: str,
@@ -72,8 +103,10 @@ def run_ingest(
     """Validate a specimen's LR and HR stacks and write lr.tif, hr.tif and meta.json.
 
     lr, hr: a TIFF, folder or glob; spec: the specimen's config entry (may hold
-    lr_voxel_nm, hr_voxel_nm, hr_offset_nm, all [z, y, x] nm); phantom_meta: the
-    phantom's meta.json, used where the config gives no value.  Returns meta.
+    lr_voxel_nm, hr_voxel_nm, hr_offset_nm, all [z, y, x] nm, and bit_depth);
+    phantom_meta: the phantom's meta.json, used where the config gives no value
+    (a generated specimen's stacks are 8-bit: its bit_depth, if any, described the
+    simulate source and is not applied here).  Returns meta.
     """
     spec = spec or {}
     pmeta = read_json(phantom_meta) if phantom_meta else {}
@@ -102,6 +135,10 @@ def run_ingest(
         )
     offset = _check_triplet(offset, f"specimens.{specimen}.hr_offset_nm", positive=False)
     _check_inside(specimen, lr_vol.shape, hr_vol.shape, lr_vox, hr_vox, offset)
+    declared = None if phantom_meta else spec.get("bit_depth")
+    key = f"specimens.{specimen}.bit_depth"
+    lr_vol, lr_bits = full_range(lr_vol, declared, key, f"LR stack {lr}")
+    hr_vol, hr_bits = full_range(hr_vol, declared, key, f"HR stack {hr}")
 
     meta = {
         "specimen": specimen,
@@ -114,6 +151,8 @@ def run_ingest(
         "dtype": str(hr_vol.dtype),  # the HR dtype: what SR outputs should be written as
         "lr_dtype": str(lr_vol.dtype),
         "hr_dtype": str(hr_vol.dtype),
+        # real bit depth of each stack (null: float) and stored = rint(raw * value_scale)
+        **{f"{w}_{k}": v for w, bits in (("lr", lr_bits), ("hr", hr_bits)) for k, v in bits.items()},
         "sources": {"lr": str(lr), "hr": str(hr), **({"phantom_meta": str(phantom_meta)} if phantom_meta else {})},
         "phantom": bool(pmeta.get("phantom", False)),
         "simulated": bool(pmeta.get("simulated", False)),

@@ -111,6 +111,91 @@ def from_float(vol: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"unknown image dtype {dtype!r}; use one of {IMAGE_DTYPES}")
 
 
+# --------------------------------------------------------------------------- bit depth
+#
+# Detectors often store fewer bits than their container: 12- or 14-bit EM data in uint16. The
+# library's [0, 1] (and so every "8-bit scale" noise sigma, EMSR's sigma / 255 and PSNR's peak
+# L = 1) must be relative to the data's real range 0 .. 2**bits - 1, not the dtype's. Ingest
+# therefore rescales an integer stack of `bits` bits onto its dtype's full range (`to_full_range`,
+# lossless: an injective integer map, undone exactly by `from_full_range`); everything downstream
+# reads it with `to_float` as before.
+
+#: bits of the integer image dtypes
+DTYPE_BITS = {"uint8": 8, "uint16": 16}
+#: the depths `detect_bit_depth` chooses from (the ADC depths of EM detectors and cameras)
+STANDARD_BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def detect_bit_depth(vol: np.ndarray) -> int | None:
+    """The real bit depth of an integer stack: the smallest standard depth whose range holds its maximum.
+
+    uint8 is always 8 bit; uint16 with max <= 255 -> 8, <= 1023 -> 10, <= 4095 -> 12, <= 16383 -> 14,
+    else 16. Float stacks have none (None): they are [0, 1] already. A dim 16-bit stack is taken for
+    a lower depth: declare its depth (`specimens.<name>.bit_depth`) instead.
+    """
+    dtype = str(vol.dtype)
+    if dtype not in DTYPE_BITS:
+        return None
+    if dtype == "uint8":
+        return 8
+    top = int(vol.max()) if vol.size else 0
+    return next(b for b in STANDARD_BIT_DEPTHS if top <= 2**b - 1)
+
+
+def resolve_bit_depth(vol: np.ndarray, declared: int | None, key: str, source: str) -> int | None:
+    """The declared depth (checked against the dtype and the data) or the detected one; None for floats.
+
+    key: the config key that declares it (named in the error), source: the stack (named too).
+    """
+    dtype = str(vol.dtype)
+    if dtype not in DTYPE_BITS:
+        return None
+    if declared is None:
+        return detect_bit_depth(vol)
+    bits = int(declared)
+    if not 1 <= bits <= DTYPE_BITS[dtype]:
+        raise InputError(
+            f"config key {key} = {declared!r}: {source} is {dtype}, which holds 1 to {DTYPE_BITS[dtype]} bits; "
+            f"fix {key} or set it to null to detect the depth"
+        )
+    top = int(vol.max())
+    if top > 2**bits - 1:
+        raise InputError(
+            f"config key {key} = {bits}: {source} has values up to {top}, above the {bits}-bit maximum "
+            f"{2**bits - 1}; raise {key} or set it to null to detect the depth"
+        )
+    return bits
+
+
+def full_range_scale(dtype: str, bits: int) -> float:
+    """stored / raw: (2**dtype_bits - 1) / (2**bits - 1); 1.0 when the data fill the dtype."""
+    return (2 ** DTYPE_BITS[str(dtype)] - 1) / (2 ** int(bits) - 1)
+
+
+def to_full_range(vol: np.ndarray, bits: int) -> np.ndarray:
+    """An integer stack of `bits` bits mapped onto its dtype's full range: rint(v * full_range_scale).
+
+    Lossless: the factor is >= 1, so distinct values stay distinct (an injective map), and
+    `from_full_range` gives the raw values back exactly. Round half to even (numpy's rint),
+    through a lookup table (exact, no float copy of the stack). Values above 2**bits - 1 are
+    the caller's to refuse (`resolve_bit_depth`).
+    """
+    dtype = str(vol.dtype)
+    if int(bits) == DTYPE_BITS[dtype]:
+        return vol
+    n = 2 ** int(bits)
+    lut = np.rint(np.arange(n, dtype=np.float64) * full_range_scale(dtype, bits)).astype(vol.dtype)
+    return lut[np.minimum(vol, n - 1)]
+
+
+def from_full_range(vol: np.ndarray, bits: int) -> np.ndarray:
+    """The inverse of `to_full_range`: full-range values back to raw `bits`-bit values, rint(v / scale)."""
+    dtype = str(vol.dtype)
+    if int(bits) == DTYPE_BITS[dtype]:
+        return vol
+    return np.rint(vol.astype(np.float64) / full_range_scale(dtype, bits)).astype(vol.dtype)
+
+
 def write_tiff(path: str | os.PathLike, vol: np.ndarray, voxel_nm: Sequence[float]) -> None:
     """Write a (z, y, x) array with its voxel size (nm, z/y/x) atomically."""
     vol = np.ascontiguousarray(vol)

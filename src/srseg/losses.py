@@ -31,7 +31,8 @@ LOSSES: Registry[type] = Registry("loss", name_attr="loss_name")
 register_loss = LOSSES.register
 
 #: noise sigmas in loss settings (emsr's noise_sigma, input_noise_sigma) are on the 8-bit scale:
-#: sigma * SIGMA_UNIT on our [0, 1] intensities. The one place to change for other bit depths.
+#: sigma * SIGMA_UNIT on our [0, 1] intensities, which ingest makes relative to the data's real
+#: bit depth (12-bit data in uint16 is rescaled to the full range), so 5 means 5/255 of the range.
 SIGMA_UNIT = 1.0 / 255.0
 
 

@@ -11,9 +11,11 @@ Pipeline (the Chalmers study's, as in funkelab lsd):
    mean affinity > 1 - t, so higher thresholds give fewer, larger segments.
 
 In 2D mode (z affinity 0) each section is agglomerated on its own, so nothing
-merges across z and segment IDs are unique per section: score such
-segmentations per section (`per_section_labels` on the truth) — a 3D truth ID
-spanning sections would otherwise count as split.
+merges across z and segment IDs are unique per section. The scoring unit is one
+rule, `srseg.metrics.scores_in_3d(dim, labels)`, shared with the seg_metrics rule:
+the whole volume when the segmentation is 3D or the labels link sections (then a
+2D segmentation's z-splits count, as they should), else the mean over sections.
+The threshold is chosen in that unit, so it is the one the tables report in.
 
 waterz compiles C++ at run time only for scoring functions that are not
 shipped prebuilt (mean affinity and the histogram quantiles are prebuilt).
@@ -42,7 +44,7 @@ from . import runtime
 from .affinity import load_affinity_model, predict_affinities
 from .config import section
 from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
-from .metrics import segmentation_scores
+from .metrics import labels_are_3d, scores_in_3d, unit_scores
 from .waterz_scoring import scoring_function
 
 
@@ -65,7 +67,7 @@ def check_affinities(affs: np.ndarray) -> np.ndarray:
 
 
 def per_section_labels(labels: np.ndarray) -> np.ndarray:
-    """Make IDs unique per section (0 stays 0): how 2D segmentations must be scored against 3D truth."""
+    """Make IDs unique per section (0 stays 0): 3D labels as a 2D segmentation would label them."""
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, np.uint64)
     offset = 0
@@ -275,18 +277,21 @@ def choose_threshold(
 
     `validation` maps specimen -> (image, labels) of held-back sections only;
     the test specimen never enters, so the reported best threshold is not tuned
-    on the data it is reported for. 2D segmentations are scored against truth
-    with per-section IDs.
+    on the data it is reported for. Each specimen is scored in the unit the tables
+    report (`scores_in_3d(dim, labels)`): the whole validation volume when the
+    segmentation or the labels are 3D, else the mean over its sections; `in_3d`
+    records which.
     """
-    per_specimen = {}
+    per_specimen, in_3d = {}, {}
     for name, (image, labels) in validation.items():
         segs, _ = segment_affinities(predict(image), thresholds, seed_min_distance, dim, merge_function)
-        truth = per_section_labels(labels) if dim == 2 else labels
-        per_specimen[name] = {t: segmentation_scores(seg, truth) for t, seg in segs.items()}
+        in_3d[name] = scores_in_3d(dim, labels)
+        per_specimen[name] = {t: unit_scores(seg, labels, in_3d[name]) for t, seg in segs.items()}
     best, mean = pick_best_threshold(per_specimen, criterion)
     return {
         "best_threshold": best,
         "criterion": criterion,
+        "in_3d": in_3d,
         "scores": {str(t): s for t, s in mean.items()},
         "per_specimen": {n: {str(t): s for t, s in per.items()} for n, per in per_specimen.items()},
     }
@@ -359,7 +364,7 @@ def run_segment(
         "thresholds": thresholds,
         "merge_function": merge_function,
         "seed_min_distance": seed_min_distance,
-        "ids": "unique per section (score per section)" if net.dim == 2 else "3D",
+        "ids": "unique per section" if net.dim == 2 else "3D (linked through z)",
         "affinity_seconds": t_pred,
         "affinity_voxels_per_second": n / max(t_pred, 1e-9),
         **timing,
@@ -389,7 +394,8 @@ def run_reference(
     With `labels` (the specimen has them): those labels, checked. Otherwise the
     HR segmentation (row `hr`) at the threshold chosen on validation data
     (threshold.json): the segmentation of real HR by the same network, as in
-    the Chalmers study; the json says which source was used.
+    the Chalmers study; the json says which source was used and whether the labels
+    are 3D (`labels_3d`: an ID occurs in two or more sections).
     """
     logger = runtime.get_logger("srseg.reference", log)
     if labels:
@@ -421,6 +427,8 @@ def run_reference(
             "threshold_json": str(threshold_json),
         }
     meta["segments"] = int(len(np.unique(lab)) - (0 in lab))
+    # 3D labels (an ID in two or more sections) make seg_metrics score whole volumes (scores_in_3d)
+    meta["labels_3d"] = labels_are_3d(lab)
     write_labels(output, lab, voxel)
     write_json(output_json, meta)
     logger.info("reference %s from %s", output, meta["source"])

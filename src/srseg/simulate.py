@@ -44,7 +44,7 @@ from scipy.signal import lfilter
 from tqdm import tqdm
 
 from .config import section
-from .io import InputError, to_float, write_image, write_json, write_labels
+from .io import InputError, resolve_bit_depth, to_float, to_full_range, write_image, write_json, write_labels
 from .labels import cell_mask_to_instances  # noqa: F401  (re-exported)
 from .stacks import check_image, read_stack
 from .streams import named_streams, signed_draw
@@ -294,13 +294,20 @@ def simulate_volume(
 # ---------------------------------------------------------------------------------- rule entry
 
 
-def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list[float], np.ndarray | None, dict]:
+def load_source(
+    params: dict, where: str = "simulate", bit_depth: int | None = None
+) -> tuple[np.ndarray, list[float], np.ndarray | None, dict]:
     """Read the source stack (+ labels), cut to `sections` and `crop`; labels made instances.
 
+    An integer source is read relative to its real bit depth (`bit_depth`, the specimen's
+    `bit_depth:`, or detected: 12-bit data in uint16 fills [0, 1], as ingest does).
     Returns (float32 image, source voxel nm, uint32 labels or None, provenance dict).
     """
     p = merge_params(params, where)
     raw, vox = read_stack(str(p["source"]))
+    bits = resolve_bit_depth(raw, bit_depth, f"{where.rsplit('.', 1)[0]}.bit_depth", f"simulate source {p['source']}")
+    if bits is not None:
+        raw = to_full_range(raw, bits)
     img, _ = check_image(raw, f"simulate source {p['source']}")
     start, stop = section_range(p, img.shape[0], where)
     crop = p["crop"]
@@ -337,7 +344,13 @@ def load_source(params: dict, where: str = "simulate") -> tuple[np.ndarray, list
             if p["labels_kind"] == "cell_mask"
             else lab.astype(np.uint32)
         )
-    prov = {"source": str(p["source"]), "labels": p["labels"], "sections": [start, stop], "crop": [y0, y1, x0, x1]}
+    prov = {
+        "source": str(p["source"]),
+        "labels": p["labels"],
+        "sections": [start, stop],
+        "crop": [y0, y1, x0, x1],
+        "source_bit_depth": bits,
+    }
     return to_float(img[cut]), [float(v) for v in src_vox], lab, prov
 
 
@@ -352,8 +365,11 @@ def run_simulate(
     threads: int = 1,
     progress: bool = True,
     log=None,
+    bit_depth: int | None = None,
 ) -> dict:
     """The `simulate` rule: read the source, simulate, write lr/hr (uint8), labels, meta.json, truth.json.
+
+    bit_depth: the specimen's `bit_depth:` (the source's real depth; None: detected).
 
     Without labels in the config an all-zero labels.tif is NOT written: the rule
     needs labels (the ISBI use case); ask for them with a clear error instead.
@@ -365,7 +381,7 @@ def run_simulate(
             f"config key {where}.labels is missing; give the source's labels (instances or a "
             f"cell mask with labels_kind: cell_mask)"
         )
-    source, src_vox, labels, prov = load_source(params, where)
+    source, src_vox, labels, prov = load_source(params, where, bit_depth)
     sim = simulate_volume(source, src_vox, params, labels=labels, progress=progress, where=where)
     sim["truth"].update(prov)
     write_image(out_lr, sim["lr"], sim["lr_voxel_nm"], "uint8")

@@ -12,5 +12,6 @@ with rule_log(snakemake) as log:
         recipe_name=snakemake.wildcards.recipe,
         specimen=snakemake.wildcards.specimen,
         seed=int(snakemake.params.seed),
+        fit_json=snakemake.input.get("fit"),  # `fitted` recipes: the fold's fitted parameters
         log=log,
     )

@@ -8,6 +8,7 @@ with rule_log(snakemake) as log:
         sr=snakemake.input.sr,
         hr=snakemake.input.hr,
         pairs=snakemake.input.pairs,
+        denoised=snakemake.input.get("denoised"),
         out_csv=snakemake.output.scores,
         out_frc=snakemake.output.frc,
         metrics=dict(snakemake.params.metrics),

@@ -9,6 +9,8 @@ with rule_log(snakemake) as log:
         reference=snakemake.input.reference,
         reference_json=snakemake.input.reference_json,
         threshold_json=snakemake.input.threshold,
+        hr_threshold_json=snakemake.input.hr_threshold,
+        segment_json=snakemake.input.segment_json,
         out_csv=snakemake.output.scores,
         segmentation=dict(snakemake.params.segmentation),
         metrics=dict(snakemake.params.metrics),

@@ -12,6 +12,7 @@ with rule_log(snakemake) as log:
         out_meta=snakemake.output.meta,
         out_truth=snakemake.output.truth,
         specimen=snakemake.wildcards.specimen,
+        bit_depth=snakemake.params.bit_depth,
         threads=snakemake.threads,
         log=log,
     )

@@ -14,6 +14,7 @@ with rule_log(snakemake) as log:
         threshold_json=snakemake.output.threshold,
         affinity=dict(snakemake.params.affinity),
         segmentation=dict(snakemake.params.segmentation),
+        validation=dict(snakemake.params.validation),
         seed=int(snakemake.params.seed),
         device=snakemake.config["device"],
         threads=snakemake.threads,

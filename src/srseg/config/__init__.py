@@ -50,7 +50,7 @@ def resolve(config: dict, workdir: str | Path = ".") -> dict:
     return cfg
 
 
-def _slice(entry: dict, training: dict, seed: int) -> dict:
+def _slice(entry: dict, training: dict, seed: int, validation: dict) -> dict:
     arch = catalog.archs()[entry["arch"]]
     net = {**arch.net_defaults(), **entry.get("net", {})}
     if not arch.trained:
@@ -65,6 +65,7 @@ def _slice(entry: dict, training: dict, seed: int) -> dict:
         loss=entry["loss"],
         init=entry["init"],
         context=entry["context"],
+        val_fraction=validation["fraction"],  # the shared validation sections (data.validation_sections)
         freeze=entry["freeze"],
         seed=entry.get("seed", seed),
     )
@@ -79,15 +80,20 @@ def model_settings(config: dict, name: str) -> dict:
     `kind` (supervised, gan, diffusion) is added from the architecture; `net:` gets the
     arch's defaults, so writing a default out explicitly is the same model.
     """
-    return _slice(config["models"][name], config["training"], config["seed"])
+    return _slice(config["models"][name], config["training"], config["seed"], config["validation"])
 
 
 def model_spec(
-    entry: dict, training: dict | None = None, seed: int = 0, name: str = "model", workdir: str | Path = "."
+    entry: dict,
+    training: dict | None = None,
+    seed: int = 0,
+    name: str = "model",
+    workdir: str | Path = ".",
+    validation: dict | None = None,
 ) -> dict:
     """For library callers and tests: a (partial) model entry -> its complete, checked slice."""
     entry_schema = subschema("models", "*")
     full = normalise(dict(entry), entry_schema)
     validate(full, entry_schema, where=f"models.{name}")
     checks.check_model(name, full, Path(workdir))
-    return _slice(full, section("training", training), seed)
+    return _slice(full, section("training", training), seed, section("validation", validation))

@@ -64,7 +64,9 @@ def check_specimens(config: dict, workdir: Path) -> None:
                 f"remove {own[0]}: or {kinds[0]}:"
             )
         if kinds:
-            for k in ("labels", "lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm"):
+            for k in ("labels", "lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm") + (
+                ("bit_depth",) if "phantom" in kinds else ()
+            ):
                 if entry.get(k) is not None:
                     raise InputError(f"{key}.{k}: a {kinds[0]}: specimen sets its own; remove it")
         else:
@@ -113,10 +115,12 @@ def check_specimens(config: dict, workdir: Path) -> None:
 
 
 def check_section_blocks(specimens: dict, workdir: Path = Path(".")) -> None:
-    """Refuse two simulate specimens that share a section of the same source stack.
+    """Refuse two simulate specimens of one source whose section blocks overlap or are too close.
 
-    Leave-one-specimen-out is leak-free only if no source section belongs to two
-    specimens; a specimen without `sections` uses the whole stack.
+    Leave-one-specimen-out is leak-free only if no source section belongs to two specimens,
+    and neighbouring sections are nearly the same image, so blocks must also be at least
+    `min_gap_sections` apart (the larger of the two entries'). A specimen without `sections`
+    uses the whole stack.
     """
     blocks = []
     for name, entry in specimens.items():
@@ -125,13 +129,21 @@ def check_section_blocks(specimens: dict, workdir: Path = Path(".")) -> None:
             continue
         src = os.path.normpath(str(_path(sim["source"], workdir).resolve()))
         start, stop = sim["sections"] if sim.get("sections") is not None else (0, float("inf"))
-        blocks.append((name, src, start, stop))
-    for i, (a, src_a, s0, s1) in enumerate(blocks):
-        for b, src_b, t0, t1 in blocks[i + 1 :]:
-            if src_a == src_b and s0 < t1 and t0 < s1:
+        blocks.append((name, src, start, stop, int(sim.get("min_gap_sections", 0))))
+    for i, (a, src_a, s0, s1, gap_a) in enumerate(blocks):
+        for b, src_b, t0, t1, gap_b in blocks[i + 1 :]:
+            if src_a != src_b:
+                continue
+            gap, need = max(t0 - s1, s0 - t1), max(gap_a, gap_b)
+            if gap < 0:
                 raise InputError(
                     f"specimens.{b}.simulate.sections: overlaps specimens.{a}.simulate.sections of the same source, "
                     f"so a section would be trained on and tested; give disjoint [start, stop) blocks"
+                )
+            if gap < need:
+                raise InputError(
+                    f"specimens.{b}.simulate.sections: only {gap} section(s) apart from specimens.{a}'s block of the "
+                    f"same source, fewer than min_gap_sections ({need}); leave a gap between the blocks"
                 )
 
 
@@ -178,14 +190,7 @@ def check_sections(config: dict, fold_map: dict, workdir: Path) -> None:
                     f"specimens.{name}.{which}_voxel_nm: missing and {entry[which]} has no voxel size in "
                     f"its metadata; set it to [z, y, x] in nm"
                 )
-        outside = geometry.hr_outside_lr(lr[0], hr[0], lr_vox, hr_vox, entry["hr_offset_nm"])
-        if outside is not None:
-            axis, (h0, h1), (l0, l1) = outside
-            raise InputError(
-                f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is "
-                f"not inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
-                f"(HR must be a sub-field of the LR overview)"
-            )
+        geometry.require_hr_inside(name, lr[0], hr[0], lr_vox, hr_vox, entry["hr_offset_nm"])
 
 
 # --------------------------------------------------------------------------- data, splits

@@ -4,11 +4,13 @@ quality of the segmentation it yields against reference labels.
 - `srseg.metrics.registry`: the metric registry. Every score is one registered
   function with its name, label, unit, direction and decimals; the metrics CSVs,
   the report's tables and figures read it (see that module).
-- `srseg.metrics.image`: PSNR, SSIM, Fourier ring correlation (FRC), PSSR's
-  affine normalisation, and the `image_metrics` rule's entry point.
+- `srseg.metrics.image`: PSNR, SSIM (L = 1, the data range of normalised images),
+  Fourier ring correlation (FRC), PSSR's affine normalisation, and the
+  `image_metrics` rule's entry point (against acquired and, configured, denoised HR).
 - `srseg.metrics.segmentation`: VOI split/merge, adapted Rand error, instance
-  F1, all derived from one contingency table, and the `seg_metrics` rule's
-  entry point.
+  F1, all derived from one contingency table; the scoring unit (`scores_in_3d`:
+  the whole volume when sections are linked, else per section); and the
+  `seg_metrics` rule's entry point.
 
 Adding a metric is one new module in this package (imported here automatically) or one
 more registered function in `image.py` / `segmentation.py`.
@@ -21,6 +23,9 @@ import importlib
 import pkgutil
 
 from .image import (
+    DATA_RANGE,
+    DENOISED_SUFFIX,
+    REFERENCES,
     SectionPair,
     frc_curve,
     frc_summary,
@@ -42,12 +47,17 @@ from .registry import (
     score,
 )
 from .segmentation import (
+    VOLUME_SUFFIX,
     LabelPair,
     contingency_table,
     f1_from_table,
+    labels_are_3d,
     rand_from_table,
     run_seg_metrics,
+    scores_in_3d,
+    section_mean_scores,
     segmentation_scores,
+    unit_scores,
     voi_from_table,
 )
 
@@ -79,6 +89,9 @@ __all__ = [
     "PLUGINS",
     "import_plugins",
     "SectionPair",
+    "DATA_RANGE",
+    "DENOISED_SUFFIX",
+    "REFERENCES",
     "psnr",
     "ssim",
     "frc_curve",
@@ -92,5 +105,10 @@ __all__ = [
     "rand_from_table",
     "f1_from_table",
     "segmentation_scores",
+    "section_mean_scores",
+    "unit_scores",
+    "labels_are_3d",
+    "scores_in_3d",
+    "VOLUME_SUFFIX",
     "run_seg_metrics",
 ]

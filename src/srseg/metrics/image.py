@@ -1,18 +1,29 @@
 """Image quality of a super-resolved section against the paired real HR section.
 
-All scores are computed in float64 on single 2D grey sections (y, x):
+All scores are computed in float64 on single 2D grey sections (y, x). Images are
+float32 in [0, 1] inside the library (uint8 / uint16 by the dtype's full range), so
+the data range is L = 1:
 
-- PSNR = 10 log10(R^2 / MSE), R = max - min of the HR reference section
-  (the reference's own data range, as in CARE/PSSR, not the dtype range).
+- PSNR = 10 log10(L^2 / MSE) with L = 1.0, the maximum of the data range, as in
+  EMSR (eq. 18) and scikit-image with normalised images: numbers comparable with
+  the papers'. `psnr_section_range` keeps R = max - min of the HR reference
+  section instead (CARE/PSSR's choice; higher than the headline on a section
+  that does not span the full range).
 - SSIM (Wang et al. 2004) with a Gaussian window, sigma 1.5, population
-  covariances, the same R as PSNR (scikit-image implementation).
+  covariances and data_range L = 1.0 (scikit-image implementation; its constants
+  C1 = (0.01 L)^2, C2 = (0.03 L)^2). `ssim_section_range` uses R as above.
 - FRC (Fourier ring correlation, Banterle et al. 2013, Eq. 19 of the EMSR
   paper): per ring r, Re(sum F_pred conj F_ref) / sqrt(sum |F_pred|^2 sum |F_ref|^2).
   The scalar `frc_mean` is the ring average up to Nyquist (EMSR's FRC-bar);
   `frc_cutoff` is the frequency where the curve first drops below 1/7.
 - "_norm" variants: the prediction is first rescaled by least squares
   (a * pred + b closest to HR, PSSR/CSBDeep's normalisation), so a global
-  brightness/contrast offset of a model does not count as an error.
+  brightness/contrast offset of a model does not count as an error (L = 1 too).
+
+References (`metrics.references`): every metric is scored against the acquired
+(paired, noisy) HR, the plain columns; with `denoised` listed also against the
+denoised HR (results/denoise, the EMSR protocol, which scores every training
+strategy against denoised HR), a second column set `<metric>_denoised`.
 
 FRC conventions (documented because FRC implementations differ):
 - No apodisation window: the paper's Eq. 19 uses the plain DFT, and both
@@ -49,6 +60,9 @@ from ..io import InputError, read_image, read_json, write_csv
 from ..log import get_logger
 from .registry import IMAGE, columns, metric, score
 
+DATA_RANGE = 1.0  # L of PSNR / SSIM: the maximum of the data range of normalised images
+REFERENCES = ("acquired", "denoised")  # metrics.references
+DENOISED_SUFFIX = "_denoised"  # the image_metrics column set against the denoised HR: psnr_denoised, ...
 FRC_THRESHOLD = 1.0 / 7.0
 SSIM_SIGMA = 1.5
 # skimage's Gaussian window spans 2 * int(3.5 * sigma + 0.5) + 1 pixels.
@@ -69,8 +83,8 @@ def _data_range(ref: np.ndarray, data_range: float | None) -> float:
     return float(ref.max() - ref.min()) if data_range is None else float(data_range)
 
 
-def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
-    """PSNR in dB; R defaults to the reference's max - min. inf if identical, nan if R == 0."""
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = DATA_RANGE) -> float:
+    """PSNR in dB with L = `data_range` (1.0; None: the reference's max - min). inf if identical, nan if L == 0."""
     pred, ref = _as_pair(pred, ref)
     r = _data_range(ref, data_range)
     if r <= 0:
@@ -79,8 +93,8 @@ def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> 
         return float(peak_signal_noise_ratio(ref, pred, data_range=r))
 
 
-def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
-    """Mean SSIM of a 2D section (Gaussian window sigma 1.5, Wang et al. 2004)."""
+def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float | None = DATA_RANGE) -> float:
+    """Mean SSIM of a 2D section (Gaussian window sigma 1.5, Wang et al. 2004); L as in `psnr`."""
     pred, ref = _as_pair(pred, ref)
     if pred.ndim != 2:
         raise InputError(f"SSIM is computed per section; got an array of shape {pred.shape}, pass 2D sections")
@@ -181,18 +195,22 @@ def _check_crop(shape: tuple[int, ...], border: int) -> None:
 
 
 class SectionPair:
-    """The scoring context of image metrics: an SR section and its HR section, already cropped.
+    """The scoring context of image metrics: an SR section and its reference section, already cropped.
 
-    What several metrics share (the data range, the normalised prediction, the FRC
-    curve) is computed once, on first use.
+    `ref` is the acquired HR or, for the `_denoised` column set, the denoised HR.
+    `data_range` is L = 1.0 (the headline PSNR / SSIM); `section_range` the reference
+    section's max - min. What several metrics share (the normalised prediction, the
+    FRC curve) is computed once, on first use.
     """
+
+    data_range = DATA_RANGE
 
     def __init__(self, pred2d: np.ndarray, ref2d: np.ndarray, pixel_nm: float):
         self.pred, self.ref = _as_pair(pred2d, ref2d)
         self.pixel_nm = float(pixel_nm)
 
     @cached_property
-    def data_range(self) -> float:
+    def section_range(self) -> float:
         return _data_range(self.ref, None)
 
     @cached_property
@@ -232,6 +250,16 @@ def _frc_cutoff_nm(pair: SectionPair) -> float:
     return pair.frc_summary["frc_cutoff_nm"]
 
 
+@metric("psnr_section_range", IMAGE, "PSNR (section range)", unit="dB", decimals=2, summary=False)
+def _psnr_section_range(pair: SectionPair) -> float:
+    return psnr(pair.pred, pair.ref, pair.section_range)
+
+
+@metric("ssim_section_range", IMAGE, "SSIM (section range)", summary=False)
+def _ssim_section_range(pair: SectionPair) -> float:
+    return ssim(pair.pred, pair.ref, pair.section_range)
+
+
 @metric("psnr_norm", IMAGE, "PSNR (normalised)", unit="dB", decimals=2, summary=False)
 def _psnr_norm(pair: SectionPair) -> float:
     return psnr(pair.normalized, pair.ref, pair.data_range)
@@ -258,7 +286,8 @@ def _cropped_pair(pred2d, ref2d, pixel_nm: float, border_crop: int) -> SectionPa
 
 def image_scores(pred2d: np.ndarray, ref2d: np.ndarray, pixel_nm: float, border_crop: int = 0) -> dict:
     """Every registered image metric of one section ({name: value}; built in: psnr, ssim, frc_mean,
-    frc_cutoff_nm, psnr_norm, ssim_norm, frc_mean_norm), after cropping `border_crop` pixels at every edge."""
+    frc_cutoff_nm, psnr_section_range, ssim_section_range, psnr_norm, ssim_norm, frc_mean_norm), after
+    cropping `border_crop` pixels at every edge."""
     return score(IMAGE, _cropped_pair(pred2d, ref2d, pixel_nm, border_crop))
 
 
@@ -280,6 +309,33 @@ def _pixel_nm(pairs_json: str | Path, hr_voxel: list | None, hr_path) -> float:
     return vy
 
 
+def _check_unit_range(vol: np.ndarray, path, what: str) -> None:
+    """PSNR's L = 1 presumes images in [0, 1]; a reference outside means a broken upstream file."""
+    lo, hi = float(vol.min()), float(vol.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise InputError(
+            f"{path}: {what} values span [{lo:.4g}, {hi:.4g}], outside [0, 1]; PSNR/SSIM use L = 1 for "
+            "normalised images, so rerun the stage that wrote it (float TIFFs must hold values in [0, 1])"
+        )
+
+
+def _references(metrics: dict, denoised) -> bool:
+    """Whether to score against the denoised HR too (metrics.references), checked against the inputs."""
+    refs = list(metrics["references"])
+    unknown = [r for r in refs if r not in REFERENCES]
+    if unknown or "acquired" not in refs:
+        raise InputError(
+            f"metrics.references is {refs}; list acquired (always scored: the headline columns) and "
+            f"optionally denoised, from {', '.join(REFERENCES)}"
+        )
+    if "denoised" in refs and denoised is None:
+        raise InputError(
+            "metrics.references lists denoised but rule image_metrics got no denoised HR; give it "
+            "results/denoise/{specimen}/hr.tif (input `denoised`)"
+        )
+    return "denoised" in refs
+
+
 def run_image_metrics(
     sr: str,
     hr: str,
@@ -292,15 +348,22 @@ def run_image_metrics(
     fold: str,
     specimen: str,
     log: str | None = None,
+    denoised: str | None = None,
 ) -> pd.DataFrame:
     """Score every section of the SR volume `sr` against the HR volume `hr` with every registered image metric.
 
-    `metrics`: config['metrics'] (missing keys take the schema's defaults). Writes `out_csv`
-    (one row per section, a column per metric) and `out_frc` (FRC curves, long format), both
-    atomically; returns the per-section table.
+    `metrics`: config['metrics'] (missing keys take the schema's defaults). With `denoised`
+    in metrics.references, `denoised` (the denoised HR, same grid as `hr`) is a second
+    reference: every metric again as `<name>_denoised`. Writes `out_csv` (one row per
+    section, a column per metric and reference) and `out_frc` (FRC curves against the
+    acquired HR, long format), both atomically; returns the per-section table.
     """
-    border = section("metrics", metrics)["border_crop"]
+    cfg = section("metrics", metrics)
+    border = cfg["border_crop"]
+    with_denoised = _references(cfg, denoised)
     logger = get_logger(__name__, log)
+    if denoised is not None and not with_denoised:
+        logger.info("%s: metrics.references does not list denoised; the denoised HR is not scored against", denoised)
     pred, _, _ = read_image(sr)
     ref, hr_voxel, _ = read_image(hr)
     if pred.shape != ref.shape:
@@ -310,19 +373,35 @@ def run_image_metrics(
         )
     if not np.all(np.isfinite(pred)):
         raise InputError(f"{sr}: contains NaN or infinite values; rerun inference (check the model's training log)")
+    _check_unit_range(ref, hr, "HR")
+    den = None
+    if with_denoised:
+        den = read_image(denoised)[0]
+        if den.shape != ref.shape:
+            raise InputError(
+                f"{denoised}: shape {den.shape} differs from the HR {hr} shape {ref.shape}; "
+                "rerun the denoise rule on this specimen's paired HR"
+            )
+        _check_unit_range(den, denoised, "denoised HR")
     pixel_nm = _pixel_nm(pairs, hr_voxel, hr)
     _check_crop(ref.shape, border)
     ids = {"model": model, "data": data, "fold": fold, "specimen": specimen}
+    names = columns(IMAGE)
+    cols = [*ids, "section", *names] + ([f"{n}{DENOISED_SUFFIX}" for n in names] if with_denoised else [])
 
     rows, curves = [], []
     for z in tqdm(range(ref.shape[0]), desc=f"image metrics {model}/{data}/{fold}/{specimen}", file=sys.stderr):
         pair = _cropped_pair(pred[z], ref[z], pixel_nm, border)
-        rows.append({**ids, "section": z, **score(IMAGE, pair)})
+        row = {**ids, "section": z, **score(IMAGE, pair)}
+        if with_denoised:
+            against = score(IMAGE, _cropped_pair(pred[z], den[z], pixel_nm, border))
+            row.update({f"{k}{DENOISED_SUFFIX}": v for k, v in against.items()})
+        rows.append(row)
         freqs, frc = pair.frc
         curves.append(pd.DataFrame({**ids, "section": z, "frequency_per_nm": freqs / pixel_nm, "frc": frc}))
-    table = pd.DataFrame(rows, columns=[*ids, "section", *columns(IMAGE)])
+    table = pd.DataFrame(rows, columns=cols)
     write_csv(out_frc, pd.concat(curves, ignore_index=True))
     write_csv(out_csv, table)
-    means = ", ".join(f"{name} {value:.4g}" for name, value in table[columns(IMAGE)].mean().items())
+    means = ", ".join(f"{name} {value:.4g}" for name, value in table[cols[len(ids) + 1 :]].mean().items())
     logger.info("%s: %d sections; means %s", sr, len(table), means)
     return table

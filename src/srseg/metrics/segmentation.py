@@ -35,9 +35,25 @@ and scikit-image in tests/test_seg_metrics.py):
   VOI/Rand (voi_split 0, voi_merge = H(truth)) and has n_pred = 0, so
   precision = recall = F1 = 0.
 
+Scoring unit (DESIGN.md: "scored on the volume when sections are contiguous"):
+
+- `scores_in_3d(seg_dim, labels)` is the one rule, used by `seg_metrics` and by the
+  threshold choice (srseg.segment.choose_threshold): the volume is scored at once when
+  the segmentation links sections (affinity.dim 3) or the reference labels do (an ID
+  that occurs in two or more sections, `labels_are_3d`). A 2D segmentation (IDs unique
+  per section) scored against 3D labels then shows its z-splits; that is the point.
+  Otherwise each section is scored on its own and the unit is the mean over sections.
+- The `seg_metrics` CSV has one row per (section, threshold): the registered metrics of
+  that section (`voi_sum`, ...), and the volume's scores at that threshold as a second
+  column set `<metric>_3d` (`voi_sum_3d`, ...), repeated on each of the volume's section
+  rows (count it once per specimen and threshold) and NaN where 3D does not apply;
+  `in_3d` says which.
+- 3D scores need no registration: the same functions score a `LabelPair` of volumes.
+  The contingency table is accumulated section by section, so a large volume costs
+  memory in the number of (truth, seg) overlaps, not in voxels.
+
 Each score column of the `seg_metrics` CSV is one metric registered below
-(srseg.metrics.registry), scored on a `LabelPair` of one section (today; the
-same functions score a 3D volume given a LabelPair of volumes).
+(srseg.metrics.registry), scored on a `LabelPair`.
 """
 
 from __future__ import annotations
@@ -62,13 +78,23 @@ IOU_THRESHOLD = 0.5
 REFERENCE_SOURCES = ("labels", "hr_segmentation")
 
 
+def _section_pairs(seg2d: np.ndarray, truth2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth label, seg label, pixel count) of every overlap in one section's truth foreground."""
+    fg = truth2d != 0
+    t_ids, t_idx = np.unique(truth2d[fg], return_inverse=True)
+    s_ids, s_idx = np.unique(seg2d[fg], return_inverse=True)
+    code, counts = np.unique(t_idx.astype(np.int64) * max(s_ids.size, 1) + s_idx, return_counts=True)
+    return t_ids[code // max(s_ids.size, 1)], s_ids[code % max(s_ids.size, 1)], counts
+
+
 def contingency_table(seg: np.ndarray, truth: np.ndarray):
     """Pixel counts of (truth label, seg label) pairs over truth foreground.
 
     Returns (table, truth_ids, seg_ids): `table` is a scipy CSR array of shape
     (len(truth_ids), len(seg_ids)) with table[i, j] = #pixels labelled
     truth_ids[i] (never 0) in truth and seg_ids[j] in seg. Labels are compacted
-    with np.unique, so huge label IDs (waterz uint64) cost nothing.
+    with np.unique, so huge label IDs (waterz uint64) cost nothing. A volume is
+    accumulated section by section: memory grows with the number of overlaps.
     """
     seg = np.asarray(seg)
     truth = np.asarray(truth)
@@ -80,13 +106,15 @@ def contingency_table(seg: np.ndarray, truth: np.ndarray):
     for name, arr in (("segmentation", seg), ("reference", truth)):
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise InputError(f"{name} labels have dtype {arr.dtype}; pass integer instance IDs")
-    fg = truth.ravel() != 0
-    truth_ids, t_idx = np.unique(truth.ravel()[fg], return_inverse=True)
-    seg_ids, s_idx = np.unique(seg.ravel()[fg], return_inverse=True)
-    # COO -> CSR sums the duplicate (i, j) entries: the contingency counts.
-    table = sparse.coo_array(
-        (np.ones(t_idx.size, dtype=np.float64), (t_idx.ravel(), s_idx.ravel())), shape=(truth_ids.size, seg_ids.size)
-    ).tocsr()
+    chunks = [(seg, truth)] if truth.ndim < 3 else [(seg[z], truth[z]) for z in range(truth.shape[0])]
+    parts = [_section_pairs(s, t) for s, t in chunks]
+    t_lab = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, truth.dtype)
+    s_lab = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, seg.dtype)
+    counts = np.concatenate([p[2] for p in parts]).astype(np.float64) if parts else np.zeros(0)
+    truth_ids, t_idx = np.unique(t_lab, return_inverse=True)
+    seg_ids, s_idx = np.unique(s_lab, return_inverse=True)
+    # COO -> CSR sums the duplicate (i, j) entries (the same overlap in several sections).
+    table = sparse.coo_array((counts, (t_idx.ravel(), s_idx.ravel())), shape=(truth_ids.size, seg_ids.size)).tocsr()
     return table, truth_ids, seg_ids
 
 
@@ -276,6 +304,53 @@ def segmentation_scores(seg: np.ndarray, truth: np.ndarray) -> dict:
     return score(SEGMENTATION, LabelPair(seg, truth))
 
 
+VOLUME_SUFFIX = "_3d"  # the seg_metrics column set of whole-volume scores: voi_sum_3d, ...
+
+
+def labels_are_3d(labels: np.ndarray) -> bool:
+    """True when some label ID (not 0) occurs in two or more sections of a (z, y, x) volume.
+
+    Such labels link sections: one object through z. Per-section labels (IDs unique per
+    section, as 2D segmentations and `labels_connectivity: 2d` cell masks have) are not 3D.
+    Instance labels whose IDs restart in every section read as 3D: make them unique first.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.shape[0] < 2:
+        return False
+    per_section = [u[u != 0] for u in (np.unique(labels[z]) for z in range(labels.shape[0]))]
+    ids = np.concatenate(per_section)
+    return bool(np.unique(ids).size < ids.size)
+
+
+def scores_in_3d(seg_dim: int, labels) -> bool:
+    """The scoring unit, one rule for seg_metrics and the threshold choice: True = the volume at once.
+
+    3D when the segmentation links sections (`seg_dim` 3, segment.json's `dim`) or the
+    reference labels do (`labels`: a label volume, tested with `labels_are_3d`, or that
+    answer as a bool); else per section.
+    """
+    labels_3d = labels if isinstance(labels, (bool, np.bool_)) else labels_are_3d(labels)
+    return int(seg_dim) == 3 or bool(labels_3d)
+
+
+def section_mean_scores(seg: np.ndarray, truth: np.ndarray) -> dict:
+    """Every registered segmentation metric per section of a (z, y, x) pair, averaged over sections.
+
+    Sections without truth foreground (all NaN) are skipped; the per-section unit of the tables.
+    """
+    per = [score(SEGMENTATION, LabelPair(seg[z], truth[z])) for z in range(truth.shape[0])]
+    out = {}
+    for name in per[0] if per else []:
+        values = np.asarray([p[name] for p in per], dtype=np.float64)
+        out[name] = float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+def unit_scores(seg: np.ndarray, truth: np.ndarray, in_3d: bool) -> dict:
+    """Scores in the reporting unit: of the whole volume (`in_3d`), else the mean over its sections."""
+    return segmentation_scores(seg, truth) if in_3d else section_mean_scores(seg, truth)
+
+
 def _crop_yx(vol: np.ndarray, border: int) -> np.ndarray:
     return vol[..., border : vol.shape[-2] - border, border : vol.shape[-1] - border] if border else vol
 
@@ -285,6 +360,16 @@ def _read_key(path, key: str):
     if key not in meta:
         raise InputError(f"{path}: missing key '{key}'; rerun the rule that writes this file")
     return meta[key]
+
+
+def _segmentation_dim(segment_json, segmentation_paths: list[str]) -> int:
+    """segment.json's `dim`; without a segment.json, 3 if the first segmentation's IDs link sections."""
+    if segment_json is not None:
+        dim = int(_read_key(segment_json, "dim"))
+        if dim not in (2, 3):
+            raise InputError(f"{segment_json}: 'dim' is {dim}; it must be 2 or 3 (rerun the segment rule)")
+        return dim
+    return 3 if labels_are_3d(read_labels(segmentation_paths[0])[0]) else 2
 
 
 def run_seg_metrics(
@@ -300,12 +385,22 @@ def run_seg_metrics(
     fold: str,
     specimen: str,
     log: str | None = None,
+    segment_json: str | None = None,
+    hr_threshold_json: str | None = None,
 ) -> pd.DataFrame:
-    """Score each section of each thresholded segmentation against the reference labels.
+    """Score each thresholded segmentation against the reference labels: per section and, where 3D applies, whole.
+
+    `threshold_json` holds the row's own validation-chosen threshold (`is_best`);
+    `hr_threshold_json` the one chosen on real HR, the reported alternative (`is_hr_best`;
+    None: the same file).
 
     `segmentations[k]` is the segmentation at `segmentation["thresholds"][k]`; `metrics` is
-    config['metrics'] (missing keys take the schema's defaults). Writes `out_csv` atomically
-    (one row per section and threshold, a column per registered segmentation metric) and returns it.
+    config['metrics'] (missing keys take the schema's defaults). `segment_json` is the segment
+    rule's segment.json (its `dim`; without it the segmentation's own IDs decide). The volume
+    is scored at once when `scores_in_3d(dim, reference labels)`. Writes `out_csv` atomically
+    (one row per section and threshold: a column per registered segmentation metric of that
+    section, the `<metric>_3d` volume scores of that threshold repeated, NaN without 3D, and
+    `in_3d`) and returns it.
     """
     segmentation = section("segmentation", segmentation)
     thresholds = [float(t) for t in segmentation["thresholds"]]
@@ -318,6 +413,7 @@ def run_seg_metrics(
     if source not in REFERENCE_SOURCES:
         raise InputError(f"{reference_json}: 'source' is {source!r}; it must be one of {REFERENCE_SOURCES}")
     best = float(_read_key(threshold_json, "best_threshold"))
+    hr_best = float(_read_key(hr_threshold_json or threshold_json, "best_threshold"))
     truth, _ = read_labels(reference)
     if min(truth.shape[-2:]) - 2 * border < 1:
         raise InputError(
@@ -325,12 +421,17 @@ def run_seg_metrics(
             f"{reference}; lower metrics.border_crop"
         )
     full_shape = truth.shape
+    in_3d = scores_in_3d(_segmentation_dim(segment_json, segmentations), truth)
     truth = _crop_yx(truth, border)
     ids = {"model": model, "data": data, "fold": fold, "specimen": specimen}
+    names = [m.name for m in of_kind(SEGMENTATION)]
+    no_volume = {f"{n}{VOLUME_SUFFIX}": float("nan") for n in names}
 
     rows = []
     bar = tqdm(
-        total=len(thresholds) * truth.shape[0], file=sys.stderr, desc=f"seg metrics {model}/{data}/{fold}/{specimen}"
+        total=len(thresholds) * (truth.shape[0] + in_3d),
+        file=sys.stderr,
+        desc=f"seg metrics {model}/{data}/{fold}/{specimen}",
     )
     for thr, path in zip(thresholds, segmentations):
         seg, _ = read_labels(path)
@@ -340,15 +441,22 @@ def run_seg_metrics(
                 "segment the image that belongs to this reference"
             )
         seg = _crop_yx(seg, border)
-        for z in range(truth.shape[0]):  # per section; a 3D column set would score LabelPair(seg, truth) once
+        volume = no_volume
+        if in_3d:
+            volume = {f"{k}{VOLUME_SUFFIX}": v for k, v in score(SEGMENTATION, LabelPair(seg, truth)).items()}
+            bar.update()
+        for z in range(truth.shape[0]):
             rows.append(
                 {
                     **ids,
                     "section": z,
                     "threshold": thr,
                     **score(SEGMENTATION, LabelPair(seg[z], truth[z])),
+                    **volume,
                     "reference": source,
+                    "in_3d": in_3d,
                     "is_best": bool(np.isclose(thr, best)),
+                    "is_hr_best": bool(np.isclose(thr, hr_best)),
                     "is_fixed": bool(fixed is not None and np.isclose(thr, float(fixed))),
                 }
             )
@@ -356,6 +464,12 @@ def run_seg_metrics(
     bar.close()
     table = pd.DataFrame(rows).sort_values(["section", "threshold"], kind="stable").reset_index(drop=True)
     write_csv(out_csv, table)
-    summary = table.groupby("threshold")[[m.name for m in of_kind(SEGMENTATION) if m.summary]].mean()
+    summary_names = [m.name for m in of_kind(SEGMENTATION) if m.summary]
+    summary = table.groupby("threshold")[summary_names].mean()
     logger.info("%s: mean per-section scores by threshold\n%s", out_csv, summary.to_string())
+    if in_3d:
+        volume_names = [f"{n}{VOLUME_SUFFIX}" for n in summary_names]
+        logger.info("%s: 3D scores by threshold\n%s", out_csv, table.groupby("threshold")[volume_names].first())
+    else:
+        logger.info("%s: sections scored on their own (2D segmentation, per-section reference labels)", out_csv)
     return table

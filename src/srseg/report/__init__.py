@@ -8,8 +8,11 @@
     <figures_dir>/{qualitative, segmentation_overlays, metric_bars, threshold_curves,
                    frc_curves, quality_vs_segmentation, training_curves, alignment_qc}.{png, pdf}
 
-The metric columns come from the metric registry (srseg.metrics.registry). Run times go to
-the cost table only, so every other output is byte-identical across two runs of one config.
+The metric columns come from the metric registry (srseg.metrics.registry), with their variants
+where the metrics files hold them (srseg.report.columns): whole-volume (3D) segmentation scores
+as the headline beside the per-section ones, image scores against the denoised HR beside those
+against the acquired HR. Run times go to the cost table only, so every other output is
+byte-identical across two runs of one config.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def run_report(
         tables.training_strategy_table(sections, order),
         tables.threshold_table(seg, "f1", "thresholds_f1", order),
         tables.threshold_table(seg, "voi_sum", "thresholds_voi", order),
+        tables.threshold_choice_table(seg, order),
         tables.paired_tests_table(tests),
         tables.cost_table(train, infer, order),
     ]
@@ -195,8 +199,11 @@ def _qualitative(example, sections, seg, summary, order, cfg, out_dir) -> list[P
     for path in example.get("seg", []):
         k = collect.path_keys(Path(path).parent, collect.KEYS)
         seg_paths.setdefault((k["model"], k["data"]), {})[float(Path(path).stem.lstrip("t"))] = path
-    cand = summary[~summary["model"].isin([tables.BASELINE[0], tables.UPPER_BOUND])].dropna(subset=["voi_sum_mean"])
-    best = tuple(cand.sort_values("voi_sum_mean", kind="stable").iloc[0][["model", "data"]]) if len(cand) else None
+    from .columns import headline, variants_in
+
+    voi = f"{headline('voi_sum', variants_in(summary)).name}_mean"  # the headline unit: 3D where scored
+    cand = summary[~summary["model"].isin([tables.BASELINE[0], tables.UPPER_BOUND])].dropna(subset=[voi])
+    best = tuple(cand.sort_values(voi, kind="stable").iloc[0][["model", "data"]]) if len(cand) else None
     seg_panels = []
     for row, image in (
         (tables.BASELINE, sr.get(tables.BASELINE)),

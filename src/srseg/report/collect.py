@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import InputError, read_json
-from ..metrics import IMAGE, SEGMENTATION, columns
+from ..metrics import DENOISED_SUFFIX, IMAGE, SEGMENTATION, VOLUME_SUFFIX, columns
 
 KEYS = ("model", "data", "fold", "specimen")
 SECTION_KEYS = KEYS + ("section",)
@@ -53,15 +53,28 @@ FRC_CSV = Producer("FRC-curve CSV", "image_metrics", ("section", "frequency_per_
 
 
 def image_csv() -> Producer:
-    """The image-metrics CSV: one column per registered image metric (read at call time: plug-ins register late)."""
-    return Producer("image-metrics CSV", "image_metrics", SECTION_KEYS + tuple(columns(IMAGE)))
+    """The image-metrics CSV: one column per registered image metric (read at call time: plug-ins register late).
+
+    The `<metric>_denoised` set (scores against the denoised HR) is there only with
+    metrics.references listing denoised.
+    """
+    return Producer(
+        "image-metrics CSV",
+        "image_metrics",
+        SECTION_KEYS + tuple(columns(IMAGE)),
+        optional=tuple(f"{n}{DENOISED_SUFFIX}" for n in columns(IMAGE)),
+    )
 
 
 def seg_csv() -> Producer:
+    """The segmentation-metrics CSV: per-section scores and the whole-volume `<metric>_3d` set (NaN without 3D)."""
     return Producer(
         "segmentation-metrics CSV",
         "seg_metrics",
-        SECTION_KEYS + ("threshold", "is_best", "is_fixed") + tuple(columns(SEGMENTATION)),
+        SECTION_KEYS
+        + ("threshold", "is_best", "is_hr_best", "is_fixed")
+        + tuple(columns(SEGMENTATION))
+        + tuple(f"{n}{VOLUME_SUFFIX}" for n in columns(SEGMENTATION)),
     )
 
 
@@ -140,6 +153,7 @@ def load_image_metrics(paths) -> pd.DataFrame:
 def load_seg_metrics(paths) -> pd.DataFrame:
     seg = read_tables(paths, seg_csv())
     seg["is_best"] = as_bool(seg["is_best"])
+    seg["is_hr_best"] = as_bool(seg["is_hr_best"])
     seg["is_fixed"] = as_bool(seg["is_fixed"])
     seg["threshold"] = seg["threshold"].astype(float)
     return seg

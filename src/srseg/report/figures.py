@@ -24,9 +24,10 @@ from matplotlib import patheffects  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
 from . import stats  # noqa: E402
-from .columns import column, summary_columns  # noqa: E402
+from .collect import KEYS  # noqa: E402
+from .columns import DENOISED, VOLUME, column, headline, summary_columns, variants_in  # noqa: E402
 from .layout import FIGURE_FORMATS  # noqa: E402
-from .tables import BASELINE, UPPER_BOUND  # noqa: E402
+from .tables import BASELINE, UPPER_BOUND, observations  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = {
@@ -131,21 +132,29 @@ def _no_data(ax, text: str = "no data") -> None:
     ax.set_yticks([])
 
 
-def _axis_label(metric: str, at_threshold: bool = False) -> str:
+def _axis_label(metric: str, at_threshold: bool = False, variants=()) -> str:
     """'VOI split (bits), lower is better'; at_threshold drops the '(val. thr.)' of F1."""
-    c = column(metric)
+    c = column(metric, variants)
     return f"{c.label(plain=at_threshold)}, {c.direction()}"
+
+
+def _over(variants) -> str:
+    return "test sections (3D: test volumes)" if VOLUME in variants else "test sections"
 
 
 # --------------------------------------------------------------------------- quantitative figures
 
 
 def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence: float = 0.95) -> list[Path]:
-    """Bar chart per summary metric, grouped by training data, error bars = bootstrap CI; HR as a dashed line."""
+    """Bar chart per summary metric, grouped by training data, error bars = bootstrap CI; HR as a dashed line.
+
+    Variant columns (3D, vs denoised HR) are panels of their own, beside the plain ones.
+    """
     styles = row_styles(rows)
     cand = [r for r in rows if r[0] != UPPER_BOUND]
     datas = list(dict.fromkeys(d for _, d in cand))
-    metrics = [c.name for c in summary_columns() if not c.fixed]
+    variants = variants_in(summary)
+    metrics = [c.name for c in summary_columns(variants) if not c.fixed]
     ncols = 4
     nrows = max(1, math.ceil(len(metrics) / ncols))
     with style(dpi):
@@ -187,10 +196,11 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
                 ax.set_xticks(range(len(datas)), datas)
                 ax.set_xlabel("training data")
                 ax.grid(axis="x", visible=False)
-            ax.set_ylabel(_axis_label(m))
+            c = column(m, variants)
+            ax.set_ylabel(f"{c.label()}\n{c.direction()}")  # two lines: variant labels are long
             vals = summary[f"{m}_mean"].to_numpy(float)
-            if m == "psnr" and np.isfinite(vals).any():  # PSNR bars from 0 hide the differences
-                lo = np.nanmin(summary["psnr_ci_low"].fillna(summary["psnr_mean"]).to_numpy(float))
+            if column(m).metric.name == "psnr" and np.isfinite(vals).any():  # PSNR bars from 0 hide the differences
+                lo = np.nanmin(summary[f"{m}_ci_low"].fillna(summary[f"{m}_mean"]).to_numpy(float))
                 ax.set_ylim(bottom=max(0.0, math.floor(lo - 1)))
         models = list(dict.fromkeys(r[0] for r in cand))
         handles = [
@@ -209,22 +219,28 @@ def metric_bars(summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence
             labels,
             loc="outside lower center",
             ncols=min(len(labels), 6) or 1,
-            title=f"error bars: {confidence:.0%} bootstrap CI over test sections",
+            title=f"error bars: {confidence:.0%} bootstrap CI over {_over(variants)}",
         )
         return save(fig, out_dir, "metric_bars")
 
 
 def threshold_curves(seg: pd.DataFrame, rows, out_dir, dpi: int = 200) -> list[Path]:
-    """VOI split, VOI merge and F1 against the agglomeration threshold, one line per (model, data)."""
+    """VOI split, VOI merge and F1 against the agglomeration threshold, one line per (model, data).
+
+    In the headline unit: whole volumes (3D) where 3D scores exist, else sections.
+    """
     styles = row_styles(rows)
+    variants = variants_in(seg)
+    cols = [headline(m, variants) for m in ("voi_split", "voi_merge", "f1")]
     with style(dpi):
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained")
-        for ax, m in zip(axes, ["voi_split", "voi_merge", "f1"]):
+        for ax, c in zip(axes, cols):
+            m = c.name
             for r in rows:
                 sub = seg[(seg["model"] == r[0]) & (seg["data"] == r[1])]
                 if sub.empty:
                     continue
-                curve = sub.groupby("threshold")[m].mean()
+                curve = observations(sub, c, KEYS + ("threshold",)).groupby("threshold")[m].mean()
                 st = styles[r]
                 ax.plot(
                     curve.index,
@@ -237,10 +253,11 @@ def threshold_curves(seg: pd.DataFrame, rows, out_dir, dpi: int = 200) -> list[P
             if not ax.lines:
                 _no_data(ax)
             ax.set_xlabel("agglomeration threshold")
-            ax.set_ylabel(_axis_label(m, at_threshold=True))
+            ax.set_ylabel(_axis_label(m, at_threshold=True, variants=variants))
         handles, labels = axes[0].get_legend_handles_labels()
+        over = "test volumes" if cols[0].per_volume else "test sections"
         if handles:
-            fig.legend(handles, labels, loc="outside right upper", title="mean over test sections")
+            fig.legend(handles, labels, loc="outside right upper", title=f"mean over {over}")
         return save(fig, out_dir, "threshold_curves")
 
 
@@ -278,14 +295,22 @@ def frc_curves(frc: pd.DataFrame, rows, out_dir, dpi: int = 200, n_points: int =
 def quality_vs_segmentation(
     summary: pd.DataFrame, rows, out_dir, dpi: int = 200, confidence: float = 0.95
 ) -> list[Path]:
-    """Does image quality predict segmentation? PSNR / SSIM against VOI sum, one point per (model, data)."""
+    """Does image quality predict segmentation? PSNR / SSIM against VOI sum, one point per (model, data).
+
+    VOI sum in its headline unit (3D where present); PSNR / SSIM against the acquired HR and,
+    where scored, against the denoised HR (two more panels).
+    """
     styles = row_styles(rows)
     cand = summary[summary["model"] != UPPER_BOUND]
+    variants = variants_in(summary)
+    voi = headline("voi_sum", variants).name
+    xs = ["psnr", "ssim"] + ([f"psnr_{DENOISED}", f"ssim_{DENOISED}"] if DENOISED in variants else [])
     with style(dpi):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-        for ax, m in zip(axes, ["psnr", "ssim"]):
+        fig, axes = plt.subplots(1, len(xs), figsize=(4.5 * len(xs), 3.8), layout="constrained", squeeze=False)
+        axes = axes[0]
+        for ax, m in zip(axes, xs):
             for _, row in cand.iterrows():
-                x, y = row[f"{m}_mean"], row["voi_sum_mean"]
+                x, y = row[f"{m}_mean"], row[f"{voi}_mean"]
                 if not (np.isfinite(x) and np.isfinite(y)):
                     continue
                 st = styles[(row["model"], row["data"])]
@@ -293,8 +318,8 @@ def quality_vs_segmentation(
                     [[x - row[f"{m}_ci_low"]], [row[f"{m}_ci_high"] - x]] if np.isfinite(row[f"{m}_ci_low"]) else None
                 )
                 yerr = (
-                    [[y - row["voi_sum_ci_low"]], [row["voi_sum_ci_high"] - y]]
-                    if np.isfinite(row["voi_sum_ci_low"])
+                    [[y - row[f"{voi}_ci_low"]], [row[f"{voi}_ci_high"] - y]]
+                    if np.isfinite(row[f"{voi}_ci_low"])
                     else None
                 )
                 ax.errorbar(
@@ -310,7 +335,7 @@ def quality_vs_segmentation(
                     capsize=2,
                     label=st["label"],
                 )
-            rho = stats.spearman(cand[f"{m}_mean"], cand["voi_sum_mean"])
+            rho = stats.spearman(cand[f"{m}_mean"], cand[f"{voi}_mean"])
             ax.set_title(
                 f"Spearman ρ = {rho:.2f} (n = {int(np.isfinite(cand[f'{m}_mean']).sum())})"
                 if np.isfinite(rho)
@@ -318,8 +343,8 @@ def quality_vs_segmentation(
             )
             if not ax.lines:
                 _no_data(ax)
-            ax.set_xlabel(_axis_label(m))
-            ax.set_ylabel(_axis_label("voi_sum"))
+            ax.set_xlabel(_axis_label(m, variants=variants))
+            ax.set_ylabel(_axis_label(voi, variants=variants))
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="outside right upper", title=f"error bars: {confidence:.0%} CI")

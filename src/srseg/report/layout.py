@@ -10,6 +10,7 @@ TABLE_NAMES = [
     "training_strategy",
     "thresholds_f1",
     "thresholds_voi",
+    "threshold_choice",
     "paired_tests",
     "cost",
 ]

@@ -1,7 +1,8 @@
 """Summary statistics over test sections: mean ± std, bootstrap CI, paired tests.
 
 The unit of observation is one test section, identified by (fold, specimen,
-section) and pooled over folds. Two caveats a reader of the tables should know:
+section) and pooled over folds; for whole-volume (3D) segmentation scores it is one
+test volume, (fold, specimen). Two caveats a reader of the tables should know:
 sections of one specimen are not independent (neighbouring sections look alike),
 so the bootstrap intervals and Wilcoxon p-values are optimistic; and with
 leave-one-specimen-out every specimen is tested once, so "pooled over folds"
@@ -94,18 +95,21 @@ def paired_against(
     data: str,
     baseline: tuple[str, str] = ("bicubic", "none"),
     min_pairs: int = 2,
+    keys: list[str] | None = None,
 ) -> dict:
     """Wilcoxon of one (model, data) row against the baseline row, paired by section.
 
     `sections` has one row per (model, data, fold, specimen, section) and a
-    column per metric; pairs are matched on (fold, specimen, section).
+    column per metric; pairs are matched on `keys`, (fold, specimen, section) by
+    default; (fold, specimen) for whole-volume (3D) scores, one row per volume.
     """
+    keys = PAIR_KEYS if keys is None else list(keys)
 
     def pick(m, d):
         rows = sections[(sections["model"] == m) & (sections["data"] == d)]
-        return rows[PAIR_KEYS + [metric]] if metric in rows else rows[PAIR_KEYS].assign(**{metric: np.nan})
+        return rows[keys + [metric]] if metric in rows else rows[keys].assign(**{metric: np.nan})
 
-    paired = pick(model, data).merge(pick(*baseline), on=PAIR_KEYS, suffixes=("", "_base"))
+    paired = pick(model, data).merge(pick(*baseline), on=keys, suffixes=("", "_base"))
     return paired_wilcoxon(paired[metric].to_numpy(), paired[f"{metric}_base"].to_numpy(), min_pairs)
 
 

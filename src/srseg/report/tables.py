@@ -9,6 +9,10 @@ pandas/tabulate, LaTeX uses pandas' Styler (booktabs rules, \\bfseries).
 "Best" is judged on the mean at the displayed precision, so visible ties are all
 marked; the `hr` row (real HR, the upper bound) never competes, and a column is
 only marked when at least two rows compete.
+
+Whole-volume (3D) segmentation columns are repeated on every section row of their
+volume; they are counted once per test volume (`observations`): means, standard
+deviations, intervals and paired tests over test volumes.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ import pandas as pd
 from ..io import InputError, atomic_path, write_csv
 from ..metrics import IMAGE, SEGMENTATION
 from . import stats
-from .collect import SECTION_KEYS
+from .collect import KEYS, SECTION_KEYS
 from .columns import (
+    VOLUME,
     Column,
     column,
+    headline,
     paired_test_columns,
     strategy_columns,
     summary_columns,
+    variants_in,
 )
 
 BASELINE = ("bicubic", "none")
@@ -56,19 +63,41 @@ class Table:
 # --------------------------------------------------------------------------- per-section data
 
 
+def table_columns(variants=()) -> list[Column]:
+    """Every column some table shows (summary, tested and strategy roles), each once."""
+    seen = {}
+    for c in summary_columns(variants) + paired_test_columns(variants) + strategy_columns(variants):
+        seen.setdefault(c.name, c)
+    return list(seen.values())
+
+
+def observations(frame: pd.DataFrame, c: Column, keys=KEYS) -> pd.DataFrame:
+    """The rows of `frame` that are independent observations of column `c`.
+
+    Sections as they are; for a whole-volume (3D) column one row per `keys` (a test volume;
+    add "threshold" for the segmentation rows), holding its value (the first finite one).
+    """
+    if not c.per_volume:
+        return frame
+    if frame.empty:
+        return frame[list(keys) + [c.name]]
+    return frame.groupby(list(keys), sort=True, as_index=False)[[c.name]].first()
+
+
 def section_table(image: pd.DataFrame, seg: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, data, fold, specimen, section) with every summary column.
 
     Segmentation metrics come from the threshold chosen on validation (`is_best`);
     `<name>_fixed` columns from the fixed threshold (`is_fixed`). Rows without image
-    metrics (the `hr` upper bound) get NaN there.
+    metrics (the `hr` upper bound) get NaN there. Variant columns (`_3d`, `_denoised`)
+    are included where the metrics files hold them.
     """
     keys = list(SECTION_KEYS)
-    cols = summary_columns()
+    cols = table_columns(variants_in(image, seg))
     img = image[keys + [c.name for c in cols if c.metric.kind == IMAGE]]
     best = seg.loc[seg["is_best"], keys + [c.name for c in cols if c.metric.kind == SEGMENTATION and not c.fixed]]
-    fixed = seg.loc[seg["is_fixed"], keys + [c.metric.name for c in cols if c.fixed]]
-    fixed = fixed.rename(columns={c.metric.name: c.name for c in cols if c.fixed})
+    fixed = seg.loc[seg["is_fixed"], keys + [c.base for c in cols if c.fixed]]
+    fixed = fixed.rename(columns={c.base: c.name for c in cols if c.fixed})
     for frame, what in (
         (img, "image metrics"),
         (best, "is_best segmentation rows"),
@@ -151,6 +180,22 @@ def _mean_std(x: pd.Series) -> tuple[float, float]:
     return (float(x.mean()) if len(x) else math.nan), (float(x.std(ddof=1)) if len(x) > 1 else math.nan)
 
 
+def _units_sentence(variants) -> str:
+    """What the variant columns are (captions), '' without variants."""
+    parts = []
+    if VOLUME in variants:
+        parts.append(
+            "Segmentation metrics marked 3D score each test volume at once (objects followed through z; mean ± "
+            "standard deviation over test volumes), those marked per section each section on its own"
+        )
+    if "denoised" in variants:
+        parts.append(
+            "image metrics marked vs denoised are against the denoised HR (the EMSR protocol), those marked vs "
+            "acquired against the acquired HR"
+        )
+    return ("; ".join(parts) + ". ") if parts else ""
+
+
 def _direction_sentence(cols: list[Column]) -> str:
     """'higher is better for PSNR, SSIM; lower for VOI split, ...' from the registry."""
     names = {d: list(dict.fromkeys(c.metric.label for c in cols if c.higher is d)) for d in (True, False)}
@@ -175,13 +220,15 @@ def summary_table(
     Only reproducible numbers: the run-time costs are the cost table's.
     """
     order = ordered_rows(sections, rows)
-    cols, tested = summary_columns(), paired_test_columns()
+    variants = variants_in(sections)
+    cols, tested = summary_columns(variants), paired_test_columns(variants)
     records = []
     for model, data in order:
         sub = sections[(sections["model"] == model) & (sections["data"] == data)]
-        rec = {"model": model, "data": data, "n_sections": int(len(sub))}
+        n_volumes = int(len(sub[["fold", "specimen"]].drop_duplicates()))
+        rec = {"model": model, "data": data, "n_sections": int(len(sub)), "n_volumes": n_volumes}
         for c in cols:
-            d = stats.describe(sub[c.name], n_resamples, confidence, seed)
+            d = stats.describe(observations(sub, c)[c.name], n_resamples, confidence, seed)
             rec.update({f"{c.name}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")})
         for c in tested:
             hit = tests[(tests["model"] == model) & (tests["data"] == data) & (tests["metric"] == c.name)]
@@ -203,15 +250,17 @@ def summary_table(
         disp[label] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{c.name}_mean"], num[f"{c.name}_std"])]
         bold[label] = flags[c.name]
     for c in tested:
-        disp[f"p {c.metric.label}"] = [fmt_p(p) for p in num[f"{c.name}_p"]]
+        disp[f"p {c.label(unit=False, plain=True)}"] = [fmt_p(p) for p in num[f"{c.name}_p"]]
     disp["Params"] = [fmt_count(p) for p in num["n_params"]]
     bold = bold.reindex(columns=disp.columns, fill_value=False)
     fixed = [c.label(unit=False, fixed_threshold=fixed_threshold) for c in cols if c.fixed]
     caption = (
         f"Summary over test sections pooled over folds: mean ± standard deviation (the CSV adds "
-        f"{confidence:.0%} percentile-bootstrap confidence intervals). Segmentation metrics at the threshold "
-        f"chosen on validation" + (f"; {', '.join(fixed)} at the fixed threshold" if fixed else "") + ". "
-        f"p: two-sided Wilcoxon signed-rank test against bicubic, paired by section ({MISSING} when fewer "
+        f"{confidence:.0%} percentile-bootstrap confidence intervals). {_units_sentence(variants)}"
+        f"PSNR and SSIM with L = 1, the data range of the normalised images. Segmentation metrics at the "
+        f"threshold chosen on validation" + (f"; {', '.join(fixed)} at the fixed threshold" if fixed else "") + ". "
+        f"p: two-sided Wilcoxon signed-rank test against bicubic, paired by section (3D: by test volume; "
+        f"{MISSING} when fewer "
         f"than 2 pairs or all differences are zero). Params: trainable parameters. Bold: best per column "
         f"({_direction_sentence(cols)}), the HR upper bound excluded. Run times are in the cost table."
     )
@@ -302,7 +351,8 @@ def cost_table(train: pd.DataFrame, infer: pd.DataFrame, rows=None) -> Table:
 def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
     """One row per (specimen, model, data): mean ± std over that specimen's test sections."""
     order = ordered_rows(sections, rows)
-    cols = summary_columns()
+    variants = variants_in(sections)
+    cols = summary_columns(variants)
     records = []
     for specimen in sorted(sections["specimen"].unique()):
         for model, data in order:
@@ -313,7 +363,7 @@ def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
                 continue
             rec = {"specimen": specimen, "model": model, "data": data, "n_sections": int(len(sub))}
             for c in cols:
-                rec[f"{c.name}_mean"], rec[f"{c.name}_std"] = _mean_std(sub[c.name])
+                rec[f"{c.name}_mean"], rec[f"{c.name}_std"] = _mean_std(observations(sub, c)[c.name])
             records.append(rec)
     names = ["specimen", "model", "data", "n_sections"] + [f"{c.name}_{k}" for c in cols for k in ("mean", "std")]
     num = pd.DataFrame(records, columns=names)
@@ -330,7 +380,8 @@ def per_specimen_table(sections: pd.DataFrame, rows=None) -> Table:
         disp[c.label()] = [fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{c.name}_mean"], num[f"{c.name}_std"])]
         bold[c.label()] = flags[c.name]
     caption = (
-        "Per test specimen: mean ± standard deviation over its test sections. "
+        f"Per test specimen: mean ± standard deviation over its test sections (3D columns: the volume's score, "
+        f"mean over folds testing it). {_units_sentence(variants)}"
         "Bold: best per column within a specimen, the HR upper bound excluded."
     )
     return Table("per_specimen", caption, num, disp, bold, ["Specimen", "Model", "Data"])
@@ -347,7 +398,8 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     data per (metric, model) and column. 'All' pools every test section.
     """
     order = [r for r in ordered_rows(sections, rows) if r[1] != "none" and r[0] != UPPER_BOUND]
-    cols = strategy_columns()
+    variants = variants_in(sections)
+    cols = strategy_columns(variants)
     specimens = sorted(sections["specimen"].unique()) if len(sections) else []
     where = specimens + ["all"]
     records = []
@@ -355,7 +407,7 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
         for model, data in order:
             sub = sections[(sections["model"] == model) & (sections["data"] == data)]
             for spec in where:
-                x = (sub if spec == "all" else sub[sub["specimen"] == spec])[c.name].dropna()
+                x = observations(sub if spec == "all" else sub[sub["specimen"] == spec], c)[c.name].dropna()
                 mean, std = _mean_std(x)
                 records.append(
                     {
@@ -371,7 +423,7 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     num = pd.DataFrame(records, columns=["metric", "model", "data", "specimen", "mean", "std", "n"])
     num["best"] = False
     for (m, _, _), idx in num.groupby(["metric", "model", "specimen"], sort=False).groups.items():
-        num.loc[idx, "best"] = best_mask(num.loc[idx, "mean"], column(m).higher, column(m).decimals)
+        num.loc[idx, "best"] = best_mask(num.loc[idx, "mean"], column(m, variants).higher, column(m).decimals)
 
     disp_rows, bold_rows = [], []
     for c in cols:
@@ -391,14 +443,21 @@ def training_strategy_table(sections: pd.DataFrame, rows=None) -> Table:
     caption = (
         "Training strategies (shape of Table III of the EMSR study): each trained model on acquired (real) "
         "pairs and on each synthetic degradation; mean ± standard deviation over the test sections of each "
-        "specimen, and over all test sections. Bold: best training data per model, metric and column."
+        f"specimen, and over all test sections (3D: over test volumes). {_units_sentence(variants)}"
+        "Bold: best training data per model, metric and column."
     )
     return Table("training_strategy", caption, num, disp, bold, ["Metric", "Model", "Data"])
 
 
 def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Table:
-    """The Chalmers study's Table 4 shape: rows (model, data), columns agglomeration thresholds."""
-    c = column(metric)
+    """The Chalmers study's Table 4 shape: rows (model, data), columns agglomeration thresholds.
+
+    `metric` in its headline unit: the whole volume (`<metric>_3d`) where 3D scores exist, else per
+    section; the CSV columns are named after it (`voi_sum_3d_t0.5_mean`).
+    """
+    variants = variants_in(seg)
+    c = headline(metric, variants)
+    metric = c.name
     order = ordered_rows(seg, rows)
     thresholds = sorted(seg["threshold"].unique()) if len(seg) else []
     records = []
@@ -406,9 +465,8 @@ def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Tab
         sub = seg[(seg["model"] == model) & (seg["data"] == data)]
         rec = {"model": model, "data": data}
         for t in thresholds:
-            rec[f"{metric}_t{t:g}_mean"], rec[f"{metric}_t{t:g}_std"] = _mean_std(
-                sub.loc[np.isclose(sub["threshold"], t), metric]
-            )
+            at = observations(sub.loc[np.isclose(sub["threshold"], t)], c)
+            rec[f"{metric}_t{t:g}_mean"], rec[f"{metric}_t{t:g}_std"] = _mean_std(at[metric])
         records.append(rec)
     num = pd.DataFrame(
         records, columns=["model", "data"] + [f"{metric}_t{t:g}_{k}" for t in thresholds for k in ("mean", "std")]
@@ -424,12 +482,53 @@ def threshold_table(seg: pd.DataFrame, metric: str, name: str, rows=None) -> Tab
             fmt_mean_std(a, b, c.decimals) for a, b in zip(num[f"{metric}_t{t:g}_mean"], num[f"{metric}_t{t:g}_std"])
         ]
         bold[col] = flags[f"t{t:g}"]
+    over = "test volumes (each scored at once, 3D)" if c.per_volume else "test sections"
     caption = (
         f"{c.label(plain=True)} for each agglomeration threshold (shape of Table 4 of the Chalmers study): mean ± "
-        f"standard deviation over test sections pooled over folds. Bold: best per threshold "
+        f"standard deviation over {over} pooled over folds. Bold: best per threshold "
         f"({c.direction()}), the HR upper bound excluded."
     )
     return Table(name, caption, num, disp, bold, ["Model", "Data"])
+
+
+def threshold_choice_table(seg: pd.DataFrame, rows=None) -> Table:
+    """Each row's own validation-chosen threshold against the one chosen on real HR (the alternative).
+
+    Per (model, data): the thresholds each fold chose (own / HR), and the headline VOI sum and
+    F1 at each, mean over test volumes (3D) or sections, pooled over folds.
+    """
+    variants = variants_in(seg)
+    cols = [headline("voi_sum", variants), headline("f1", variants)]
+    records = []
+    for model, data in ordered_rows(seg, rows):
+        sub = seg[(seg["model"] == model) & (seg["data"] == data)]
+        rec = {"model": model, "data": data}
+        for flag, tag in (("is_best", "own"), ("is_hr_best", "hr")):
+            chosen = sub.loc[sub[flag]].groupby("fold")["threshold"].first()
+            rec[f"threshold_{tag}"] = " / ".join(f"{t:g}" for t in chosen.sort_index())
+            for c in cols:
+                rec[f"{c.name}_{tag}"] = _mean_std(observations(sub.loc[sub[flag]], c)[c.name])[0]
+        records.append(rec)
+    names = [f"{c.name}_{tag}" for tag in ("own", "hr") for c in cols]
+    num = pd.DataFrame(records, columns=["model", "data", "threshold_own", "threshold_hr", *names])
+    disp = pd.DataFrame(
+        {
+            "Model": num["model"],
+            "Data": num["data"],
+            "Threshold (own)": num["threshold_own"],
+            "Threshold (HR)": num["threshold_hr"],
+        }
+    )
+    for tag, what in (("own", "own thr."), ("hr", "HR thr.")):
+        for c in cols:
+            disp[f"{c.label(plain=True)} ({what})"] = [fmt_value(v, c.decimals) for v in num[f"{c.name}_{tag}"]]
+    caption = (
+        "Agglomeration thresholds: each row's own, chosen on its super-resolution of the training specimens' "
+        "validation sections (per fold, fold order), against the one chosen on their real HR; headline scores "
+        "of the test specimens at each (mean over test volumes or sections, pooled over folds). The summary "
+        "uses each row's own threshold."
+    )
+    return Table("threshold_choice", caption, num, disp, None, ["Model", "Data", "Threshold (own)", "Threshold (HR)"])
 
 
 def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.DataFrame:
@@ -438,11 +537,14 @@ def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.Da
     q_value: Benjamini–Hochberg adjustment over all tests of the table.
     """
     records = []
+    tested = paired_test_columns(variants_in(sections))
+    units = {c.name: observations(sections, c) for c in tested}  # 3D: one row per test volume
     for model, data in ordered_rows(sections, rows):
         if (model, data) == BASELINE:
             continue
-        for c in paired_test_columns():
-            res = stats.paired_against(sections, c.name, model, data, BASELINE, min_pairs)
+        for c in tested:
+            keys = ["fold", "specimen"] if c.per_volume else None
+            res = stats.paired_against(units[c.name], c.name, model, data, BASELINE, min_pairs, keys)
             records.append({"model": model, "data": data, "metric": c.name, **res})
     out = pd.DataFrame(records, columns=["model", "data", "metric", "n_pairs", "median_diff", "statistic", "p_value"])
     out["q_value"] = stats.bh_qvalues(out["p_value"]) if len(out) else []
@@ -450,11 +552,12 @@ def paired_tests(sections: pd.DataFrame, rows=None, min_pairs: int = 2) -> pd.Da
 
 
 def paired_tests_table(tests: pd.DataFrame) -> Table:
+    variants = tuple(dict.fromkeys(column(m).variant for m in tests["metric"] if column(m).variant))
     disp = pd.DataFrame(
         {
             "Model": tests["model"],
             "Data": tests["data"],
-            "Metric": [column(m).label() for m in tests["metric"]],
+            "Metric": [column(m, variants).label() for m in tests["metric"]],
             "n": tests["n_pairs"].astype(int).astype(str),
             "Median diff.": [fmt_value(d, column(m).decimals) for d, m in zip(tests["median_diff"], tests["metric"])],
             "W": [fmt_value(w, 1) for w in tests["statistic"]],
@@ -462,10 +565,11 @@ def paired_tests_table(tests: pd.DataFrame) -> Table:
             "q (BH)": [fmt_p(q) for q in tests["q_value"]],
         }
     )
-    tested = ", ".join(c.metric.label for c in paired_test_columns())
+    tested = ", ".join(dict.fromkeys(c.metric.label for c in paired_test_columns()))
     caption = (
         f"Two-sided Wilcoxon signed-rank tests of each row against bicubic ({tested}), paired by (fold, "
-        "specimen, section); median diff. = median of (row - bicubic); q: Benjamini–Hochberg adjusted over the "
+        "specimen, section), 3D scores by (fold, specimen); median diff. = median of (row - bicubic); "
+        "q: Benjamini–Hochberg adjusted over the "
         f"whole table; {MISSING} when fewer than 2 pairs exist or all differences are zero. Sections of one "
         "specimen are correlated, so p-values are optimistic."
     )
