@@ -65,18 +65,6 @@ def _check_triplet(value, key: str, positive: bool) -> list[float]:
     return out
 
 
-def _check_inside(name, lr_shape, hr_shape, lr_vox, hr_vox, offset) -> None:
-    """The HR field, placed at the stage offset, must lie inside the LR field (z, y, x)."""
-    outside = geometry.hr_outside_lr(lr_shape, hr_shape, lr_vox, hr_vox, offset)
-    if outside is not None:
-        axis, (h0, h1), (l0, l1) = outside
-        raise InputError(
-            f"specimens.{name}.hr_offset_nm: the HR field ({h0:.0f} to {h1:.0f} nm along {axis}) is not "
-            f"inside the LR field ({l0:.0f} to {l1:.0f} nm); fix hr_offset_nm or the voxel sizes "
-            f"(HR must be a sub-field of the LR overview)"
-        )
-
-
 def full_range(vol: np.ndarray, declared: int | None, key: str, source: str) -> tuple[np.ndarray, dict]:
     """An integer stack rescaled from its real bit depth to the dtype's full range, and what meta.json records."""
     bits = resolve_bit_depth(vol, declared, key, source)
@@ -134,7 +122,7 @@ def run_ingest(
             f"[z, y, x] (nm) of HR pixel 0 relative to LR pixel 0"
         )
     offset = _check_triplet(offset, f"specimens.{specimen}.hr_offset_nm", positive=False)
-    _check_inside(specimen, lr_vol.shape, hr_vol.shape, lr_vox, hr_vox, offset)
+    geometry.require_hr_inside(specimen, lr_vol.shape, hr_vol.shape, lr_vox, hr_vox, offset)
     declared = None if phantom_meta else spec.get("bit_depth")
     key = f"specimens.{specimen}.bit_depth"
     lr_vol, lr_bits = full_range(lr_vol, declared, key, f"LR stack {lr}")

@@ -442,20 +442,22 @@ def run_phantom(
     """
     cv2.setNumThreads(int(threads))  # stay within the cores Snakemake gave the job (results do not depend on it)
     spec = generate_specimen(params, geometry, progress=progress)
+    write_generated(spec, out_lr, out_hr, out_labels, out_meta, out_truth, phantom=True)
+    return spec
+
+
+def write_generated(spec: dict, out_lr, out_hr, out_labels, out_meta, out_truth, **meta) -> None:
+    """A generated specimen (phantom or simulated) as ingest reads it: lr/hr (uint8), labels, truth.json, meta.json.
+
+    meta.json (written last: its presence means the specimen is complete) holds what a
+    microscope would record (voxel sizes, the stage offset with its error) plus `meta`.
+    """
     write_image(out_lr, spec["lr"], spec["lr_voxel_nm"], "uint8")
     write_image(out_hr, spec["hr"], spec["hr_voxel_nm"], "uint8")
     write_labels(out_labels, spec["labels"], spec["hr_voxel_nm"])
     write_json(out_truth, spec["truth"])
-    write_json(
-        out_meta,
-        {
-            "lr_voxel_nm": spec["lr_voxel_nm"],
-            "hr_voxel_nm": spec["hr_voxel_nm"],
-            "hr_offset_nm": spec["hr_offset_nm"],
-            "phantom": True,
-        },
-    )
-    return spec
+    keys = ("lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm")
+    write_json(out_meta, {**{k: spec[k] for k in keys}, **meta})
 
 
 def read_truth(path) -> dict:

@@ -44,8 +44,9 @@ from scipy.signal import lfilter
 from tqdm import tqdm
 
 from .config import section
-from .io import InputError, resolve_bit_depth, to_float, to_full_range, write_image, write_json, write_labels
-from .labels import cell_mask_to_instances  # noqa: F401  (re-exported)
+from .io import InputError, resolve_bit_depth, to_float, to_full_range
+from .labels import cell_mask_to_instances
+from .phantom import write_generated  # noqa: F401  (re-exported)
 from .stacks import check_image, read_stack
 from .streams import named_streams, signed_draw
 
@@ -384,19 +385,5 @@ def run_simulate(
     source, src_vox, labels, prov = load_source(params, where, bit_depth)
     sim = simulate_volume(source, src_vox, params, labels=labels, progress=progress, where=where)
     sim["truth"].update(prov)
-    write_image(out_lr, sim["lr"], sim["lr_voxel_nm"], "uint8")
-    write_image(out_hr, sim["hr"], sim["hr_voxel_nm"], "uint8")
-    write_labels(out_labels, sim["labels"], sim["hr_voxel_nm"])
-    write_json(out_truth, sim["truth"])
-    write_json(
-        out_meta,
-        {
-            "lr_voxel_nm": sim["lr_voxel_nm"],
-            "hr_voxel_nm": sim["hr_voxel_nm"],
-            "hr_offset_nm": sim["hr_offset_nm"],
-            "phantom": False,
-            "simulated": True,
-            **prov,
-        },
-    )
+    write_generated(sim, out_lr, out_hr, out_labels, out_meta, out_truth, phantom=False, simulated=True, **prov)
     return sim
