@@ -134,8 +134,17 @@ def trained(model, data, fold, name):
     return f"results/train/{model}/{data}/{fold}/{name}"
 
 
-def inferred(model, data, fold, specimen, ext="tif"):
-    return f"results/infer/{model}/{data}/{fold}/{specimen}.{ext}"
+SR_SUFFIX = "zarr" if config["infer"]["format"] == "ome-zarr" else "tif"
+
+
+def inferred(model, data, fold, specimen, ext=None):
+    """An SR volume (.tif, or an OME-Zarr folder .zarr with infer.format: ome-zarr) or its .json."""
+    return f"results/infer/{model}/{data}/{fold}/{specimen}.{ext or SR_SUFFIX}"
+
+
+def sr_output(path):
+    """An SR volume as an output of a job: OME-Zarr volumes are folders."""
+    return directory(path) if path.endswith(".zarr") else path
 
 
 def affinity_model(fold, name="model.pt"):

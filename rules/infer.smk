@@ -2,7 +2,8 @@
 # fold, tiled with blended overlap. Untrained baselines (bicubic) have data "none" and no
 # model file. `infer.blocks_z: N > 1` scatters one specimen over N jobs of consecutive
 # sections (one GPU each) that infer_gather joins into the very file `infer` writes
-# (byte-identical to one job).
+# (byte-identical to one job). `infer.format: ome-zarr` writes OME-Zarr folders (chunked,
+# with a pyramid, voxel size and offset) instead of TIFF, streamed section by section.
 
 
 rule infer:
@@ -12,7 +13,7 @@ rule infer:
         pairs=paired("{specimen}", "pairs.json"),
         model=model_file,
     output:
-        tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
+        tif=sr_output(inferred("{model}", "{data}", "{fold}", "{specimen}")),
         info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
     log:
         "logs/infer/{model}/{data}/{fold}/{specimen}.log",
@@ -42,7 +43,7 @@ if INFER_BLOCKS > 1:
 
     use rule infer as infer_block with:
         output:
-            tif="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.tif",
+            tif=sr_output(f"results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{{block}}.{SR_SUFFIX}"),
             info="results/infer/{model}/{data}/{fold}/{specimen}/block{block}.json",
         log:
             "logs/infer_block/{model}/{data}/{fold}/{specimen}/block{block}.log",
@@ -52,10 +53,13 @@ if INFER_BLOCKS > 1:
     rule infer_gather:
         """Join the blocks of a scattered inference into the specimen's SR volume (same output as one job)."""
         input:
-            tifs=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.tif", b=range(INFER_BLOCKS)),
+            tifs=expand(
+                f"results/infer/{{{{model}}}}/{{{{data}}}}/{{{{fold}}}}/{{{{specimen}}}}/block{{b}}.{SR_SUFFIX}",
+                b=range(INFER_BLOCKS),
+            ),
             infos=expand("results/infer/{{model}}/{{data}}/{{fold}}/{{specimen}}/block{b}.json", b=range(INFER_BLOCKS)),
         output:
-            tif=inferred("{model}", "{data}", "{fold}", "{specimen}"),
+            tif=sr_output(inferred("{model}", "{data}", "{fold}", "{specimen}")),
             info=inferred("{model}", "{data}", "{fold}", "{specimen}", "json"),
         log:
             "logs/infer_gather/{model}/{data}/{fold}/{specimen}.log",

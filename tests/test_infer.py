@@ -134,3 +134,88 @@ def test_run_infer_bad_inputs_leave_no_output(tmp_path):
     with pytest.raises(InputError, match="bad.pt"):
         run_infer(*args, model_path=str(tmp_path / "bad.pt"), device="cpu")
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.json").exists()
+
+
+# ------------------------------------------------------------------- device blending, streaming, OME-Zarr
+
+
+def _host_blended(model, vol, scale, tile, overlap, batch, out_dtype, noise_seed=0):
+    """The former super_resolve (per-tile blending on the host, numpy float32): the bytes to keep."""
+    from srseg.data import context_indices
+    from srseg.infer import section_noise, tile_noise
+    from srseg.io import from_float
+    from srseg.tiling import tile_axis
+
+    z, h, w = vol.shape
+    (ys, ty, wy), (xs, tx, wx) = tile_axis(h, tile, overlap, scale), tile_axis(w, tile, overlap, scale)
+    tiles = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    norm = np.zeros((h * scale, w * scale), np.float32)
+    for i, j in tiles:
+        norm[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += np.outer(wy[i], wx[j])
+    out = []
+    with torch.inference_mode():
+        for k in range(z):
+            acc = np.zeros_like(norm)
+            sec = torch.from_numpy(np.ascontiguousarray(vol[context_indices(k, getattr(model, "context", 0), z)]))
+            noise = section_noise(model, h, w, noise_seed, k, "cpu")
+            for b in range(0, len(tiles), batch):
+                chunk = tiles[b : b + batch]
+                x = torch.stack([sec[:, ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in chunk])
+                y = model(x) if noise is None else model(x, noise=tile_noise(noise, chunk, ys, xs, ty, tx, 1))
+                for (i, j), t in zip(chunk, y.float().clamp_(0, 1)[:, 0].numpy()):
+                    acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(
+                        wy[i], wx[j]
+                    )
+            res = acc / norm
+            out.append(res if out_dtype == "float32" else from_float(res, out_dtype))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}},
+        {"arch": "srcnn", "net": {"features": [8, 4]}, "context": 1},
+        {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 1, "noise": True}},
+    ],
+    ids=lambda s: s["arch"],
+)
+def test_device_blending_gives_the_bytes_of_the_former_host_blending(spec):
+    torch.manual_seed(0)
+    model = build_model(spec, 2).eval()
+    vol = _vol((3, 30, 26), seed=4)
+    for dtype in ("float32", "uint8", "uint16"):
+        new = super_resolve(model, vol, 2, tile=12, overlap=4, batch=3, out_dtype=dtype, progress=False, noise_seed=2)
+        old = _host_blended(model, vol, 2, 12, 4, 3, dtype, noise_seed=2)
+        assert new.dtype == old.dtype and np.array_equal(new, old), dtype
+
+
+def test_run_infer_streams_an_ome_zarr_with_the_tiff_pixels_from_tiff_or_zarr_input(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    from srseg.volumes import open_volume, write_ome_zarr
+
+    lr = _specimen(tmp_path)
+    spec = {"arch": "edsr", "net": {"n_feats": 8, "n_blocks": 1}}
+    save_trained(tmp_path / "model.pt", build_model(spec, 3), spec, 3)
+    common = dict(
+        model_path=str(tmp_path / "model.pt"),
+        pairs_json=str(tmp_path / "pairs.json"),
+        settings={"tile": 16, "overlap": 4, "batch": 4},
+        device="cpu",
+    )
+    run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "sr.tif"), str(tmp_path / "sr.json"), **common)
+    info = run_infer(str(tmp_path / "lr.tif"), str(tmp_path / "sr.zarr"), str(tmp_path / "z.json"), **common)
+    tif = tifffile.imread(tmp_path / "sr.tif")
+    with open_volume(tmp_path / "sr.zarr") as sr:
+        assert sr.voxel_nm == [50.0, 10.0, 10.0] and sr.dtype == np.uint8
+        assert sr.offset_nm == pytest.approx([0.0, -10.0, -10.0])  # HR pixel centres subdivide the LR pixel at 0
+        np.testing.assert_array_equal(sr.read(), tif)
+        assert len(sr.levels) >= 1
+    assert info["output_format"] == "ome-zarr" and info["hr_shape"] == [2, 90, 84]
+    models = pytest.importorskip("ome_zarr_models")
+    models.open_ome_zarr(zarr.open_group(str(tmp_path / "sr.zarr"), mode="r"))  # valid NGFF
+    # the same LR as an OME-Zarr input (voxel size from its metadata)
+    write_ome_zarr(tmp_path / "lr.zarr", np.rint(lr * 255).astype(np.uint8), [50, 30, 30], levels=1)
+    run_infer(str(tmp_path / "lr.zarr"), str(tmp_path / "sr2.tif"), str(tmp_path / "sr2.json"), **common)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "sr2.tif"), tif)
+    assert (tmp_path / "sr2.tif").read_bytes() == (tmp_path / "sr.tif").read_bytes()

@@ -66,3 +66,46 @@ def test_gather_refuses_blocks_out_of_order(tmp_path):
             str(tmp_path / "o.json"),
         )
     assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"arch": "srcnn", "net": {"features": [8, 4]}, "context": 1},
+        {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 1, "noise": True}},
+    ],
+    ids=["srcnn_context", "wgan_samples"],
+)
+def test_ome_zarr_blocks_gathered_are_the_one_job_output_byte_for_byte(tmp_path, spec):
+    pytest.importorskip("zarr")
+    import hashlib
+    from pathlib import Path
+
+    def tree(p):
+        return {
+            str(f.relative_to(p)): hashlib.md5(f.read_bytes()).hexdigest() for f in Path(p).rglob("*") if f.is_file()
+        }
+
+    vol = np.random.default_rng(1).random((5, 20, 18)).astype(np.float32)
+    write_image(tmp_path / "lr.tif", vol, [50.0, 30.0, 30.0], "uint8")
+    write_json(tmp_path / "pairs.json", {"scale": 2, "hr_voxel_nm": [50.0, 15.0, 15.0]})
+    torch.manual_seed(0)
+    save_trained(tmp_path / "model.pt", build_model(spec, 2), spec, 2)
+    settings = {"tile": 12, "overlap": 4, "batch": 4, "samples": 2}
+    common = dict(model_path=str(tmp_path / "model.pt"), pairs_json=str(tmp_path / "pairs.json"), device="cpu")
+    (tmp_path / "one").mkdir()  # the one-job output and the joined one have the same name (the rule's output)
+    one = str(tmp_path / "one" / "sr.zarr")
+    run_infer(str(tmp_path / "lr.tif"), one, str(tmp_path / "whole.json"), settings=settings, **common)
+    zarrs, jsons = [], []
+    for b in range(3):
+        zarrs.append(str(tmp_path / f"block{b}.zarr"))
+        jsons.append(str(tmp_path / f"block{b}.json"))
+        run_infer(
+            str(tmp_path / "lr.tif"), zarrs[-1], jsons[-1], block=b, settings={**settings, "blocks_z": 3}, **common
+        )
+    info = run_infer_gather(zarrs, jsons, str(tmp_path / "sr.zarr"), str(tmp_path / "joined.json"))
+    assert tree(tmp_path / "sr.zarr") == tree(one)
+    assert info["hr_shape"] == read_json(tmp_path / "whole.json")["hr_shape"] == [5, 40, 36]
+    if spec["arch"] == "wgan":
+        assert info["std_path"] == str(tmp_path / "sr_std.zarr")
+        assert tree(tmp_path / "sr_std.zarr") == tree(tmp_path / "one" / "sr_std.zarr")

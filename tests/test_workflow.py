@@ -1,5 +1,6 @@
 """End to end: the whole DAG on a tiny config, from phantom generation to the report."""
 
+import json
 import math
 
 import pandas as pd
@@ -60,3 +61,24 @@ def test_two_runs_of_one_config_give_identical_tables_and_figures(finished_run, 
     assert len(compared) > 20
     differ = [str(p) for p in compared if (finished_run / p).read_bytes() != (again / p).read_bytes()]
     assert not differ, f"not reproducible: {differ}"
+
+
+@pytest.mark.slow
+def test_ome_zarr_sr_outputs_flow_through_the_image_metrics(tmp_path):
+    """infer.format: ome-zarr writes SR volumes as OME-Zarr folders that the next stages read."""
+    run_snakemake(
+        tmp_path,
+        "results/metrics/image/bicubic/none/gamma/gamma.csv",
+        "--cores",
+        "2",
+        "--config",
+        "infer={format: ome-zarr}",
+        config=TINY,
+    )
+    from srseg.volumes import open_volume
+
+    sr = open_volume(tmp_path / "results/infer/bicubic/none/gamma/gamma.zarr")
+    pairs = json.loads((tmp_path / "results/pairs/gamma/pairs.json").read_text())
+    assert sr.format == "ome-zarr" and sr.voxel_nm == pytest.approx(pairs["hr_voxel_nm"])  # true scale
+    scores = pd.read_csv(tmp_path / "results/metrics/image/bicubic/none/gamma/gamma.csv")
+    assert scores["psnr"].map(math.isfinite).all()

@@ -1,20 +1,28 @@
-"""Tiled super-resolution of whole LR volumes in bounded device memory.
+"""Tiled super-resolution of whole LR volumes in bounded memory, streamed section by section.
 
 Each section is cut into LR tiles of `tile` px that overlap by `overlap` px (srseg.tiling,
 the tiler affinity prediction shares); batches of tiles go through the model on the
-device and come back as HR tiles, which are blended on the CPU with a separable
-raised-cosine weight: on every side that has a neighbouring tile the weight is 0 for
-the outer quarter of the overlap (where the tile's own border effects live), rises
-smoothly over the middle half and is 1 inside.
-The weighted sum is divided by the summed weights, so there are no seams, and a model
-whose receptive field is within a quarter of the overlap gives the untiled result
-exactly. Device memory is bounded by `batch` tiles; host memory holds the LR volume,
-the output volume in its on-disk dtype and one float32 section.
+device and the HR tiles are blended there, with a separable raised-cosine weight: on
+every side that has a neighbouring tile the weight is 0 for the outer quarter of the
+overlap (where the tile's own border effects live), rises smoothly over the middle half
+and is 1 inside. Weighted tiles are summed into one device buffer of the section (the
+weights and their sum are precomputed once per volume) and divided once, so there are
+no seams, and a model whose receptive field is within a quarter of the overlap gives the
+untiled result exactly. The float32 sums run in the same order as the former host-side
+blending, so CPU results are byte for byte what they were.
+
+Memory is bounded whatever the number of sections: LR sections are read lazily (TIFF
+pages, zarr chunks; srseg.volumes), `iter_super_resolve` yields one finished HR section
+at a time (quantised on the device, copied back through pinned buffers while the next
+section computes) and run_infer streams them into the output (an OME-Zarr with its
+pyramid for *.zarr, else a TIFF). Device memory is bounded by `batch` tiles and one
+section buffer; host memory by a few sections.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -22,16 +30,132 @@ from tqdm import tqdm
 
 from .config import section
 from .data import context_indices
-from .io import InputError, from_float, read_image, read_json, read_tiff, write_json, write_tiff
+from .io import InputError, from_float, read_json, to_float, write_json
 from .log import get_logger
 from .models import build_model, load_trained
 from .runtime import autocast, resolve_device, set_threads
 from .tiling import check_tiling, tile_axis
+from .volumes import Volume, concat_tiffs, gather_blocks, is_zarr, open_sink, open_volume
+
+#: torch dtypes of the quantised outputs (`from_float` on the device)
+_TORCH_DTYPES = {"uint8": (torch.uint8, 255.0), "uint16": (torch.uint16, 65535.0)}
 
 
-def super_resolve(
+class TiledSR:
+    """The tiled forward of one model over sections of one (h, w) size, blended on the device.
+
+    `section(stack, k, noise_seed)` super-resolves the (2c+1, h, w) float32 LR stack around
+    section k (c: the model's 2.5D context) and returns the HR section as a device tensor,
+    float32 or quantised to `out_dtype` exactly as `io.from_float` does.
+    """
+
+    def __init__(self, model, hw, scale, tile=64, overlap=8, batch=8, device="cpu", amp=True, compile=False):
+        check_tiling(tile, overlap, batch)
+        self.device = device = torch.device(device)
+        self.scale, self.batch, self.amp = int(scale), int(batch), bool(amp)
+        h, w = (int(v) for v in hw)
+        self.hw = (h, w)
+        (self.ys, self.ty, wy), (self.xs, self.tx, wx) = (
+            tile_axis(h, tile, overlap, scale),
+            tile_axis(w, tile, overlap, scale),
+        )
+        self.tiles = [(i, j) for i in range(len(self.ys)) for j in range(len(self.xs))]
+        s = self.scale
+        norm = np.zeros((h * s, w * s), np.float32)
+        # one weight plane per distinct (row weight, column weight): a few, whatever the field size
+        ky, kx = _classes(wy), _classes(wx)
+        planes: dict[tuple[int, int], np.ndarray] = {}
+        for i, j in self.tiles:
+            planes.setdefault((ky[i], kx[j]), np.outer(wy[i], wx[j]))
+            norm[self.ys[i] * s : (self.ys[i] + self.ty) * s, self.xs[j] * s : (self.xs[j] + self.tx) * s] += planes[
+                ky[i], kx[j]
+            ]
+        dev_planes = {key: torch.from_numpy(v).to(device) for key, v in planes.items()}
+        self.weights = {(i, j): dev_planes[ky[i], kx[j]] for i, j in self.tiles}
+        self.norm = torch.from_numpy(norm).to(device)
+        self.acc = torch.zeros_like(self.norm)
+        self.fast = device.type == "cuda"
+        model = model.to(device).eval()
+        if self.fast:  # NHWC kernels are faster for convolutions under mixed precision
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # all tiles share one shape: autotune once
+        self.model = model
+        self.forward = torch.compile(model, dynamic=False) if compile else model
+        self.pad_batches = bool(compile)  # one batch shape: no recompilation for the last, smaller batch
+        self.context = int(getattr(model, "context", 0))
+
+    def section(self, stack: np.ndarray, k: int, noise_seed: int = 0, out_dtype: str = "float32") -> torch.Tensor:
+        model, device, s = self.model, self.device, self.scale
+        ys, xs, ty, tx = self.ys, self.xs, self.ty, self.tx
+        h, w = self.hw
+        sec = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
+        if self.fast:
+            sec = sec.pin_memory()
+        sec = sec.to(device, non_blocking=True)
+        noise = section_noise(model, h, w, noise_seed, k, device)
+        acc = self.acc
+        acc.zero_()
+        with torch.inference_mode():
+            for b in range(0, len(self.tiles), self.batch):
+                chunk = self.tiles[b : b + self.batch]
+                run = chunk + [chunk[-1]] * (self.batch - len(chunk)) if self.pad_batches else chunk
+                x = torch.stack([sec[:, ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in run])
+                if self.fast:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, self.amp):
+                    y = (
+                        self.forward(x)
+                        if noise is None
+                        else self.forward(x, noise=tile_noise(noise, run, ys, xs, ty, tx, model.noise_factor))
+                    )
+                y = y[: len(chunk)].float().clamp_(0.0, 1.0)[:, 0]
+                for (i, j), t in zip(chunk, y):
+                    # t * weight, then add: two roundings, as numpy's acc += t * w did (no fused multiply-add)
+                    acc[ys[i] * s : (ys[i] + ty) * s, xs[j] * s : (xs[j] + tx) * s].add_(t * self.weights[i, j])
+            res = acc / self.norm
+            if out_dtype == "float32":
+                return res
+            if out_dtype not in _TORCH_DTYPES:
+                raise ValueError(f"unknown image dtype {out_dtype!r}; use uint8, uint16 or float32")
+            dtype, top = _TORCH_DTYPES[out_dtype]
+            return res.clamp_(0.0, 1.0).mul_(top).round_().to(dtype)  # = io.from_float: rint(clip(v) * top)
+
+
+def _classes(weights: list[np.ndarray]) -> list[int]:
+    """Index of each tile's 1D weight among the distinct weights of its axis."""
+    seen: dict[bytes, int] = {}
+    return [seen.setdefault(w.tobytes(), len(seen)) for w in weights]
+
+
+class _SectionReader:
+    """Float32 LR sections of a volume (array or lazy Volume), with its 2.5D context stacks, each read once."""
+
+    def __init__(self, vol, context: int, check_finite: str | None = None):
+        self.vol = vol
+        self.lazy = isinstance(vol, Volume)
+        self.n = vol.shape[0]
+        self.context = context
+        self.cache: dict[int, np.ndarray] = {}
+        self.where = check_finite
+
+    def _one(self, k: int) -> np.ndarray:
+        if k not in self.cache:
+            plane = to_float(np.asarray(self.vol.section(k))) if self.lazy else self.vol[k]
+            if self.where is not None and plane.dtype.kind == "f" and not np.isfinite(plane).all():
+                raise InputError(f"{self.where}: section {k} contains NaN or Inf values; fix the image")
+            self.cache[k] = plane
+        return self.cache[k]
+
+    def stack(self, k: int) -> np.ndarray:
+        idx = context_indices(k, self.context, self.n)
+        for old in [i for i in self.cache if i < idx[0]]:
+            del self.cache[old]
+        return np.ascontiguousarray(np.stack([self._one(int(i)) for i in idx]), np.float32)
+
+
+def iter_super_resolve(
     model: torch.nn.Module,
-    vol: np.ndarray,
+    vol,
     scale: int,
     tile: int = 64,
     overlap: int = 8,
@@ -42,61 +166,118 @@ def super_resolve(
     progress: bool = True,
     noise_seed: int = 0,
     sections: tuple[int, int] | None = None,
+    compile: bool = False,
+    samples: int = 1,
+    check_finite: str | None = None,
+) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield the HR sections (h*s, w*s) of sections z0..z1-1 of `vol`, in out_dtype, one at a time.
+
+    vol: a (z, y, x) float array in [0, 1] or a lazy `srseg.volumes.Volume` in its on-disk
+    dtype (read section by section and mapped with io.to_float). `sections` (z0, z1): only
+    those (one block of a scattered job); 2.5D context still reads the neighbours outside the
+    block and noise is seeded by the absolute section index, so blocks join to exactly the
+    whole-volume result. samples > 1 (generative archs): yields (sample 0 in out_dtype,
+    per-pixel population std float32) of `samples` noise seeds noise_seed, noise_seed+1, ...
+    On CUDA the section is copied back into pinned memory while the next one computes.
+    check_finite: name the source in an InputError if a section holds NaN/Inf.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
+    z, h, w = vol.shape
+    engine = TiledSR(model, (h, w), scale, tile, overlap, batch, device, amp, compile)
+    reader = _SectionReader(vol, engine.context, check_finite)
+    z0, z1 = sections if sections is not None else (0, z)
+    bar = tqdm(total=(z1 - z0) * len(engine.tiles) * samples, desc="infer tiles", mininterval=5, disable=not progress)
+    host = _HostCopies(engine.device)
+    try:
+        for k in range(z0, z1):
+            stack = reader.stack(k)
+            if samples == 1:
+                ready = host.push(engine.section(stack, k, noise_seed, out_dtype))
+                bar.update(len(engine.tiles))
+                if ready is not None:
+                    yield ready
+                continue
+            first, mean, m2 = None, None, None  # Welford running mean / M2 (float64), per section
+            for i in range(samples):
+                sr = engine.section(stack, k, noise_seed + i, "float32").cpu().numpy()
+                bar.update(len(engine.tiles))
+                if i == 0:
+                    first, mean, m2 = sr.copy(), sr.astype(np.float64), np.zeros(sr.shape, np.float64)
+                    continue
+                delta = sr - mean
+                mean += delta / (i + 1)
+                m2 += delta * (sr - mean)
+            std = np.sqrt(m2 / samples).astype(np.float32)  # population std over the samples
+            yield (first if out_dtype == "float32" else from_float(first, out_dtype)), std
+        last = host.flush()
+        if last is not None:
+            yield last
+    finally:
+        bar.close()
+
+
+class _HostCopies:
+    """Device sections back to the host. CUDA: a non-blocking copy into one of two pinned buffers,
+    handed out one section later (after its event), so the copy and the caller's writing overlap
+    the next section's compute. CPU: the tensor's own memory, at once."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.buffers: list[torch.Tensor] = []
+        self.pending = None
+        self.turn = 0
+
+    def push(self, t: torch.Tensor) -> np.ndarray | None:
+        if not self.cuda:
+            return t.numpy()
+        if len(self.buffers) < 2:
+            self.buffers.append(torch.empty(t.shape, dtype=t.dtype, pin_memory=True))
+        buf = self.buffers[self.turn]
+        self.turn ^= 1
+        buf.copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        ready, self.pending = self.flush(), (buf, event)
+        return ready
+
+    def flush(self) -> np.ndarray | None:
+        if self.pending is None:
+            return None
+        buf, event = self.pending
+        self.pending = None
+        event.synchronize()
+        return buf.numpy().copy()  # the buffer is reused two sections later
+
+
+def super_resolve(
+    model: torch.nn.Module,
+    vol,
+    scale: int,
+    tile: int = 64,
+    overlap: int = 8,
+    batch: int = 8,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    out_dtype: str = "float32",
+    progress: bool = True,
+    noise_seed: int = 0,
+    sections: tuple[int, int] | None = None,
+    compile: bool = False,
 ) -> np.ndarray:
     """Super-resolve a (z, y, x) float volume in [0, 1] tile by tile; returns (z, y*s, x*s) in out_dtype.
 
-    `sections` (z0, z1) super-resolves only those sections (one block of a scattered job):
-    2.5D context still reads the neighbours outside the block, and noise is seeded by the
-    absolute section index, so the blocks concatenate to exactly the whole-volume result.
+    The in-memory convenience over `iter_super_resolve` (same arguments, same bytes): the
+    whole output is one array, so use iter_super_resolve or run_infer for large volumes.
     """
-    check_tiling(tile, overlap, batch)
-    device = torch.device(device)
     z, h, w = vol.shape
-    (ys, ty, wy), (xs, tx, wx) = tile_axis(h, tile, overlap, scale), tile_axis(w, tile, overlap, scale)
-    tiles = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    norm = np.zeros((h * scale, w * scale), np.float32)
-    for i, j in tiles:
-        norm[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += np.outer(wy[i], wx[j])
     z0, z1 = sections if sections is not None else (0, z)
     out = np.empty((z1 - z0, h * scale, w * scale), np.dtype(out_dtype))
-    fast = device.type == "cuda"
-    model = model.to(device).eval()
-    if fast:  # NHWC kernels are faster for convolutions under mixed precision
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True  # all tiles share one shape: autotune once
-    acc = np.zeros_like(norm)
-    context = getattr(model, "context", 0)  # 2.5D models see the 2k+1 sections around the one they super-resolve
-    bar = tqdm(total=(z1 - z0) * len(tiles), desc="infer tiles", mininterval=5, disable=not progress)
-    with torch.inference_mode():
-        for k in range(z0, z1):
-            acc.fill(0.0)
-            section = torch.from_numpy(
-                np.ascontiguousarray(vol[context_indices(k, context, z)], np.float32)
-            )  # (2k+1, h, w)
-            if fast:
-                section = section.pin_memory()
-            section = section.to(device, non_blocking=True)
-            noise = section_noise(model, h, w, noise_seed, k, device)
-            for b in range(0, len(tiles), batch):
-                chunk = tiles[b : b + batch]
-                x = torch.stack([section[:, ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in chunk])
-                if fast:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, amp):
-                    y = (
-                        model(x)
-                        if noise is None
-                        else model(x, noise=tile_noise(noise, chunk, ys, xs, ty, tx, model.noise_factor))
-                    )
-                y = y.float().clamp_(0.0, 1.0)[:, 0].cpu().numpy()
-                for (i, j), t in zip(chunk, y):
-                    acc[ys[i] * scale : (ys[i] + ty) * scale, xs[j] * scale : (xs[j] + tx) * scale] += t * np.outer(
-                        wy[i], wx[j]
-                    )
-                bar.update(len(chunk))
-            res = acc / norm
-            out[k - z0] = res if out_dtype == "float32" else from_float(res, out_dtype)
-    bar.close()
+    it = iter_super_resolve(
+        model, vol, scale, tile, overlap, batch, device, amp, out_dtype, progress, noise_seed, sections, compile
+    )
+    for k, plane in enumerate(it):
+        out[k] = plane
     return out
 
 
@@ -132,23 +313,13 @@ def sample_std(
     """`samples` SR volumes with noise seeds seed, seed+1, ...: (sample 0 in out_dtype, per-pixel std float32).
 
     Sample 0 is what samples=1 gives, so asking for a variance map does not change the SR output.
-    Welford running mean / M2 (float64) keep memory bounded whatever the sample count."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
-    mean = m2 = first = None
-    for i in range(samples):
-        sr = super_resolve(
-            model, vol, scale, tile, overlap, batch, device, amp, "float32", noise_seed=seed + i, sections=sections
-        )
-        if i == 0:
-            first, mean, m2 = sr.copy(), sr.astype(np.float64), np.zeros(sr.shape, np.float64)
-            continue
-        delta = sr - mean
-        mean += delta / (i + 1)
-        m2 += delta * (sr - mean)
-    std = np.sqrt(m2 / samples).astype(np.float32)  # population std over the samples
-    out = first if out_dtype == "float32" else from_float(first, out_dtype)
-    return out, std
+    Welford running mean / M2 (float64) per section keep memory bounded whatever the sample count.
+    In memory: `iter_super_resolve(..., samples=n)` streams the same pairs section by section."""
+    it = iter_super_resolve(
+        model, vol, scale, tile, overlap, batch, device, amp, out_dtype, False, seed, sections, samples=samples
+    )
+    pairs = list(it)
+    return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
 
 
 def z_blocks(n: int, blocks: int) -> list[tuple[int, int]]:
@@ -202,6 +373,23 @@ def load_sr_model(model_path=None, arch_spec=None, scale=None, pairs=None, pairs
     return model, int(scale), arch_spec["arch"]
 
 
+def _std_path(out: str) -> str:
+    """Where the per-pixel std of a generative model goes, beside the declared output."""
+    out = str(out)
+    for suffix in (".tif", ".zarr"):
+        if out.endswith(suffix):
+            return out[: -len(suffix)] + "_std" + suffix
+    return out + "_std.tif"
+
+
+def hr_offset(lr_offset, lr_voxel, hr_voxel) -> list[float]:
+    """nm position of HR voxel (0, 0, 0) of the SR output of an LR volume whose voxel (0, 0, 0) is at
+    lr_offset: the SR grid subdivides each LR pixel, so its first pixel centre lies half an LR pixel
+    less half an HR pixel before the first LR centre (y, x; z is not resampled)."""
+    lo = [0.0, 0.0, 0.0] if lr_offset is None else [float(v or 0.0) for v in lr_offset]
+    return [lo[0]] + [lo[a] + (float(hr_voxel[a]) - float(lr_voxel[a])) / 2 for a in (1, 2)]
+
+
 def run_infer(
     lr_path: str,
     out_tif: str,
@@ -215,82 +403,146 @@ def run_infer(
     device: str = "auto",
     threads: int = 1,
     log: str | None = None,
+    compile: bool | None = None,
 ) -> dict:
-    """Super-resolve one LR TIFF with a trained model.pt (or an untrained arch_spec such as bicubic).
+    """Super-resolve one LR volume with a trained model.pt (or an untrained arch_spec such as bicubic).
 
-    The output TIFF is on the HR grid (pairs.json hr_voxel_nm, else LR voxel / scale) in
-    the input's dtype; the json records throughput (output voxels/s), device and tiling.
-    With `block` b of `blocks_z`, only that block of sections (z_blocks) is written, for
-    one job of a scattered inference that run_gather_blocks joins.
+    lr_path: a TIFF, an OME-Zarr (path.zarr: level 0) or a zarr array (path.zarr/dataset), read
+    section by section. out_tif: the output on the HR grid (pairs.json hr_voxel_nm, else LR
+    voxel / scale) in the input's dtype, streamed as it is computed: an OME-Zarr with voxel
+    size, offset and pyramid when it ends in .zarr, else a TIFF (bytes as before). The json
+    records throughput (output voxels/s), device and tiling. With `block` b of `blocks_z`,
+    only that block of sections (z_blocks) is written: a TIFF of those sections, or an
+    OME-Zarr of the whole shape holding only them, for one job of a scattered inference
+    that run_infer_gather joins. compile (or settings key `compile`): torch.compile the model.
     """
     t0 = time.perf_counter()
     cfg = section("infer", settings)
+    compile = cfg["compile"] if compile is None else bool(compile)
     tile, overlap, batch, amp = cfg["tile"], cfg["overlap"], cfg["batch"], cfg["amp"]
     samples, seed, blocks_z = cfg["samples"], cfg["seed"], cfg["blocks_z"]
-    get_logger("srseg.infer", log)
+    logger = get_logger("srseg.infer", log)
     check_tiling(tile, overlap, batch)
     set_threads(threads)
     dev = resolve_device(device)
     pairs = read_json(pairs_json) if pairs_json else None
     model, scale, arch = load_sr_model(model_path, arch_spec, scale, pairs, pairs_json)
-    vol, lr_voxel, dtype = read_image(lr_path)
-    hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
-    if not np.isfinite(vol).all():
-        raise InputError(f"{lr_path}: contains NaN or Inf values; fix the image")
-    sections = None
-    if block is not None:
-        ranges = z_blocks(vol.shape[0], blocks_z)
-        if not 0 <= block < len(ranges):
-            raise InputError(f"block {block} does not exist: infer.blocks_z is {blocks_z}")
-        sections = ranges[block]
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t1 = time.perf_counter()
-    stochastic = bool(getattr(model, "noise_factor", 0))
-    if stochastic and samples > 1:  # generative archs: n samples, per-pixel std as a hallucination indicator
-        sr, std = sample_std(model, vol, scale, tile, overlap, batch, dev, amp, samples, seed, dtype, sections)
-    else:
-        sr, std = (
-            super_resolve(
-                model, vol, scale, tile, overlap, batch, dev, amp, out_dtype=dtype, noise_seed=seed, sections=sections
-            ),
-            None,
+    vol = open_volume(lr_path)
+    try:
+        dtype = str(vol.dtype)
+        if dtype not in ("uint8", "uint16", "float32"):
+            if vol.dtype.kind != "f":
+                raise InputError(
+                    f"{lr_path}: image dtype {dtype} is not supported; convert it to uint8, uint16 or float32"
+                )
+            dtype = "float32"  # float64 input: float32 output
+        lr_voxel = vol.voxel_nm
+        hr_voxel = _hr_voxel(pairs, lr_voxel, scale, lr_path)
+        z, h, w = vol.shape
+        sections = None
+        if block is not None:
+            ranges = z_blocks(z, blocks_z)
+            if not 0 <= block < len(ranges):
+                raise InputError(f"block {block} does not exist: infer.blocks_z is {blocks_z}")
+            sections = ranges[block]
+        z0, z1 = sections if sections is not None else (0, z)
+        hr_shape = (z, h * scale, w * scale)
+        lr_vox = [
+            v if v is not None else hv * (scale if a else 1)
+            for a, (v, hv) in enumerate(zip(lr_voxel or [None] * 3, hr_voxel))
+        ]
+        offset = hr_offset(vol.offset_nm, lr_vox, hr_voxel)
+        stochastic = bool(getattr(model, "noise_factor", 0))
+        n_samples = int(samples) if stochastic else 1
+        std_path = _std_path(out_tif) if n_samples > 1 else None
+        sink_kw = (
+            dict(z_range=sections, attrs={"arch": arch, "scale": scale}) if is_zarr(out_tif) else dict(z_range=sections)
         )
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    compute = time.perf_counter() - t1
-    std_path = None
-    if std is not None:  # undeclared extra beside the declared output (keeps the DAG unconditional)
-        std_path = (
-            str(out_tif)[: -len(".tif")] + "_std.tif" if str(out_tif).endswith(".tif") else str(out_tif) + "_std.tif"
+        sinks = [open_sink(out_tif, hr_shape, dtype, hr_voxel, offset, **sink_kw)]
+        if std_path:  # undeclared extra beside the declared output (keeps the DAG unconditional)
+            sinks.append(open_sink(std_path, hr_shape, "float32", hr_voxel, offset, **sink_kw))
+        logger.info(
+            "%s x%d: LR %s (%s) -> %s, sections %d..%d, tile %d overlap %d batch %d on %s",
+            arch,
+            scale,
+            vol.shape,
+            vol.format,
+            out_tif,
+            z0,
+            z1,
+            tile,
+            overlap,
+            batch,
+            dev,
         )
-        write_tiff(std_path, std, hr_voxel)
-    write_tiff(out_tif, sr, hr_voxel)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t1 = time.perf_counter()
+        std_sum = 0.0
+        try:
+            it = iter_super_resolve(
+                model,
+                vol,
+                scale,
+                tile,
+                overlap,
+                batch,
+                dev,
+                amp,
+                dtype,
+                True,
+                seed,
+                sections,
+                compile,
+                samples=n_samples,
+                check_finite=str(lr_path),
+            )
+            for k, out in zip(range(z0, z1), it):
+                if n_samples > 1:
+                    out, std = out
+                    sinks[1].write_section(k, std)
+                    std_sum += float(std.mean(dtype=np.float64))
+                sinks[0].write_section(k, out)
+            for sink in sinks:
+                sink.close()
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        compute = time.perf_counter() - t1
+    finally:
+        vol.close()
+    n_out = (z1 - z0) * hr_shape[1] * hr_shape[2]
     info = {
         "arch": arch,
         "model": model_path,
         "scale": scale,
         "context": getattr(model, "context", 0),
         "input": str(lr_path),
+        "input_format": vol.format,
+        "output_format": "ome-zarr" if is_zarr(out_tif) else "tiff",
         "lr_shape": list(vol.shape),
-        "hr_shape": list(sr.shape),
+        "hr_shape": [z1 - z0, *hr_shape[1:]],
         "hr_voxel_nm": hr_voxel,
+        "hr_offset_nm": offset,
         "dtype": dtype,
         "tile": tile,
         "overlap": overlap,
         "batch": batch,
+        "compile": compile,
         "amp": bool(amp and dev.type == "cuda"),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": threads,
         "torch_version": torch.__version__,
         "compute_seconds": compute,
-        "voxels_per_s": sr.size / compute if compute > 0 else None,
+        "voxels_per_s": n_out / compute if compute > 0 else None,
         "seconds": time.perf_counter() - t0,
-        "samples": int(samples) if stochastic else 1,
+        "samples": n_samples if stochastic else 1,
         "noise_seed": int(seed) if stochastic else None,
-        "variance_mean": float(std.mean()) if std is not None else None,
+        "variance_mean": std_sum / (z1 - z0) if std_path else None,
         "std_path": std_path,
     }
     if sections is not None:
@@ -304,31 +556,36 @@ def run_infer_gather(
 ) -> dict:
     """Join the blocks of a scattered inference (run_infer with block=0..n-1) into one volume + info json.
 
-    The TIFF is the blocks concatenated along z (bytes as the one-job result); the json is
+    TIFF blocks are concatenated along z section by section; OME-Zarr blocks (each the whole
+    shape holding its own sections) are joined by hard-linking their chunk files
+    (srseg.volumes.gather_blocks). Either way the bytes are the one-job result's. The json is
     the first block's with the whole volume's shape, summed compute time and throughput.
     """
     infos = [read_json(p) for p in block_jsons]
     order = [i["block"] for i in infos]
     if order != list(range(len(infos))) or len(block_tifs) != len(infos):
         raise InputError(f"inference blocks {order} are not 0..{len(infos) - 1} in order; rerun the infer_block jobs")
-    parts, voxel = [], None
-    for path in block_tifs:
-        vol, vox = read_tiff(path)
-        parts.append(vol)
-        voxel = voxel or vox
-    sr = np.concatenate(parts, axis=0)
     std_paths = [i.get("std_path") for i in infos]
     std_path = None
-    if all(std_paths):  # generative archs: the variance maps are joined the same way
-        std_path = str(out_tif)[: -len(".tif")] + "_std.tif"
-        write_tiff(std_path, np.concatenate([read_tiff(p)[0] for p in std_paths], axis=0), voxel)
-    write_tiff(out_tif, sr, voxel)
+    if is_zarr(out_tif):
+        gather_blocks(block_tifs, out_tif)
+        if all(std_paths):  # generative archs: the variance maps are joined the same way
+            std_path = _std_path(out_tif)
+            gather_blocks(std_paths, std_path)
+    else:
+        if all(std_paths):
+            std_path = _std_path(out_tif)
+            concat_tiffs(std_paths, std_path)
+        concat_tiffs(block_tifs, out_tif)
+    z = sum(i["hr_shape"][0] for i in infos)
+    hr_shape = [z, *infos[0]["hr_shape"][1:]]
+    n_out = int(np.prod(hr_shape))
     compute = sum(i["compute_seconds"] for i in infos)
     info = {k: v for k, v in infos[0].items() if k not in ("block", "z_range")}
     info.update(
-        hr_shape=list(sr.shape),
+        hr_shape=hr_shape,
         compute_seconds=compute,
-        voxels_per_s=sr.size / compute if compute > 0 else None,
+        voxels_per_s=n_out / compute if compute > 0 else None,
         seconds=sum(i["seconds"] for i in infos),
         std_path=std_path,
         blocks_z=len(infos),

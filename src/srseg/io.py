@@ -201,28 +201,58 @@ def write_tiff(path: str | os.PathLike, vol: np.ndarray, voxel_nm: Sequence[floa
     vol = np.ascontiguousarray(vol)
     if vol.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {vol.shape}")
-    vz, vy, vx = (float(v) for v in voxel_nm)
-    resolution = (1e3 / vx, 1e3 / vy)  # pixels per micrometre
     with atomic_path(path) as tmp:
-        if vol.dtype in (np.uint8, np.uint16, np.float32):
-            tifffile.imwrite(
-                tmp,
-                vol,
-                imagej=True,
-                resolution=resolution,
-                metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"},
-                compression="zlib",
-            )
-        else:
-            tifffile.imwrite(
-                tmp,
-                vol,
-                resolution=(1e7 / vx, 1e7 / vy),
-                resolutionunit="CENTIMETER",
-                photometric="minisblack",
-                metadata={"axes": "ZYX", "voxel_size_nm": [vz, vy, vx]},
-                compression="zlib",
-            )
+        tifffile.imwrite(tmp, vol, **tiff_options(vol.dtype, voxel_nm))
+
+
+def tiff_options(dtype, voxel_nm: Sequence[float]) -> dict:
+    """tifffile.imwrite keywords of `write_tiff`: ImageJ resolution + spacing for uint8/uint16/float32,
+    else tifffile "shaped" JSON metadata with the voxel size, zlib-compressed either way."""
+    vz, vy, vx = (float(v) for v in voxel_nm)
+    if np.dtype(dtype) in (np.uint8, np.uint16, np.float32):
+        return dict(
+            imagej=True,
+            resolution=(1e3 / vx, 1e3 / vy),  # pixels per micrometre
+            metadata={"axes": "ZYX", "spacing": vz / 1e3, "unit": "um"},
+            compression="zlib",
+        )
+    return dict(
+        resolution=(1e7 / vx, 1e7 / vy),
+        resolutionunit="CENTIMETER",
+        photometric="minisblack",
+        metadata={"axes": "ZYX", "voxel_size_nm": [vz, vy, vx]},
+        compression="zlib",
+    )
+
+
+def write_tiff_sections(
+    path: str | os.PathLike, sections: Iterator[np.ndarray], shape: Sequence[int], dtype, voxel_nm: Sequence[float]
+) -> None:
+    """`write_tiff` of a (z, y, x) volume given as an iterator of its z sections, one in memory at a time.
+
+    The file has the bytes `write_tiff` writes for the whole array; atomic as well (an
+    iterator that stops early or fails leaves no file).
+    """
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    if len(shape) != 3:
+        raise ValueError(f"expected a (z, y, x) shape, got {shape}")
+    count = 0
+
+    def pages():
+        nonlocal count
+        for plane in sections:
+            plane = np.ascontiguousarray(plane, dtype)
+            if plane.shape != shape[1:]:
+                raise ValueError(f"section of shape {plane.shape}, expected {shape[1:]}")
+            count += 1
+            if count > shape[0]:
+                raise ValueError(f"more than {shape[0]} sections")
+            yield plane
+        if count != shape[0]:
+            raise ValueError(f"{path}: {count} sections given, {shape[0]} expected")
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, **tiff_options(dtype, voxel_nm))
 
 
 def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None]:

@@ -82,6 +82,8 @@ def _coerce(value, schema: dict):
         return value
     if "integer" in types and isinstance(value, float) and value.is_integer():
         return int(value)
+    if "integer" in types and isinstance(value, str) and "string" not in types and value.strip().lstrip("-").isdigit():
+        return int(value)  # `--config infer={blocks_z: 2}` on the command line gives text
     if "number" in types and "integer" not in types:
         if isinstance(value, int):
             return float(value)

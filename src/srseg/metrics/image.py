@@ -58,6 +58,7 @@ from tqdm import tqdm
 from ..config import section
 from ..io import InputError, read_image, read_json, write_csv
 from ..log import get_logger
+from ..volumes import read_image as read_volume
 from .registry import IMAGE, columns, metric, score
 
 DATA_RANGE = 1.0  # L of PSNR / SSIM: the maximum of the data range of normalised images
@@ -364,7 +365,7 @@ def run_image_metrics(
     logger = get_logger(__name__, log)
     if denoised is not None and not with_denoised:
         logger.info("%s: metrics.references does not list denoised; the denoised HR is not scored against", denoised)
-    pred, _, _ = read_image(sr)
+    pred, _, _ = read_volume(sr)  # TIFF, or OME-Zarr with infer.format: ome-zarr
     ref, hr_voxel, _ = read_image(hr)
     if pred.shape != ref.shape:
         raise InputError(
