@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import waterz
+from scipy import ndimage
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from srseg.io import InputError, write_json, write_labels
@@ -386,3 +387,23 @@ def test_run_seg_metrics_rejects_bad_inputs_without_output(tmp_path):
     with pytest.raises(InputError, match="best_threshold"):
         run_seg_metrics(paths, *args)
     assert not out.exists()
+
+
+def test_blockwise_scores_equal_the_in_memory_scores():
+    """Contingency tables accumulated block by block (chunks of any shape) give the same scores to 1e-12."""
+    from srseg.metrics.registry import SEGMENTATION, score
+    from srseg.metrics.segmentation import LabelPair
+
+    rng = np.random.default_rng(4)
+    truth = ndimage.label(rng.random((8, 64, 64)) > 0.4)[0].astype(np.uint64)
+    seg = (truth * 7 + (rng.random(truth.shape) > 0.9)) % 23  # merges, splits and label 0 inside truth
+    whole = score(SEGMENTATION, LabelPair(seg, truth))
+    chunks = [
+        (seg[z : z + 3, y : y + 20, x : x + 48], truth[z : z + 3, y : y + 20, x : x + 48])
+        for z in range(0, 8, 3)
+        for y in range(0, 64, 20)
+        for x in range(0, 64, 48)
+    ]
+    blockwise = score(SEGMENTATION, LabelPair(None, None, blocks=iter(chunks)))
+    for name, value in whole.items():
+        assert blockwise[name] == pytest.approx(value, abs=1e-12, rel=0), name

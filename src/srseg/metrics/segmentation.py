@@ -103,19 +103,50 @@ def contingency_table(seg: np.ndarray, truth: np.ndarray):
             f"segmentation shape {seg.shape} differs from reference shape {truth.shape}; "
             "score a segmentation of the reference's image"
         )
-    for name, arr in (("segmentation", seg), ("reference", truth)):
-        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-            raise InputError(f"{name} labels have dtype {arr.dtype}; pass integer instance IDs")
-    chunks = [(seg, truth)] if truth.ndim < 3 else [(seg[z], truth[z]) for z in range(truth.shape[0])]
-    parts = [_section_pairs(s, t) for s, t in chunks]
-    t_lab = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, truth.dtype)
-    s_lab = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, seg.dtype)
-    counts = np.concatenate([p[2] for p in parts]).astype(np.float64) if parts else np.zeros(0)
+    chunks = [(seg, truth)] if truth.ndim < 3 else ((seg[z], truth[z]) for z in range(truth.shape[0]))
+    return contingency_table_from_blocks(chunks)
+
+
+def contingency_table_from_blocks(blocks):
+    """`contingency_table` of a volume given as (seg block, truth block) pairs of any shapes (same per pair).
+
+    The blocks partition the volume (e.g. sections or chunks read one by one from OME-Zarr), so
+    the counts, and every score from them, equal those of the whole volume in memory; memory
+    holds one block and the distinct overlaps, never the volume.
+    """
+    parts = []
+    for seg, truth in blocks:
+        seg, truth = np.asarray(seg), np.asarray(truth)
+        if seg.shape != truth.shape:
+            raise InputError(
+                f"segmentation block shape {seg.shape} differs from the reference block {truth.shape}; "
+                "score a segmentation of the reference's image"
+            )
+        for name, arr in (("segmentation", seg), ("reference", truth)):
+            if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+                raise InputError(f"{name} labels have dtype {arr.dtype}; pass integer instance IDs")
+        parts.append(_section_pairs(seg, truth))
+        if len(parts) > 64:  # fold the overlaps found so far into one: memory stays with the distinct pairs
+            parts = [_merge_pairs(parts)]
+    t_lab, s_lab, counts = (
+        _merge_pairs(parts) if parts else (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0))
+    )
     truth_ids, t_idx = np.unique(t_lab, return_inverse=True)
     seg_ids, s_idx = np.unique(s_lab, return_inverse=True)
-    # COO -> CSR sums the duplicate (i, j) entries (the same overlap in several sections).
-    table = sparse.coo_array((counts, (t_idx.ravel(), s_idx.ravel())), shape=(truth_ids.size, seg_ids.size)).tocsr()
+    # COO -> CSR sums the duplicate (i, j) entries (the same overlap in several blocks).
+    table = sparse.coo_array(
+        (counts.astype(np.float64), (t_idx.ravel(), s_idx.ravel())), shape=(truth_ids.size, seg_ids.size)
+    ).tocsr()
     return table, truth_ids, seg_ids
+
+
+def _merge_pairs(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth label, seg label, count) triples of several blocks, the same pair's counts summed (integers: exact)."""
+    t = np.concatenate([p[0] for p in parts])
+    s = np.concatenate([p[1] for p in parts])
+    c = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    pairs, inverse = np.unique(np.stack([t.astype(np.uint64), s.astype(np.uint64)]), axis=1, return_inverse=True)
+    return pairs[0], pairs[1], np.bincount(inverse.ravel(), weights=c).astype(np.int64)
 
 
 def _marginals(table) -> tuple[np.ndarray, np.ndarray, float]:
@@ -221,8 +252,12 @@ class LabelPair:
     (a 2D section or a 3D volume) and their contingency table; VOI, Rand and the instance
     matching are computed once, on first use."""
 
-    def __init__(self, seg: np.ndarray, truth: np.ndarray):
-        self.table, self.truth_ids, self.seg_ids = contingency_table(seg, truth)
+    def __init__(self, seg: np.ndarray | None, truth: np.ndarray | None, blocks=None):
+        """A pair of label arrays, or `blocks`: (seg block, truth block) pairs that partition a volume."""
+        if blocks is not None:
+            self.table, self.truth_ids, self.seg_ids = contingency_table_from_blocks(blocks)
+        else:
+            self.table, self.truth_ids, self.seg_ids = contingency_table(seg, truth)
 
     @cached_property
     def voi(self) -> tuple[float, float]:
