@@ -212,7 +212,14 @@ def model_file(wildcards):
 def segmentation_choice():
     """The keys of `segmentation:` that shape the segmentations (not the reported fixed threshold)."""
     seg = config["segmentation"]
-    return canonical({k: seg[k] for k in ("thresholds", "seed_min_distance", "merge_function")})
+    keys = ("thresholds", "merge_function", "seed_min_distance", "boundary_threshold", "min_size", "long_range_weight")
+    return canonical({k: seg[k] for k in keys})
+
+
+def lab_ruler(wildcards):
+    """A lab's own ruler checkpoint (affinity.model) as an input, so replacing the file reruns the rows."""
+    path = config["affinity"]["model"]
+    return [path] if path else []
 
 
 # ---------------------------------------------------------------- ingest
@@ -336,6 +343,8 @@ def reference_inputs(wildcards):
 
 # name: (caption file in report/, category, subcategory) of each registered output
 REPORT_ITEMS = {
+    "ruler": ("ruler", "Ruler", "Tables"),
+    "ruler_curves": ("ruler_curves", "Ruler", "Figures"),
     "summary": ("summary", "Summary", "Tables"),
     "per_specimen": ("per_specimen", "Summary", "Tables"),
     "paired_tests": ("paired_tests", "Summary", "Tables"),

@@ -10,6 +10,7 @@ rule train_affinity:
     input:
         hr=lambda w: [paired(s, "hr.tif") for s in affinity_train_specimens(w.fold)],
         labels=lambda w: [paired(s, "labels.tif") for s in affinity_train_specimens(w.fold)],
+        ruler=lab_ruler,
     output:
         model=affinity_model("{fold}"),
         log_csv=affinity_model("{fold}", "log.csv"),

@@ -8,6 +8,9 @@ rule segment:
     input:
         image=lambda w: sr_image(w.model, w.data, w.fold, w.specimen),
         model=affinity_model("{fold}"),
+        # the fragment settings (seed distance, boundary threshold, size filter, long-range weight)
+        # this row chose on the validation sections, with its threshold
+        choice=lambda w: row_threshold(w.model, w.data, w.fold),
     output:
         segs=segmentations("{model}", "{data}", "{fold}", "{specimen}"),
         info=segmented("{model}", "{data}", "{fold}", "{specimen}", "segment.json"),

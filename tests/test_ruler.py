@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 from helpers import cells
 
-from srseg import affinity, ruler
+from srseg import affinity, ruler, ruler_spec, segment
 from srseg.affinity import AffinityUNet
 from srseg.config import section
 from srseg.data import split_sections, validation_sections
 from srseg.infer import super_resolve
-from srseg.io import read_json, write_image, write_json, write_labels
+from srseg.io import InputError, read_json, write_image, write_json, write_labels
 from srseg.models import build_model
 from srseg.runtime import save_checkpoint
 
@@ -51,7 +56,13 @@ def test_each_row_chooses_its_threshold_on_its_own_validation_output(tmp_path, m
 
     def spy(predict, validation, thresholds, **kw):
         seen.update(validation)
-        return {"best_threshold": 0.7, "scores": {}, "per_specimen": {}, "criterion": "voi_sum"}
+        return {
+            "best_threshold": 0.7,
+            "fragments": segment.default_fragments({}),
+            "scores": {},
+            "per_specimen": {},
+            "criterion": "voi_sum",
+        }
 
     monkeypatch.setattr(ruler, "choose_threshold", spy)
     out = tmp_path / "row.json"
@@ -75,3 +86,85 @@ def test_each_row_chooses_its_threshold_on_its_own_validation_output(tmp_path, m
         assert sr.shape == (2, 48, 48) and np.array_equal(truth, labels[6:8])  # the validation sections only
         expected = super_resolve(bicubic, lr.astype(np.float32), 3, 16, 4, 8, "cpu", progress=False)[6:8]
         np.testing.assert_allclose(sr, expected, atol=1e-6)  # the row's own output, not HR
+
+
+# --------------------------------------------------------------------------- a lab's own ruler (affinity.model)
+
+OWN = {"features": 4, "depth": 2, "tile": 32, "overlap": 8, "long_range": [[0, -4, 0], [0, 0, -4]]}
+
+
+def _specimens(root):
+    hr, labels = [], []
+    for name, seed in (("a", 2), ("b", 3)):
+        image, lab = cells((4, 40, 40), 10, seed)
+        write_image(root / name / "hr.tif", image, [50, 10, 10], "uint8")
+        write_labels(root / name / "labels.tif", lab, [50, 10, 10])
+        hr.append(str(root / name / "hr.tif"))
+        labels.append(str(root / name / "labels.tif"))
+    return hr, labels
+
+
+def _run_train(root, out, settings):
+    hr, labels = _specimens(root)
+    ruler.run_train_affinity(
+        hr=hr,
+        labels=labels,
+        model=str(out / "model.pt"),
+        log_csv=str(out / "log.csv"),
+        train_json=str(out / "train.json"),
+        threshold_json=str(out / "threshold.json"),
+        affinity=section("affinity", settings),
+        segmentation=section("segmentation", {"thresholds": [0.3, 0.7]}),
+        device="cpu",
+    )
+
+
+def test_own_ruler_is_used_without_training(tmp_path):
+    torch.manual_seed(3)
+    net = affinity.build_network(section("affinity", {**OWN, "lsd": {"enabled": False}}))
+    torch.save(net.state_dict(), tmp_path / "lab_ruler.pt")  # a bare state_dict, as a lab would save it
+    settings = {**OWN, "model": str(tmp_path / "lab_ruler.pt"), "normalize": {"mean": 0.5, "std": 0.25}}
+    ruler_spec.check_ruler_model(section("affinity", settings))  # the plan-time check passes
+    out = tmp_path / "aff"
+    _run_train(tmp_path, out, settings)
+    info = read_json(out / "train.json")
+    assert info["trained"] is False and info["model"] == settings["model"]
+    assert not (out / "checkpoint.pt").exists() and len(pd.read_csv(out / "log.csv")) == 0  # no step was run
+    assert read_json(out / "threshold.json")["ruler"]["trained"] is False
+    used = affinity.load_affinity_model(out / "model.pt")
+    assert used.offsets == [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -4, 0], [0, 0, -4]]
+    assert (used.mean, used.std) == (0.5, 0.25)  # the declared input normalisation
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, used.state_dict()[k]), k
+    # rule train_affinity's model.pt is itself a valid own ruler (e.g. trained on a GPU cluster)
+    again = {**OWN, "model": str(out / "model.pt"), "normalize": {"mean": 0.5, "std": 0.25}}
+    ruler_spec.check_ruler_model(section("affinity", again))
+    _run_train(tmp_path, tmp_path / "again", again)
+    assert read_json(tmp_path / "again" / "train.json")["trained"] is False
+
+
+def test_a_wrong_own_ruler_fails_before_any_job_naming_affinity_model(tmp_path):
+    torch.manual_seed(0)
+    nearest_only = affinity.build_network(section("affinity", {**OWN, "long_range": []}))
+    torch.save(nearest_only.state_dict(), tmp_path / "nn.pt")
+    save_checkpoint(tmp_path / "sr.pt", {"arch": "edsr", "state_dict": {}})
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    cases = [
+        ("missing.pt", "does not exist"),
+        ("nn.pt", "predicts 2 affinity channels, but affinity.dim 2 and affinity.long_range declare 4"),
+        ("sr.pt", "trained as arch 'edsr'"),
+        ("notes.txt", "not a PyTorch checkpoint"),
+    ]
+    for name, message in cases:
+        settings = section("affinity", {**OWN, "model": str(tmp_path / name)})
+        with pytest.raises(InputError, match=r"^affinity\.model: .*" + message.replace("(", r"\(")):
+            ruler_spec.check_ruler_model(settings)
+    # torch-free: the check runs on a login node without torch
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from srseg.ruler_spec import check_ruler_model\n"
+        f"check_ruler_model({{'model': {str(tmp_path / 'nn.pt')!r}, 'dim': 2, 'depth': 2, 'long_range': []}})\n"
+        "print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -175,6 +175,7 @@ def test_choose_threshold_uses_validation_not_test(tmp_path, monkeypatch):
                 "batch": 1,
                 "patch": 16,
                 "augment": {"flip": False, "prob": 0.0},
+                "long_range": [],  # the oracle predicts the nearest neighbours only
             },
         ),
         segmentation=section("segmentation", {"thresholds": THRESHOLDS}),
@@ -282,3 +283,80 @@ def test_per_section_labels():
     lab = np.array([[[1, 1, 0, 2]], [[1, 2, 2, 0]]])
     out = segment.per_section_labels(lab)
     assert out.tolist() == [[[1, 1, 0, 2]], [[3, 4, 4, 0]]]
+
+
+def test_long_range_affinities_close_a_gap_in_the_membrane():
+    """Two cells whose nearest-neighbour affinities leak through a gap: the long-range ones keep them apart."""
+    labels = np.zeros((1, 32, 40), np.uint64)
+    labels[0, :, :19], labels[0, :, 21:] = 1, 2  # a 2-px membrane at x = 19, 20
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, 0, -6]]
+    affs = affinity.offset_affinities(labels, offsets)
+    affs[1:3, 0, 8:24, 17:23] = 1.0  # the short affinities miss the membrane over half its length
+    for weight, merged in ((0.0, True), (0.7, False)):
+        segs, _ = segment.segment_affinities(affs, [0.6], offsets=offsets, long_range_weight=weight)
+        seg = segs[0.6][0]
+        assert bool(seg[16, 5] == seg[16, 35]) is merged, weight
+    folded = segment.fold_long_range(affs, offsets, 0.5)
+    # an x edge inside the gap: spanned by x - 6 pairs that cross the membrane (0), so its score halves
+    assert folded[2, 0, 16, 20] == pytest.approx(0.5) and folded[2, 0, 16, 5] == pytest.approx(1.0)
+    assert np.array_equal(folded[:2], affs[:2])  # nothing long-range along z and y
+    with pytest.raises(InputError, match="nearest neighbours"):
+        segment.fold_long_range(affs, [[0, 0, -6], *offsets[:3]], 0.5)
+
+
+def test_size_filter_floods_small_segments():
+    labels = voronoi((2, 64, 64), 12, seed=9)
+    affs = affinity_targets(labels, 2)
+    seg, _ = segment.segment_affinities(affs, [0.5])
+    seg = seg[0.5]
+    tiny = seg.copy()
+    tiny[0, 30:33, 30:33] = seg.max() + 1  # a 9-px speck
+    boundary = segment.boundary_map(affs)
+    out = segment.filter_small(tiny, boundary, 10)
+    assert seg.max() + 1 not in out and np.array_equal(out[1], tiny[1])
+    assert np.array_equal(segment.filter_small(tiny, boundary, 0), tiny)
+
+
+def test_fragment_settings_are_chosen_on_validation_and_used_by_segment(tmp_path):
+    image, fine, _, oracle = _two_level_scenario(seed=10)
+    seg_cfg = {"thresholds": [0.3, 0.5], "seed_min_distance": [2, 5], "min_size": [0, 30], "long_range_weight": 0.5}
+    choice = segment.choose_threshold(oracle, {"v": (image, fine)}, [0.3, 0.5], segmentation=seg_cfg)
+    assert len(choice["candidates"]) == 2 * 2
+    best = min(choice["candidates"], key=lambda c: c["voi_sum"])
+    assert choice["fragments"] == {k: best[k] for k in segment.TUNED_KEYS}
+    assert segment.default_fragments(seg_cfg) == {
+        "seed_min_distance": 2,
+        "boundary_threshold": 0.5,
+        "long_range_weight": 0.5,
+        "min_size": 0,
+    }
+    # rule segment reads the row's choice
+    torch.manual_seed(0)
+    net = AffinityUNet(2, 4, 2)
+    save_checkpoint(
+        tmp_path / "model.pt",
+        {"net": net.config(), "state_dict": net.state_dict(), "params": section("affinity", {"tile": 32})},
+    )
+    write_image(tmp_path / "img.tif", render(voronoi((1, 32, 32), 5, seed=7), 7), [50, 10, 10], "uint8")
+    write_json(tmp_path / "choice.json", {"best_threshold": 0.5, "fragments": {**choice["fragments"], "min_size": 7}})
+    segment.run_segment(
+        str(tmp_path / "img.tif"),
+        str(tmp_path / "model.pt"),
+        [str(tmp_path / "seg" / "t0.3.tif"), str(tmp_path / "seg" / "t0.5.tif")],
+        str(tmp_path / "seg" / "segment.json"),
+        seg_cfg,
+        device="cpu",
+        choice=str(tmp_path / "choice.json"),
+    )
+    assert read_json(tmp_path / "seg" / "segment.json")["fragments"]["min_size"] == 7
+    write_json(tmp_path / "bad.json", {"best_threshold": 0.5})
+    with pytest.raises(InputError, match="fragments"):
+        segment.run_segment(
+            str(tmp_path / "img.tif"),
+            str(tmp_path / "model.pt"),
+            [str(tmp_path / "seg" / "t0.3.tif"), str(tmp_path / "seg" / "t0.5.tif")],
+            str(tmp_path / "seg" / "x.json"),
+            seg_cfg,
+            device="cpu",
+            choice=str(tmp_path / "bad.json"),
+        )

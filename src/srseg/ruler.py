@@ -22,6 +22,7 @@ from .data import validation_sections
 from .infer import load_sr_model, super_resolve
 from .io import InputError, read_image, read_json, read_labels, write_json
 from .log import get_logger
+from .ruler_spec import offsets
 from .runtime import resolve_device, set_threads
 from .segment import choose_threshold
 
@@ -43,33 +44,37 @@ def run_train_affinity(
 ) -> None:
     """Snakemake entry point of rule train_affinity (one fold).
 
-    Trains the network (`affinity.train_affinity_network`), then segments the held-back validation
-    sections at every threshold of `segmentation` (thresholds, seed_min_distance,
-    merge_function) and writes the one with the lowest mean VOI sum to threshold.json:
-    the test specimen is never looked at.
+    Trains the network (`affinity.train_affinity_network`; with `affinity.model` the lab's own
+    network is used instead, untrained), then segments the held-back validation sections at
+    every threshold and fragment candidate of `segmentation` and writes the combination with
+    the lowest mean VOI sum to threshold.json (`best_threshold`, `fragments`): the test
+    specimen is never looked at.
     """
     kind = affinity_net.train_affinity_network(
         hr, labels, model, log_csv, train_json, affinity, seed, device, threads, log, validation=validation
     )
-    predict: Callable[[np.ndarray], np.ndarray] = lambda img: affinity_net.predict_affinities(  # noqa: E731
-        kind.model,
-        img,
-        kind.device,
-        int(affinity["tile"]),
-        int(affinity["overlap"]),
-        int(affinity["batch"]),
-        int(affinity["tile_z"]),
+    predict: Callable[[np.ndarray], np.ndarray] = lambda img: affinity_net.predict(  # noqa: E731
+        kind.model, img, kind.device, affinity
     )
+    seg = section("segmentation", segmentation)
     choice = choose_threshold(
         predict,
         kind.validation,
-        segmentation["thresholds"],
-        seed_min_distance=segmentation["seed_min_distance"],
+        seg["thresholds"],
         dim=kind.dim,
-        merge_function=segmentation["merge_function"],
+        merge_function=seg["merge_function"],
+        segmentation=seg,
+        offsets=kind.model.offsets,
     )
     choice["validation_sections"] = dict(kind.specimens)
-    get_logger("srseg.ruler", log).info("best threshold on validation: %s", choice["best_threshold"])
+    choice["ruler"] = {
+        "trained": not affinity.get("model"),
+        "model": affinity.get("model"),
+        "offsets": offsets(affinity),
+    }
+    get_logger("srseg.ruler", log).info(
+        "best on validation: threshold %s, fragments %s", choice["best_threshold"], choice["fragments"]
+    )
     write_json(threshold_json, choice)
 
 
@@ -133,19 +138,22 @@ def run_row_threshold(
         logger.info("%s: validation sections %d..%d super-resolved", name, val.start, val.stop)
 
     def predict(img: np.ndarray) -> np.ndarray:
-        return affinity_net.predict_affinities(
-            net, img, dev, int(p["tile"]), int(p["overlap"]), int(p["batch"]), int(p["tile_z"]), progress=False
-        )
+        return affinity_net.predict(net, img, dev, p)
 
     choice = choose_threshold(
         predict,
         validation_sets,
         seg["thresholds"],
-        seed_min_distance=seg["seed_min_distance"],
         dim=net.dim,
         merge_function=seg["merge_function"],
+        segmentation=seg,
+        offsets=net.offsets,
     )
     choice["validation_sections"] = ranges
-    logger.info("best threshold on this row's own validation output: %s", choice["best_threshold"])
+    logger.info(
+        "best on this row's own validation output: threshold %s, fragments %s",
+        choice["best_threshold"],
+        choice["fragments"],
+    )
     write_json(out_json, choice)
     return choice

@@ -1,14 +1,26 @@
 """Affinities -> neuron segmentation: seeded watershed fragments + waterz agglomeration.
 
 Pipeline (the Chalmers study's, as in funkelab lsd):
+0. long-range affinities (channels 3.. of the ruler's output, offsets along one axis) are
+   folded into the nearest-neighbour ones: the edge between p - e_d and p gets
+   (1 - w) x its own affinity + w x the mean of the long-range affinities whose pairs span
+   it (`long_range_weight` w), so a gap in a membrane that the short affinities miss is
+   still seen from further away. Diagonal offsets are learned but not folded;
 1. boundary = 1 - mean(y, x affinities), per section;
-2. seeds = maxima of the distance transform of the cell interior (boundary < 0.5),
-   at least `seed_min_distance` pixels apart, at least one per interior component;
+2. seeds = maxima of the distance transform of the cell interior (boundary <
+   `boundary_threshold`), at least `seed_min_distance` pixels apart, at least one per
+   interior component;
 3. fragments = watershed of (boundary - distance) from the seeds over the whole
    section (every voxel gets a fragment, so no unlabelled holes in cells);
 4. waterz merges fragments in order of mean affinity (scoring function
    OneMinus<MeanAffinity>): threshold t merges every pair whose boundary has
-   mean affinity > 1 - t, so higher thresholds give fewer, larger segments.
+   mean affinity > 1 - t, so higher thresholds give fewer, larger segments;
+5. size filter: segments of fewer than `min_size` voxels are flooded by their neighbours
+   across the boundary map (0: off).
+
+`segmentation:` values given as lists are candidates: `choose_threshold` segments the
+validation sections with every combination and keeps the one (and the threshold) with the
+lowest VOI; threshold.json records it under `fragments`, and rule segment uses it.
 
 In 2D mode (z affinity 0) each section is agglomerated on its own, so nothing
 merges across z and segment IDs are unique per section. The scoring unit is one
@@ -28,6 +40,7 @@ from writing the same module at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -41,10 +54,12 @@ from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import runtime
-from .affinity import load_affinity_model, predict_affinities
+from .affinity import load_affinity_model, predict
 from .config import section
-from .io import InputError, read_image, read_json, read_labels, write_json, write_labels
+from .io import InputError, read_json, read_labels, write_json, write_labels
 from .metrics import labels_are_3d, scores_in_3d, unit_scores
+from .ruler_spec import NEAREST
+from .volumes import read_image
 from .waterz_scoring import scoring_function
 
 
@@ -54,16 +69,79 @@ def threshold_name(t: float) -> str:
 
 
 def check_affinities(affs: np.ndarray) -> np.ndarray:
-    """Affinities must be (3, z, y, x) and finite; returned as C-contiguous float32 clipped to [0, 1]."""
+    """Affinities must be (3 + long range, z, y, x) and finite; returned as C-contiguous float32 in [0, 1]."""
     affs = np.asarray(affs)
-    if affs.ndim != 4 or affs.shape[0] != 3:
-        raise InputError(f"affinities must have shape (3, z, y, x), got {affs.shape}; predict them with srseg.affinity")
+    if affs.ndim != 4 or affs.shape[0] < 3:
+        raise InputError(
+            f"affinities must have shape (3 + long range, z, y, x), got {affs.shape}; predict them with srseg.affinity"
+        )
     if not np.all(np.isfinite(affs)):
         raise InputError(
             "affinities contain NaN or infinite values; the affinity network or its input image "
             "is broken (check the image for NaN)"
         )
     return np.ascontiguousarray(np.clip(affs, 0.0, 1.0), dtype=np.float32)
+
+
+def _crossing_mean(aff: np.ndarray, axis: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sum, count) per nearest-neighbour edge along `axis` of the offset-k affinities whose pairs span it.
+
+    Offset -k (k > 0): aff[q] pairs q with q - k, valid for q >= k; the edge (p - 1, p) is
+    spanned by q in [p, p + k - 1]. Offset +k: aff[q] pairs q with q + k, valid for q < n - k;
+    spanned by q in [p - k, p - 1]. Edge p = 0 (no predecessor) gets count 0.
+    """
+    n = aff.shape[axis]
+    idx = np.arange(n).reshape([-1 if a == axis else 1 for a in range(aff.ndim)])
+    kk = abs(k)
+    valid = (idx >= kk) if k < 0 else (idx < n - kk)
+    valid = np.broadcast_to(valid, aff.shape)
+    cs = np.cumsum(np.where(valid, aff, 0.0), axis=axis, dtype=np.float64)
+    cc = np.cumsum(valid, axis=axis, dtype=np.float64)
+    zero = np.zeros_like(np.take(cs, [0], axis=axis))
+    cs, cc = np.concatenate([zero, cs], axis=axis), np.concatenate([zero, cc], axis=axis)  # prefix sums, n + 1
+    p = np.arange(n)
+    lo, hi = (p, np.minimum(p + kk, n)) if k < 0 else (np.maximum(p - kk, 0), p)
+    total = np.take(cs, hi, axis=axis) - np.take(cs, lo, axis=axis)
+    count = np.take(cc, hi, axis=axis) - np.take(cc, lo, axis=axis)
+    first = [slice(None)] * aff.ndim
+    first[axis] = slice(0, 1)
+    count[tuple(first)] = 0
+    return total, count
+
+
+def fold_long_range(
+    affs: np.ndarray, offsets: Sequence[Sequence[int]] | None = None, weight: float = 0.5
+) -> np.ndarray:
+    """Nearest-neighbour affinities (3, z, y, x) with the long-range channels folded in (see the module docstring).
+
+    `offsets` are the channels' offsets (srseg.ruler_spec.offsets; None: the first 3 are the
+    nearest neighbours and there is nothing to fold). Only offsets along one axis are folded;
+    an edge no long-range pair spans keeps its own affinity.
+    """
+    affs = np.asarray(affs, np.float32)
+    nn = affs[:3]
+    if offsets is None or len(offsets) <= 3 or weight <= 0:
+        return np.ascontiguousarray(nn)
+    if [list(o) for o in offsets[:3]] != NEAREST or len(offsets) != affs.shape[0]:
+        raise InputError(
+            f"affinities have {affs.shape[0]} channels for offsets {list(offsets)}; the first three must be "
+            f"the nearest neighbours {NEAREST}"
+        )
+    out = nn.copy()
+    for d in range(3):
+        sums, counts = 0.0, 0
+        for c, o in enumerate(offsets[3:], start=3):
+            if sum(1 for v in o if v) != 1 or not o[d]:
+                continue
+            total, count = _crossing_mean(affs[c], d, int(o[d]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            sums = sums + np.nan_to_num(mean)
+            counts = counts + np.isfinite(mean)
+        if isinstance(counts, np.ndarray):
+            far = np.where(counts > 0, sums / np.maximum(counts, 1), nn[d])
+            out[d] = np.where(counts > 0, (1 - weight) * nn[d] + weight * far, nn[d])
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def per_section_labels(labels: np.ndarray) -> np.ndarray:
@@ -120,7 +198,7 @@ def fragments_from_affinities(
     out = np.zeros(affs.shape[1:], np.uint64)
     offset = 0
     for z in tqdm(range(affs.shape[1]), desc="fragments", unit="section", disable=not progress, mininterval=2):
-        frag = section_fragments(affs[1:, z], seed_min_distance, boundary_threshold)
+        frag = section_fragments(affs[1:3, z], seed_min_distance, boundary_threshold)
         out[z] = frag + np.uint64(offset)
         offset += int(frag.max())
     return out
@@ -198,7 +276,7 @@ def agglomerate(
     unique over the volume; dim=3: one waterz run over the whole volume, merging
     across sections through the z affinities.
     """
-    affs = check_affinities(affs)
+    affs = check_affinities(affs)[:3]
     fragments = np.asarray(fragments)
     if fragments.shape != affs.shape[1:]:
         raise InputError(
@@ -224,6 +302,33 @@ def agglomerate(
     return out
 
 
+def boundary_map(affs: np.ndarray, dim: int = 2) -> np.ndarray:
+    """1 - mean nearest-neighbour affinity per voxel: of (y, x) in 2D, of (z, y, x) in 3D."""
+    return 1.0 - affs[1:3].mean(axis=0) if dim == 2 else 1.0 - affs[:3].mean(axis=0)
+
+
+def filter_small(seg: np.ndarray, boundary: np.ndarray, min_size: int, dim: int = 2) -> np.ndarray:
+    """Segments of fewer than `min_size` voxels flooded by their neighbours across `boundary` (0 or 1: as is).
+
+    2D: sizes and flooding per section (IDs are unique per section); 3D: over the volume. A
+    section (volume) whose segments are all small is left as it is.
+    """
+    if min_size <= 1:
+        return seg
+    sizes = np.bincount(seg.ravel().astype(np.int64))
+    small = sizes[seg] < min_size
+    if not small.any():
+        return seg
+    keep = np.where(small, 0, seg)
+    out = seg.copy()
+    units = [(slice(z, z + 1),) for z in range(seg.shape[0])] if dim == 2 else [(slice(None),)]
+    for u in units:
+        if not small[u].any() or not keep[u].any():
+            continue
+        out[u] = watershed(boundary[u], keep[u].astype(np.int64)).astype(seg.dtype)
+    return out
+
+
 def segment_affinities(
     affs: np.ndarray,
     thresholds: Sequence[float],
@@ -231,17 +336,60 @@ def segment_affinities(
     dim: int = 2,
     merge_function: str = "mean",
     progress: bool = False,
-) -> tuple[dict[float, np.ndarray], dict]:
-    """Fragments + agglomeration: ({threshold: labels}, timings in seconds and fragment count)."""
+    boundary_threshold: float = 0.5,
+    min_size: int | Sequence[int] = 0,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+) -> tuple[dict, dict]:
+    """Fragments + agglomeration (+ size filter): ({threshold: labels}, timings in seconds and fragment count).
+
+    `affs` has the channels of `offsets` (None: the 3 nearest neighbours); long-range ones are
+    folded in first (`fold_long_range`). With a list of `min_size` values the result is
+    {min_size: {threshold: labels}} (one agglomeration, filtered once per value).
+    """
     t0 = time.perf_counter()
-    fragments = fragments_from_affinities(affs, seed_min_distance, progress=progress)
+    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    fragments = fragments_from_affinities(nn, seed_min_distance, boundary_threshold, progress=progress)
     t1 = time.perf_counter()
-    segs = agglomerate(affs, fragments, thresholds, dim, merge_function, progress=progress)
+    segs = agglomerate(nn, fragments, thresholds, dim, merge_function, progress=progress)
     t2 = time.perf_counter()
-    return segs, {"fragment_seconds": t1 - t0, "agglomerate_seconds": t2 - t1, "n_fragments": int(fragments.max())}
+    boundary = boundary_map(nn, dim)
+    sizes = list(min_size) if isinstance(min_size, (list, tuple)) else [int(min_size)]
+    filtered = {m: {t: filter_small(seg, boundary, int(m), dim) for t, seg in segs.items()} for m in sizes}
+    t3 = time.perf_counter()
+    timing = {
+        "fragment_seconds": t1 - t0,
+        "agglomerate_seconds": t2 - t1,
+        "filter_seconds": t3 - t2,
+        "n_fragments": int(fragments.max()),
+    }
+    return (filtered if isinstance(min_size, (list, tuple)) else filtered[sizes[0]]), timing
 
 
-# --------------------------------------------------------------------------- threshold choice
+# --------------------------------------------------------------------------- fragment settings and threshold choice
+
+FRAGMENT_KEYS = ("seed_min_distance", "boundary_threshold", "long_range_weight")
+TUNED_KEYS = (*FRAGMENT_KEYS, "min_size")
+
+
+def _candidates(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def fragment_candidates(segmentation: dict) -> list[dict]:
+    """Every combination of the `segmentation:` candidates (seed distance, boundary threshold, long-range weight).
+
+    In the order of the lists, first key slowest; `min_size` is tried inside each (it needs no new fragments).
+    """
+    seg = section("segmentation", segmentation)
+    lists = [_candidates(seg[k]) for k in FRAGMENT_KEYS]
+    return [dict(zip(FRAGMENT_KEYS, combo)) for combo in itertools.product(*lists)]
+
+
+def default_fragments(segmentation: dict) -> dict:
+    """The first candidate of each tuned key: what rule segment uses without a choice (threshold.json)."""
+    seg = section("segmentation", segmentation)
+    return {k: _candidates(seg[k])[0] for k in TUNED_KEYS}
 
 
 def pick_best_threshold(scores: Mapping[str, Mapping[float, Mapping[str, float]]], criterion: str = "voi_sum"):
@@ -268,32 +416,64 @@ def choose_threshold(
     predict: Callable[[np.ndarray], np.ndarray],
     validation: Mapping[str, tuple[np.ndarray, np.ndarray]],
     thresholds: Sequence[float],
-    seed_min_distance: int = 3,
+    seed_min_distance: int | Sequence[int] = 3,
     dim: int = 2,
     merge_function: str = "mean",
     criterion: str = "voi_sum",
+    segmentation: dict | None = None,
+    offsets: Sequence[Sequence[int]] | None = None,
 ) -> dict:
-    """Segment each specimen's validation image at every threshold and pick the best (threshold.json content).
+    """Segment each specimen's validation image at every threshold and fragment setting; pick the best.
 
-    `validation` maps specimen -> (image, labels) of held-back sections only;
-    the test specimen never enters, so the reported best threshold is not tuned
-    on the data it is reported for. Each specimen is scored in the unit the tables
-    report (`scores_in_3d(dim, labels)`): the whole validation volume when the
-    segmentation or the labels are 3D, else the mean over its sections; `in_3d`
-    records which.
+    Returns threshold.json's content: `best_threshold`, `fragments` (the chosen seed distance,
+    boundary threshold, long-range weight and size filter), the mean and per-specimen scores
+    per threshold at those fragment settings, and every candidate's best score (`candidates`).
+    `segmentation` is the `segmentation:` slice (its list values are candidates); without it
+    only `seed_min_distance` is used, with no size filter. `validation` maps specimen ->
+    (image, labels) of held-back sections only; the test specimen never enters, so the
+    reported best threshold is not tuned on the data it is reported for. Each specimen is
+    scored in the unit the tables report (`scores_in_3d(dim, labels)`): the whole validation
+    volume when the segmentation or the labels are 3D, else the mean over its sections;
+    `in_3d` records which. Ties go to the lowest threshold, then to the earlier candidate.
     """
-    per_specimen, in_3d = {}, {}
-    for name, (image, labels) in validation.items():
-        segs, _ = segment_affinities(predict(image), thresholds, seed_min_distance, dim, merge_function)
-        in_3d[name] = scores_in_3d(dim, labels)
-        per_specimen[name] = {t: unit_scores(seg, labels, in_3d[name]) for t, seg in segs.items()}
-    best, mean = pick_best_threshold(per_specimen, criterion)
+    if segmentation is None:
+        segmentation = {"seed_min_distance": seed_min_distance, "min_size": 0, "merge_function": merge_function}
+    seg_cfg = section("segmentation", segmentation)
+    sizes = [int(m) for m in _candidates(seg_cfg["min_size"])]
+    affs = {name: predict(image) for name, (image, _) in validation.items()}
+    in_3d = {name: scores_in_3d(dim, labels) for name, (_, labels) in validation.items()}
+    best, tried = None, []
+    for frag in fragment_candidates(seg_cfg):
+        per_size = {m: {} for m in sizes}
+        for name, (_, labels) in validation.items():
+            segs, _ = segment_affinities(
+                affs[name],
+                thresholds,
+                int(frag["seed_min_distance"]),
+                dim,
+                merge_function,
+                boundary_threshold=float(frag["boundary_threshold"]),
+                min_size=sizes,
+                offsets=offsets,
+                long_range_weight=float(frag["long_range_weight"]),
+            )
+            for m in sizes:
+                per_size[m][name] = {t: unit_scores(seg, labels, in_3d[name]) for t, seg in segs[m].items()}
+        for m in sizes:
+            t, mean = pick_best_threshold(per_size[m], criterion)
+            entry = {**frag, "min_size": m}
+            tried.append({**entry, "best_threshold": t, criterion: mean[t][criterion]})
+            if best is None or mean[t][criterion] < best[0] - 1e-12:
+                best = (mean[t][criterion], t, entry, mean, per_size[m])
+    _, t, entry, mean, per_specimen = best
     return {
-        "best_threshold": best,
+        "best_threshold": t,
         "criterion": criterion,
+        "fragments": entry,
         "in_3d": in_3d,
-        "scores": {str(t): s for t, s in mean.items()},
-        "per_specimen": {n: {str(t): s for t, s in per.items()} for n, per in per_specimen.items()},
+        "scores": {str(k): v for k, v in mean.items()},
+        "per_specimen": {n: {str(k): v for k, v in per.items()} for n, per in per_specimen.items()},
+        "candidates": tried,
     }
 
 
@@ -310,16 +490,26 @@ def run_segment(
     device: str = "auto",
     threads: int | None = None,
     log: str | None = None,
+    choice: str | None = None,
 ) -> None:
     """Snakemake entry point of rule segment: affinities of one image, one label TIFF per threshold, throughput json.
 
-    `segmentation` holds thresholds, seed_min_distance and merge_function (the
-    `segmentation:` slice); `segmentations` are the output paths in the order of the
-    sorted thresholds. Prediction tiles are those the affinity model was trained with.
+    `segmentation` is the `segmentation:` slice (thresholds, merge_function, fragment
+    candidates); `choice` the row's threshold json (rule row_threshold's, threshold.json for
+    the `hr` row), whose `fragments` entry holds the seed distance, boundary threshold,
+    long-range weight and size filter chosen on the validation sections (None: the first
+    candidate of each). `segmentations` are the output paths in the order of the sorted
+    thresholds. Prediction tiles are those the affinity model was trained with.
     """
     seg_cfg = section("segmentation", segmentation)
-    thresholds, seed_min_distance = sorted(seg_cfg["thresholds"]), seg_cfg["seed_min_distance"]
+    thresholds = sorted(seg_cfg["thresholds"])
     merge_function = seg_cfg["merge_function"]
+    frag = default_fragments(seg_cfg)
+    if choice is not None:
+        chosen = read_json(choice).get("fragments")
+        if chosen is None or any(k not in chosen for k in TUNED_KEYS):
+            raise InputError(f"{choice}: no complete `fragments` entry ({', '.join(TUNED_KEYS)}); rerun the rule")
+        frag = {k: chosen[k] for k in TUNED_KEYS}
     logger = runtime.get_logger("srseg.segment", log)
     runtime.set_threads(threads)
     thresholds = [float(t) for t in thresholds]
@@ -342,14 +532,25 @@ def run_segment(
     logger.info("segmenting %s %s with %s on %s", image, vol.shape, model, dev)
 
     t0 = time.perf_counter()
-    affs = predict_affinities(net, vol, dev, int(p["tile"]), int(p["overlap"]), int(p["batch"]), int(p["tile_z"]))
+    affs = predict(net, vol, dev, p, progress=True)
     if dev.type == "cuda":
         import torch
 
         torch.cuda.synchronize()
     t_pred = time.perf_counter() - t0
     with waterz_cache(cache_dir):
-        segs, timing = segment_affinities(affs, thresholds, seed_min_distance, net.dim, merge_function, progress=True)
+        segs, timing = segment_affinities(
+            affs,
+            thresholds,
+            int(frag["seed_min_distance"]),
+            net.dim,
+            merge_function,
+            progress=True,
+            boundary_threshold=float(frag["boundary_threshold"]),
+            min_size=int(frag["min_size"]),
+            offsets=getattr(net, "offsets", None),
+            long_range_weight=float(frag["long_range_weight"]),
+        )
     for path, t in zip(segmentations, thresholds):
         write_labels(path, segs[t], voxel)
     n = int(vol.size)
@@ -363,7 +564,9 @@ def run_segment(
         "voxels": n,
         "thresholds": thresholds,
         "merge_function": merge_function,
-        "seed_min_distance": seed_min_distance,
+        "fragments": frag,
+        "fragments_from": str(choice) if choice else "first candidates of segmentation:",
+        "offsets": getattr(net, "offsets", None),
         "ids": "unique per section" if net.dim == 2 else "3D (linked through z)",
         "affinity_seconds": t_pred,
         "affinity_voxels_per_second": n / max(t_pred, 1e-9),

@@ -10,6 +10,7 @@ with rule_log(snakemake) as log:
         segmentations=list(snakemake.output.segs),
         segment_json=snakemake.output.info,
         segmentation=dict(snakemake.params.segmentation),
+        choice=snakemake.input.choice,
         # waterz JIT-compiles non-prebuilt scoring functions (witty) into a cache folder: one per job, no collisions
         cache_dir=".waterz_cache/{model}/{data}/{fold}/{specimen}".format(**snakemake.wildcards),
         device=snakemake.config["device"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import geometry
+from .. import geometry, ruler_spec
 from ..io import InputError, peek_checkpoint, source_exists, stack_info
 from ..waterz_scoring import MERGE_FUNCTIONS, check_merge_function
 from . import catalog
@@ -399,12 +399,20 @@ def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
     aff = config["affinity"]
     if 2 * aff["overlap"] >= aff["tile"]:
         raise InputError(f"affinity.overlap: {aff['overlap']} must be less than half of affinity.tile ({aff['tile']})")
-    if aff["patch"] < 2 ** (aff["depth"] - 1) * 2:
+    smallest = aff["pool"] ** (aff["depth"] - 1) * 2 * aff["downsample"]
+    if aff["patch"] < smallest:
         raise InputError(
-            f"affinity.patch: {aff['patch']} is too small for a U-Net of depth {aff['depth']}; "
-            f"raise it to at least {2 ** aff['depth']}"
+            f"affinity.patch: {aff['patch']} is too small for a U-Net of depth {aff['depth']} pooling by "
+            f"{aff['pool']} (downsample {aff['downsample']}); raise it to at least {smallest}"
+        )
+    ruler_spec.check_offsets(aff)
+    if aff["model"] and aff["init"]:
+        raise InputError(
+            "affinity.init: a lab's own ruler (affinity.model) is used as is, not fine-tuned; remove affinity.init "
+            "(or affinity.model to fine-tune from init)"
         )
     check_init("affinity", aff["init"], "affinity", workdir)
+    ruler_spec.check_ruler_model(aff, workdir)
     example = config["report"]["example_specimen"]
     tests = [s for f in fold_map.values() for s in f["test"]]
     if example is not None and example not in tests:

@@ -3,9 +3,9 @@
 `run_report` reads every metrics CSV, training / inference / alignment summary
 (through the schema declared in `collect`) and one example specimen's images, and writes
 
-    <tables_dir>/{summary, per_specimen, training_strategy, thresholds_f1,
+    <tables_dir>/{ruler, summary, per_specimen, training_strategy, thresholds_f1,
                   thresholds_voi, paired_tests, cost}.{csv, md, tex}
-    <figures_dir>/{qualitative, segmentation_overlays, metric_bars, threshold_curves,
+    <figures_dir>/{ruler_curves, qualitative, segmentation_overlays, metric_bars, threshold_curves,
                    frc_curves, quality_vs_segmentation, training_curves, alignment_qc}.{png, pdf}
 
 The metric columns come from the metric registry (srseg.metrics.registry), with their variants
@@ -69,6 +69,7 @@ def run_report(
     from tqdm import tqdm
 
     from . import collect, figures, tables
+    from .ruler import ruler_figure, ruler_table
 
     t0 = time.perf_counter()
     cfg = section("report", cfg)
@@ -96,6 +97,7 @@ def run_report(
         sections, train, tests, order, cfg["n_boot"], cfg["confidence"], cfg["seed"], fixed_threshold
     )
     report_tables = [
+        ruler_table(seg),
         summary,
         tables.per_specimen_table(sections, order),
         tables.training_strategy_table(sections, order),
@@ -107,6 +109,7 @@ def run_report(
     ]
     dpi = cfg["dpi"]
     steps = [(f"table {t.name}", lambda t=t: tables.write_table(t, tables_dir)) for t in report_tables] + [
+        ("figure ruler_curves", lambda: ruler_figure(seg, order, figures_dir, dpi)),
         (
             "figure metric_bars",
             lambda: figures.metric_bars(summary.numeric, order, figures_dir, dpi, cfg["confidence"]),

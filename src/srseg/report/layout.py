@@ -5,6 +5,7 @@ and figure is byte-identical across two runs of one config on one machine.
 """
 
 TABLE_NAMES = [
+    "ruler",  # first: the ruler's own quality on real HR (srseg.report.ruler)
     "summary",
     "per_specimen",
     "training_strategy",
@@ -16,6 +17,7 @@ TABLE_NAMES = [
 ]
 TABLE_FORMATS = ["csv", "md", "tex"]
 FIGURE_NAMES = [
+    "ruler_curves",  # first: the ruler on real HR against the threshold
     "qualitative",
     "segmentation_overlays",
     "metric_bars",

@@ -1,0 +1,742 @@
+"""Blockwise segmentation of volumes larger than memory, with globally consistent IDs.
+
+The funkelab lsd / daisy scheme, as a few pure functions over numpy blocks (and a driver
+over zarr arrays), so that every block can be one Snakemake job:
+
+1. fragments per block (`block_fragments`): the seeded watershed of srseg.segment
+   (`fold_long_range`, `fragments_from_affinities`) on the block plus `context` voxels in
+   y/x, cropped to the block's core, split into connected pieces and offset by
+   ``block.index * block.budget`` (budget = voxels of a full block, so no block can run out
+   of IDs and no job needs to know another's count). A cell crossing a block face thus has
+   one fragment per block;
+2. merges per block (`block_merges`): srseg.segment's `agglomerate` (waterz, the same
+   scoring function, thresholds and 2D / 3D mode as the in-memory path) on the global
+   fragments and affinities of block + context. For every pair (u, v) of touching
+   fragments the block *owns*, it records the lowest threshold at which waterz put u and v
+   into one segment. **Ownership rule**: the edge (u, v), u < v, belongs to the block that
+   holds fragment u. IDs grow with the block index, so that is the lower-index block of
+   the two, the edge lies in it or on its face with a neighbour, and with context >= 1
+   voxel the owner sees the whole contact face. Every edge is thus decided exactly once,
+   by one block, and no two blocks can disagree about it (lsd writes the RAG edges "whose
+   first node lies in the write ROI" for the same reason);
+3. global segments (`segment_luts`): per threshold, connected components of the fragment
+   graph whose edges are the merges at or below it (scipy.sparse.csgraph): a lookup table
+   compact fragment index -> segment ID 1..n, deterministic; `relabel_block` applies it
+   block by block (memory: one block and the table, which has one entry per fragment);
+4. size filter (`filter_small_block`, only with min_size > 1): segment sizes are summed
+   over the blocks first (`segment_sizes`), so "small" is decided on *global* sizes,
+   exactly as in memory; the flooding of small segments by their neighbours (watershed
+   of the boundary map) then runs per block + context and is exact where each connected
+   group of small segments lies inside the block's context, approximate (ties, cut
+   groups) elsewhere. A block whose segments are all small is left as it is (in memory:
+   a section / the volume).
+
+Why not daisy: it needs a scheduler process holding the block DAG and a MongoDB (or file)
+RAG store that workers write to; here each pass is a pure function of its block's inputs,
+its outputs are one zarr chunk and one small file per block, and the scatter / gather is
+Snakemake's (one job per block, one gather job for the lookup tables).
+
+Differences from `srseg.segment.segment_affinities` on the whole array: fragments near a
+block face see only `context` voxels beyond it, and a merge across a face is decided with
+the owner's view of the neighbour. Long-range folding (`fold_long_range`) is local: it is
+exact in the core when the context is at least the largest long-range offset along each
+folded axis, so a smaller context is refused (ValueError). In 2D mode (dim=2, sections
+independent) z context is never needed and is ignored; in 3D it is the z context of the
+agglomeration. Context must be >= 1 along every axis whose edges can merge (y, x; z in
+3D), else faces could never be stitched (ValueError).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from skimage.measure import label as connected_label
+from skimage.segmentation import watershed
+
+from .segment import agglomerate, boundary_map, check_affinities, fold_long_range, fragments_from_affinities
+from .volumes import split_zarr, tmp_path
+
+Slices = tuple[slice, slice, slice]
+
+
+# --------------------------------------------------------------------------- block grid
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a grid: `index` (its place in `block_grid`'s order), `position` (z, y, x in the
+    grid), `core` (slices of the voxels it owns), `budget` (fragment IDs reserved for it) and the
+    volume `shape`."""
+
+    index: int
+    position: tuple[int, int, int]
+    core: Slices
+    budget: int
+    shape: tuple[int, int, int]
+
+    def with_context(self, context_zyx: Sequence[int], shape: Sequence[int] | None = None) -> Slices:
+        """Slices of the core grown by `context_zyx` voxels on each side, clipped to the volume."""
+        shape = self.shape if shape is None else tuple(int(s) for s in shape)
+        return tuple(
+            slice(max(0, s.start - int(c)), min(int(n), s.stop + int(c)))
+            for s, c, n in zip(self.core, context_zyx, shape)
+        )
+
+    def core_in(self, window: Slices) -> Slices:
+        """The core as slices into an array cut out by `window` (e.g. `with_context(...)`)."""
+        return tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(self.core, window))
+
+    @property
+    def id_offset(self) -> int:
+        """Fragment IDs of this block are id_offset + 1 .. id_offset + budget."""
+        return self.index * self.budget
+
+
+def block_grid(shape_zyx: Sequence[int], block_zyx: Sequence[int]) -> list[Block]:
+    """The blocks tiling a (z, y, x) volume, in C order of their grid position (z slowest); edge blocks are cut."""
+    shape = tuple(int(s) for s in shape_zyx)
+    block = tuple(int(b) for b in block_zyx)
+    if len(shape) != 3 or len(block) != 3 or min(block) < 1:
+        raise ValueError(f"need a (z, y, x) shape and a positive (z, y, x) block size, got {shape_zyx}, {block_zyx}")
+    block = tuple(min(b, max(s, 1)) for b, s in zip(block, shape))
+    counts = [-(-s // b) for s, b in zip(shape, block)]
+    budget = int(np.prod(block))
+    out = []
+    for i, pos in enumerate(itertools.product(*(range(n) for n in counts))):
+        core = tuple(slice(p * b, min((p + 1) * b, s)) for p, b, s in zip(pos, block, shape))
+        out.append(Block(i, tuple(pos), core, budget, shape))
+    return out
+
+
+def block_of(ids: np.ndarray, budget: int) -> np.ndarray:
+    """The block index of global fragment IDs (IDs >= 1)."""
+    return (np.asarray(ids, np.uint64) - np.uint64(1)) // np.uint64(budget)
+
+
+def check_context(
+    context_zyx: Sequence[int], dim: int, offsets: Sequence[Sequence[int]] | None, long_range_weight: float
+) -> tuple[int, int, int]:
+    """The context as ints, refused (ValueError) where faces could not be stitched or folding would not be exact."""
+    context = tuple(int(c) for c in context_zyx)
+    if len(context) != 3 or min(context) < 0:
+        raise ValueError(f"context must be 3 non-negative voxel counts (z, y, x), got {context_zyx}")
+    axes = (0, 1, 2) if dim == 3 else (1, 2)
+    for a in axes:
+        if context[a] < 1:
+            raise ValueError(
+                f"context {context}: axis {'zyx'[a]} needs at least 1 voxel of context, else fragments on the two "
+                "sides of a block face are never compared and objects crossing it are never stitched"
+            )
+    if offsets is not None and len(offsets) > 3 and long_range_weight > 0:
+        for o in offsets[3:]:
+            nonzero = [a for a, v in enumerate(o) if v]
+            if len(nonzero) == 1 and nonzero[0] in axes and abs(int(o[nonzero[0]])) > context[nonzero[0]]:
+                a = nonzero[0]
+                raise ValueError(
+                    f"context {context}: the long-range offset {list(o)} spans {abs(int(o[a]))} voxels along "
+                    f"{'zyx'[a]}; fold_long_range is exact blockwise only with at least that much context"
+                )
+    return context
+
+
+def pass_context(context: Sequence[int], dim: int | None = 2) -> tuple[int, int, int]:
+    """The context a pass reads: fragments (dim=None) and 2D agglomeration need no z context."""
+    return (int(context[0]) if dim == 3 else 0, int(context[1]), int(context[2]))
+
+
+# --------------------------------------------------------------------------- pass 1: fragments
+
+
+def block_fragments(
+    affs_with_context: np.ndarray,
+    block: Block,
+    context: Sequence[int],
+    seed_min_distance: int = 3,
+    boundary_threshold: float = 0.5,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+) -> tuple[np.ndarray, int]:
+    """(fragments of the block's core, uint64 with global IDs; their count) from the affinities of
+    `block.with_context(context)` (all channels, as `segment_affinities` takes them).
+
+    Fragments are per section (as in memory), so only y/x context is used; z context in the
+    input is cropped off. IDs are block.id_offset + 1 .. + count.
+    """
+    window = block.with_context(context)
+    affs = np.asarray(affs_with_context)
+    if affs.shape[1:] != tuple(s.stop - s.start for s in window):
+        raise ValueError(f"affinities of shape {affs.shape} do not cover block {block.index}'s window {window}")
+    core = block.core_in(window)
+    affs = affs[:, core[0]]  # sections of the core only
+    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    frag = fragments_from_affinities(nn, seed_min_distance, boundary_threshold)[:, core[1], core[2]]
+    # a fragment cut by the core's faces may fall apart: one ID per connected piece (sections never connect:
+    # fragment IDs are unique per section)
+    pieces = connected_label(frag.astype(np.int64), background=-1, connectivity=1).astype(np.uint64)
+    n = int(pieces.max())
+    if n > block.budget:  # cannot happen: at most one fragment per voxel
+        raise RuntimeError(f"block {block.index}: {n} fragments exceed its ID budget {block.budget}")
+    return pieces + np.uint64(block.id_offset), n
+
+
+# --------------------------------------------------------------------------- pass 2: merges
+
+
+def block_merges(
+    affs_with_context: np.ndarray,
+    fragments_with_context: np.ndarray,
+    block: Block,
+    context: Sequence[int],
+    thresholds: Sequence[float],
+    dim: int = 2,
+    merge_function: str = "mean",
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+    fragment_settings: Mapping | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(edges (n, 2) uint64 with u < v, merge thresholds (n,) float64): the fragment pairs this block owns
+    that waterz merges, each with the lowest of `thresholds` at which it merges them.
+
+    Inputs cover `block.with_context(context)` (2D mode: z context, if given, is cropped
+    off); `fragments_with_context` holds the global IDs of pass 1. An edge (u, v) is owned
+    by the block holding u (see the module docstring). Because waterz's thresholds are
+    hierarchical, the pair is merged at every threshold >= its merge threshold.
+
+    `fragment_settings` ({"seed_min_distance", "boundary_threshold"} of pass 1, or {} for the
+    defaults; None: off): the block recomputes its pass-1 watershed of block + context (the
+    "window fragments", before the crop), and waterz is given, in place of each global
+    fragment lying mostly (> 50 % of its voxels in the window) inside one window fragment,
+    that window fragment. A fragment that a block face cut in two (or the crumbs a fragment
+    seeded in the context leaves in the core) is then agglomerated whole, as in memory: its
+    pieces merge at every threshold and never decide merges on their own small boundaries.
+    Without it, such pieces are separate waterz nodes, which splits objects along block
+    faces at low thresholds and lets crumbs bridge objects at high ones.
+    """
+    thresholds = sorted(float(t) for t in thresholds)
+    window = block.with_context(context)
+    affs, frag = np.asarray(affs_with_context), np.asarray(fragments_with_context, np.uint64)
+    if affs.shape[1:] != frag.shape or frag.shape != tuple(s.stop - s.start for s in window):
+        raise ValueError(
+            f"affinities {affs.shape} and fragments {frag.shape} do not both cover block {block.index}'s window"
+        )
+    core = block.core_in(window)
+    if dim == 2:
+        affs, frag = affs[:, core[0]], frag[core[0]]
+        core = (slice(0, frag.shape[0]), core[1], core[2])
+    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    nodes = frag
+    if fragment_settings is not None:  # waterz sees the owner's pass-1 window fragments whole (see above)
+        whole = fragments_from_affinities(
+            nn[:, core[0]],
+            int(fragment_settings.get("seed_min_distance", 3)),
+            float(fragment_settings.get("boundary_threshold", 0.5)),
+        )
+        ids, of = _majority(frag[core[0]], whole)
+        window_ids, inverse = np.unique(frag, return_inverse=True)
+        key = np.arange(1, len(window_ids) + 1, dtype=np.uint64) + np.uint64(whole.max())
+        pos = np.searchsorted(ids, window_ids).clip(0, max(len(ids) - 1, 0))
+        joined = (ids[pos] == window_ids) & (of[pos] > 0) if len(ids) else np.zeros(len(window_ids), bool)
+        key[joined] = of[pos][joined]
+        nodes = key[inverse.reshape(frag.shape)]
+    segs = agglomerate(nn, nodes, thresholds, dim, merge_function)
+    axes = (0, 1, 2) if dim == 3 else (1, 2)
+    us, vs, levels = [], [], []
+    for a in axes:
+        lo = tuple(slice(None, -1) if d == a else slice(None) for d in range(3))
+        hi = tuple(slice(1, None) if d == a else slice(None) for d in range(3))
+        fa, fb = frag[lo], frag[hi]
+        touch = fa != fb
+        if not touch.any():
+            continue
+        u, v = np.minimum(fa, fb)[touch], np.maximum(fa, fb)[touch]
+        mine = block_of(u, block.budget) == block.index
+        # level: index of the first threshold merging the pair (len: never); monotone in the threshold
+        level = np.full(int(mine.sum()), len(thresholds), np.int64)
+        for i in reversed(range(len(thresholds))):
+            s = segs[thresholds[i]]
+            level[(s[lo][touch] == s[hi][touch])[mine]] = i
+        us.append(u[mine])
+        vs.append(v[mine])
+        levels.append(level)
+    if not us:
+        return np.zeros((0, 2), np.uint64), np.zeros(0, np.float64)
+    u, v, level = np.concatenate(us), np.concatenate(vs), np.concatenate(levels)
+    window_ids = np.unique(frag)  # 1D codes of the pairs: np.unique(axis=0) would be far slower
+    n = np.int64(len(window_ids))
+    codes, inverse = np.unique(
+        np.searchsorted(window_ids, u).astype(np.int64) * n + np.searchsorted(window_ids, v), return_inverse=True
+    )
+    edges = np.stack([window_ids[codes // n], window_ids[codes % n]], axis=1)
+    inverse = inverse.ravel()
+    first = np.full(len(edges), len(thresholds), np.int64)
+    np.minimum.at(first, inverse, level)
+    merged = first < len(thresholds)
+    return edges[merged], np.asarray(thresholds, np.float64)[first[merged]]
+
+
+def _majority(frag: np.ndarray, whole: np.ndarray, share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted fragment IDs, the window fragment holding more than `share` of each one's voxels, else 0)."""
+    ids, inv = np.unique(frag.ravel(), return_inverse=True)
+    width = np.int64(whole.max()) + 1
+    codes, counts = np.unique(inv.ravel().astype(np.int64) * width + whole.ravel().astype(np.int64), return_counts=True)
+    owner, window_id = codes // width, (codes % width).astype(np.uint64)
+    sizes = np.bincount(owner, counts, len(ids))
+    order = np.lexsort((-counts, owner))  # per fragment, the largest overlap first
+    first = order[np.searchsorted(owner[order], np.arange(len(ids)))]
+    return ids, np.where(counts[first] > share * sizes, window_id[first], np.uint64(0))
+
+
+# --------------------------------------------------------------------------- pass 3: global segments
+
+
+def fragment_starts(counts: Sequence[int]) -> np.ndarray:
+    """Compact index of each block's first fragment (prefix sums of the per-block fragment counts)."""
+    return np.concatenate([[0], np.cumsum(np.asarray(counts, np.int64))])
+
+
+def compact_index(ids: np.ndarray, starts: np.ndarray, budget: int) -> np.ndarray:
+    """Global fragment IDs -> 0..n_fragments - 1 (block by block, in ID order)."""
+    ids = np.asarray(ids, np.uint64)
+    b = block_of(ids, budget).astype(np.int64)
+    return starts[b] + (ids - np.uint64(1)).astype(np.int64) - b * int(budget)
+
+
+def segment_luts(
+    counts: Sequence[int], budget: int, merges: Iterable[tuple[np.ndarray, np.ndarray]], thresholds: Sequence[float]
+) -> dict[float, np.ndarray]:
+    """{threshold: lookup table} compact fragment index -> segment ID (uint64, 1..n), from every block's
+    `block_merges`: connected components of the merges at or below the threshold.
+
+    Components are numbered in the order of their first fragment (scipy's connected_components),
+    so the IDs depend only on the inputs: two runs give the same labels.
+    """
+    thresholds = sorted(float(t) for t in thresholds)
+    starts = fragment_starts(counts)
+    n = int(starts[-1])
+    merges = list(merges)
+    edges = np.concatenate([e for e, _ in merges]) if merges else np.zeros((0, 2), np.uint64)
+    scores = np.concatenate([s for _, s in merges]) if merges else np.zeros(0)
+    u, v = compact_index(edges[:, 0], starts, budget), compact_index(edges[:, 1], starts, budget)
+    luts = {}
+    for t in thresholds:
+        keep = scores <= t
+        graph = sparse.coo_array((np.ones(int(keep.sum()), np.int8), (u[keep], v[keep])), shape=(n, n)).tocsr()
+        _, comp = connected_components(graph, directed=False)
+        luts[t] = comp.astype(np.uint64) + np.uint64(1)
+    return luts
+
+
+def relabel_block(fragments: np.ndarray, lut: np.ndarray, starts: np.ndarray, budget: int) -> np.ndarray:
+    """Segment IDs (uint64) of a block of global fragment IDs."""
+    return lut[compact_index(fragments, starts, budget)]
+
+
+def segment_sizes(blocks: Iterable[np.ndarray]) -> dict[int, int]:
+    """{segment ID: voxels} summed over blocks of a segmentation (for the global size filter)."""
+    total: dict[int, int] = {}
+    for seg in blocks:
+        ids, counts = np.unique(np.asarray(seg), return_counts=True)
+        for i, c in zip(ids.tolist(), counts.tolist()):
+            total[i] = total.get(i, 0) + c
+    return total
+
+
+def filter_small_block(
+    seg_with_context: np.ndarray,
+    affs_with_context: np.ndarray,
+    block: Block,
+    context: Sequence[int],
+    sizes: Mapping[int, int] | tuple[np.ndarray, np.ndarray],
+    min_size: int,
+    dim: int = 2,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+) -> np.ndarray:
+    """The block's core of the segmentation with segments of fewer than `min_size` voxels (by their
+    global `sizes`, {id: voxels} or (ids, counts)) flooded by their neighbours across the boundary map,
+    as `srseg.segment.filter_small` (per section in 2D). Exactness: see the module docstring."""
+    window = block.with_context(context)
+    seg = np.asarray(seg_with_context, np.uint64)
+    core = block.core_in(window)
+    if min_size <= 1:
+        return seg[core].copy()
+    if isinstance(sizes, Mapping):
+        ids = np.fromiter(sizes.keys(), np.uint64, len(sizes))
+        counts = np.fromiter(sizes.values(), np.int64, len(sizes))
+    else:
+        ids, counts = np.asarray(sizes[0], np.uint64), np.asarray(sizes[1], np.int64)
+    order = np.argsort(ids)
+    ids, counts = ids[order], counts[order]
+    pos = np.clip(np.searchsorted(ids, seg), 0, max(len(ids) - 1, 0))
+    if len(ids) == 0 or np.any(ids[pos] != seg):
+        raise ValueError(f"block {block.index}: segment IDs without a size; sum the sizes over every block")
+    small = counts[pos] < min_size
+    if not small[core].any():
+        return seg[core].copy()
+    nn = fold_long_range(check_affinities(affs_with_context), offsets, long_range_weight)
+    boundary = boundary_map(nn, dim)
+    keep = np.where(small, 0, seg)
+    out = seg.copy()
+    units = [(slice(z, z + 1),) for z in range(core[0].start, core[0].stop)] if dim == 2 else [(slice(None),)]
+    for u in units:
+        if not small[u].any() or not keep[u].any():
+            continue
+        out[u] = watershed(boundary[u], keep[u].astype(np.int64)).astype(np.uint64)
+    return out[core]
+
+
+# --------------------------------------------------------------------------- in-memory driver
+
+
+def _sizes_option(min_size) -> int:
+    if isinstance(min_size, (list, tuple)):
+        raise ValueError(
+            "blockwise segmentation takes one min_size (an int); choose it on the validation sections "
+            "(srseg.segment.choose_threshold) and pass the chosen value"
+        )
+    return int(min_size)
+
+
+def segment_blockwise(
+    affs: np.ndarray,
+    thresholds: Sequence[float],
+    block_zyx: Sequence[int],
+    context_zyx: Sequence[int],
+    seed_min_distance: int = 3,
+    dim: int = 2,
+    merge_function: str = "mean",
+    progress: bool = False,
+    boundary_threshold: float = 0.5,
+    min_size: int = 0,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+    link_cut_fragments: bool = True,
+) -> tuple[dict[float, np.ndarray], dict]:
+    """`srseg.segment.segment_affinities` done block by block on an in-memory array (tests, small volumes).
+
+    Returns ({threshold: labels (z, y, x) uint64}, info: timings, fragment and block counts).
+    Runs the same pure functions as `segment_blockwise_zarr`, block after block.
+    `link_cut_fragments`: see `block_merges`'s `fragment_settings` (False: plain waterz on the cut pieces).
+    """
+    del progress  # one line per pass would be noise for the small volumes this is for
+    affs = np.asarray(affs)
+    shape = tuple(affs.shape[1:])
+    min_size = _sizes_option(min_size)
+    context = check_context(context_zyx, dim, offsets, long_range_weight)
+    thresholds = sorted(float(t) for t in thresholds)
+    blocks = block_grid(shape, block_zyx)
+    opts = {"offsets": offsets, "long_range_weight": long_range_weight}
+    link = {"fragment_settings": {"seed_min_distance": seed_min_distance, "boundary_threshold": boundary_threshold}}
+    link = link if link_cut_fragments else {}
+    t0 = time.perf_counter()
+    fragments = np.zeros(shape, np.uint64)
+    counts = []
+    fctx, actx = pass_context(context, None), pass_context(context, dim)
+    for b in blocks:
+        w = b.with_context(fctx)
+        frag, n = block_fragments(affs[(slice(None), *w)], b, fctx, seed_min_distance, boundary_threshold, **opts)
+        fragments[b.core] = frag
+        counts.append(n)
+    t1 = time.perf_counter()
+    merges = []
+    for b in blocks:
+        w = b.with_context(actx)
+        merges.append(
+            block_merges(
+                affs[(slice(None), *w)], fragments[w], b, actx, thresholds, dim, merge_function, **opts, **link
+            )
+        )
+    t2 = time.perf_counter()
+    budget = blocks[0].budget
+    starts = fragment_starts(counts)
+    luts = segment_luts(counts, budget, merges, thresholds)
+    segs = {t: np.zeros(shape, np.uint64) for t in thresholds}
+    for b in blocks:
+        for t in thresholds:
+            segs[t][b.core] = relabel_block(fragments[b.core], luts[t], starts, budget)
+    t3 = time.perf_counter()
+    if min_size > 1:
+        for t in thresholds:
+            sizes = segment_sizes(segs[t][b.core] for b in blocks)
+            out = np.zeros(shape, np.uint64)
+            for b in blocks:
+                w = b.with_context(actx)
+                out[b.core] = filter_small_block(
+                    segs[t][w], affs[(slice(None), *w)], b, actx, sizes, min_size, dim, **opts
+                )
+            segs[t] = out
+    t4 = time.perf_counter()
+    info = {
+        "fragment_seconds": t1 - t0,
+        "agglomerate_seconds": t2 - t1,
+        "relabel_seconds": t3 - t2,
+        "filter_seconds": t4 - t3,
+        "n_fragments": int(starts[-1]),
+        "n_blocks": len(blocks),
+        "n_merges": int(sum(len(e) for e, _ in merges)),
+    }
+    return segs, info
+
+
+# --------------------------------------------------------------------------- zarr driver (one block per call)
+
+
+def _open_affs(affs):
+    """A (C, z, y, x) zarr array from a zarr.Array or a path (`a.zarr` holding an array, or `a.zarr/name`)."""
+    import zarr
+
+    if isinstance(affs, zarr.Array):
+        return affs
+    root, inner = split_zarr(affs)
+    arr = zarr.open_array(str(root), path=inner or None, mode="r")
+    if arr.ndim != 4 or arr.shape[0] < 3:
+        raise ValueError(f"{affs}: affinities must be a (3 + long range, z, y, x) array, got shape {arr.shape}")
+    return arr
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = tmp_path(path)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def create_work(work: str | os.PathLike, shape_zyx: Sequence[int], block_zyx: Sequence[int], thresholds) -> Path:
+    """The work zarr group of a blockwise run: `fragments` and one `seg/<t>` and `filtered/<t>` array per
+    threshold, chunked by block (each block job writes only its own chunk), and the `blocks/` folder of the
+    per-block side files. Run once before the block jobs."""
+    import zarr
+
+    from .segment import threshold_name
+
+    work = Path(work)
+    shape = tuple(int(s) for s in shape_zyx)
+    grid = block_grid(shape, block_zyx)
+    chunks = tuple(s.stop - s.start for s in grid[0].core)
+    group = zarr.open_group(str(work), mode="w", zarr_format=3)
+    names = ["fragments"] + [f"{kind}/{threshold_name(t)}" for kind in ("seg", "filtered") for t in thresholds]
+    for name in names:
+        group.create_array(name, shape=shape, chunks=chunks, dtype=np.uint64, fill_value=0)
+    group.attrs["srseg_blockwise"] = {
+        "shape": list(shape),
+        "block": list(chunks),
+        "thresholds": sorted(float(t) for t in thresholds),
+        "n_blocks": len(grid),
+    }
+    (work / "blocks").mkdir(exist_ok=True)
+    return work
+
+
+def _work(work):
+    import zarr
+
+    group = zarr.open_group(str(work), mode="r+")
+    meta = dict(group.attrs)["srseg_blockwise"]
+    return group, meta, block_grid(meta["shape"], meta["block"])
+
+
+def zarr_fragments_job(affs, work, index: int, context_zyx, seed_min_distance=3, boundary_threshold=0.5, **fold):
+    """Pass 1 for one block: its fragments chunk and `blocks/<index>.fragments.json` ({"n": count})."""
+    group, _, grid = _work(work)
+    b = grid[index]
+    ctx = pass_context(context_zyx, None)
+    w = b.with_context(ctx)
+    frag, n = block_fragments(
+        np.asarray(_open_affs(affs)[(slice(None), *w)]), b, ctx, seed_min_distance, boundary_threshold, **fold
+    )
+    group["fragments"][b.core] = frag
+    _write_atomic(Path(work) / "blocks" / f"{index}.fragments.json", lambda p: p.write_text(json.dumps({"n": n})))
+    return n
+
+
+def zarr_merges_job(affs, work, index: int, context_zyx, dim=2, merge_function="mean", fragment_settings=None, **fold):
+    """Pass 2 for one block: `blocks/<index>.merges.npz` (edges, merge thresholds); `fragment_settings`: pass 1's
+    seed_min_distance and boundary_threshold (see `block_merges`; None: cut pieces are not joined)."""
+    group, meta, grid = _work(work)
+    b = grid[index]
+    ctx = pass_context(context_zyx, dim)
+    w = b.with_context(ctx)
+    a = np.asarray(_open_affs(affs)[(slice(None), *w)])
+    edges, scores = block_merges(
+        a,
+        np.asarray(group["fragments"][w]),
+        b,
+        ctx,
+        meta["thresholds"],
+        dim,
+        merge_function,
+        **fold,
+        fragment_settings=fragment_settings,
+    )
+
+    def write(p):
+        with open(p, "wb") as fh:
+            np.savez(fh, edges=edges, scores=scores)
+
+    _write_atomic(Path(work) / "blocks" / f"{index}.merges.npz", write)
+    return len(edges)
+
+
+def zarr_luts_job(work) -> Path:
+    """Pass 3a (one job, after every block's passes 1 and 2): `luts.npz` (counts, one table per threshold)."""
+    _, meta, grid = _work(work)
+    blocks = Path(work) / "blocks"
+    counts = [json.loads((blocks / f"{b.index}.fragments.json").read_text())["n"] for b in grid]
+
+    def merges():
+        for b in grid:
+            with np.load(blocks / f"{b.index}.merges.npz") as z:
+                yield z["edges"], z["scores"]
+
+    luts = segment_luts(counts, grid[0].budget, merges(), meta["thresholds"])
+    out = Path(work) / "luts.npz"
+
+    def write(p):
+        with open(p, "wb") as fh:
+            np.savez(fh, counts=np.asarray(counts, np.int64), **{f"lut_{i}": luts[t] for i, t in enumerate(luts)})
+
+    _write_atomic(out, write)
+    return out
+
+
+def zarr_relabel_job(work, index: int) -> None:
+    """Pass 3b for one block: its chunk of every `seg/<t>` and `blocks/<index>.sizes.npz` (segment sizes)."""
+    from .segment import threshold_name
+
+    group, meta, grid = _work(work)
+    b = grid[index]
+    with np.load(Path(work) / "luts.npz") as z:
+        counts = z["counts"]
+        luts = [z[f"lut_{i}"] for i in range(len(meta["thresholds"]))]
+    starts = fragment_starts(counts)
+    frag = np.asarray(group["fragments"][b.core])
+    sizes = {}
+    for i, (t, lut) in enumerate(zip(meta["thresholds"], luts)):
+        seg = relabel_block(frag, lut, starts, b.budget)
+        group[f"seg/{threshold_name(t)}"][b.core] = seg
+        ids, n = np.unique(seg, return_counts=True)
+        sizes[f"ids_{i}"], sizes[f"counts_{i}"] = ids, n
+
+    def write(p):
+        with open(p, "wb") as fh:
+            np.savez(fh, **sizes)
+
+    _write_atomic(Path(work) / "blocks" / f"{index}.sizes.npz", write)
+
+
+def zarr_sizes(work, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(segment IDs, voxels) of threshold number i, summed over every block's sizes file (O(segments))."""
+    _, _, grid = _work(work)
+    ids, counts = [], []
+    for b in grid:
+        with np.load(Path(work) / "blocks" / f"{b.index}.sizes.npz") as z:
+            ids.append(z[f"ids_{i}"])
+            counts.append(z[f"counts_{i}"])
+    u, inv = np.unique(np.concatenate(ids), return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=np.concatenate(counts)).astype(np.int64)
+
+
+def zarr_filter_job(affs, work, index: int, context_zyx, min_size: int, dim=2, sizes=None, **fold) -> None:
+    """Pass 4 for one block (min_size > 1): its chunk of every `filtered/<t>` from `seg/<t>` and global sizes."""
+    from .segment import threshold_name
+
+    group, meta, grid = _work(work)
+    b = grid[index]
+    ctx = pass_context(context_zyx, dim)
+    w = b.with_context(ctx)
+    a = np.asarray(_open_affs(affs)[(slice(None), *w)])
+    for i, t in enumerate(meta["thresholds"]):
+        s = sizes[i] if sizes is not None else zarr_sizes(work, i)
+        seg = np.asarray(group[f"seg/{threshold_name(t)}"][w])
+        group[f"filtered/{threshold_name(t)}"][b.core] = filter_small_block(seg, a, b, ctx, s, min_size, dim, **fold)
+
+
+def export_ome_zarr(work, threshold: float, path, voxel_nm, offset_nm=None, filtered: bool = False, **kw) -> Path:
+    """One threshold's segmentation as an OME-Zarr label volume (volumes.OmeZarrWriter, section by section)."""
+    from .segment import threshold_name
+    from .volumes import OmeZarrWriter
+
+    group, meta, _ = _work(work)
+    arr = group[f"{'filtered' if filtered else 'seg'}/{threshold_name(threshold)}"]
+    with OmeZarrWriter(path, arr.shape, np.uint64, voxel_nm, offset_nm, "labels", **kw) as w:
+        for k in range(arr.shape[0]):
+            w.write_section(k, np.asarray(arr[k]))
+    return Path(path)
+
+
+def segment_blockwise_zarr(
+    affs,
+    work: str | os.PathLike,
+    thresholds: Sequence[float],
+    block_zyx: Sequence[int],
+    context_zyx: Sequence[int],
+    seed_min_distance: int = 3,
+    dim: int = 2,
+    merge_function: str = "mean",
+    progress: bool = False,
+    boundary_threshold: float = 0.5,
+    min_size: int = 0,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+    outputs: Mapping[float, str | os.PathLike] | None = None,
+    voxel_nm: Sequence[float] | None = None,
+    link_cut_fragments: bool = True,
+) -> dict:
+    """Blockwise segmentation of a zarr affinity array (C, z, y, x) into the work group `work`.
+
+    Every pass holds one block + context (pass 3a: the lookup tables, one entry per fragment);
+    the per-block calls (`zarr_*_job`) are what a Snakemake rule scatters, this runs them in
+    order. Results: `work/seg/t<thr>` (or `work/filtered/t<thr>` with min_size > 1) and, with
+    `outputs` {threshold: path.zarr} and `voxel_nm`, OME-Zarr label volumes. Returns the info dict
+    (timings, counts, and `arrays`: {threshold: the zarr array path of its labels}).
+    """
+    from .segment import threshold_name
+
+    a = _open_affs(affs)
+    min_size = _sizes_option(min_size)
+    context = check_context(context_zyx, dim, offsets, long_range_weight)
+    thresholds = sorted(float(t) for t in thresholds)
+    fold = {"offsets": offsets, "long_range_weight": long_range_weight}
+    create_work(work, a.shape[1:], block_zyx, thresholds)
+    _, _, grid = _work(work)
+    t0 = time.perf_counter()
+    n = [zarr_fragments_job(a, work, b.index, context, seed_min_distance, boundary_threshold, **fold) for b in grid]
+    t1 = time.perf_counter()
+    link = {"seed_min_distance": seed_min_distance, "boundary_threshold": boundary_threshold}
+    link = link if link_cut_fragments else None
+    m = [zarr_merges_job(a, work, b.index, context, dim, merge_function, link, **fold) for b in grid]
+    t2 = time.perf_counter()
+    zarr_luts_job(work)
+    for b in grid:
+        zarr_relabel_job(work, b.index)
+    t3 = time.perf_counter()
+    kind = "seg"
+    if min_size > 1:
+        sizes = [zarr_sizes(work, i) for i in range(len(thresholds))]
+        for b in grid:
+            zarr_filter_job(a, work, b.index, context, min_size, dim, sizes=sizes, **fold)
+        kind = "filtered"
+    t4 = time.perf_counter()
+    for t, path in (outputs or {}).items():
+        if voxel_nm is None:
+            raise ValueError("OME-Zarr outputs need voxel_nm (z, y, x nm)")
+        export_ome_zarr(work, float(t), path, voxel_nm, filtered=min_size > 1)
+    return {
+        "fragment_seconds": t1 - t0,
+        "agglomerate_seconds": t2 - t1,
+        "relabel_seconds": t3 - t2,
+        "filter_seconds": t4 - t3,
+        "n_fragments": int(sum(n)),
+        "n_blocks": len(grid),
+        "n_merges": int(sum(m)),
+        "arrays": {t: str(Path(work) / kind / threshold_name(t)) for t in thresholds},
+    }

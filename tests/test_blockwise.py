@@ -1,0 +1,258 @@
+"""Blockwise segmentation (srseg.blockwise): stitching across block faces, agreement with the in-memory path."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from srseg import blockwise as bw
+from srseg import segment
+from srseg.affinity import affinity_targets
+from srseg.metrics.segmentation import LabelPair, contingency_table, voi_from_table
+
+THRESHOLDS = [0.3, 0.5]
+BLOCK = (6, 64, 64)
+CONTEXT = (2, 16, 16)
+
+
+def cells(shape, n, seed, membrane=2, drift=0.7):
+    """Voronoi cells drifting slowly through z, with `membrane`-px label-0 boundaries (uint64 IDs 1..n)."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    pts = rng.uniform(0, [ny, nx], (n, 2))
+    step = rng.normal(0, drift, (n, 2))
+    grid = np.stack([a.ravel() for a in np.mgrid[0:ny, 0:nx]], 1)
+    lab = np.stack([cKDTree(pts + z * step).query(grid)[1].reshape(ny, nx) + 1 for z in range(nz)])
+    edge = np.zeros(lab.shape, bool)
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    edge[:, :, 1:] |= lab[:, :, 1:] != lab[:, :, :-1]
+    edge = ndimage.binary_dilation(edge, np.ones((1, membrane, membrane), bool))
+    return np.where(edge, 0, lab).astype(np.uint64)
+
+
+def noisy_affinities(labels, dim, seed, noise=0.15):
+    """True affinities, blurred in y/x and with Gaussian noise, clipped to [0, 1] (2D: z affinity 0)."""
+    rng = np.random.default_rng(seed)
+    affs = ndimage.gaussian_filter(affinity_targets(labels, dim), (0, 0, 1, 1))
+    affs = np.clip(affs + rng.normal(0, noise, affs.shape), 0, 1).astype(np.float32)
+    if dim == 2:
+        affs[0] = 0.0
+    return affs
+
+
+def voi(seg, truth):
+    split, merge = voi_from_table(contingency_table(seg, truth)[0])
+    return split + merge
+
+
+def n_ids(seg):
+    return len(np.unique(seg))
+
+
+@pytest.fixture(scope="module")
+def volume():
+    labels = cells((12, 192, 192), 40, seed=1)
+    return labels, {dim: noisy_affinities(labels, dim, seed=2) for dim in (2, 3)}
+
+
+@pytest.fixture(scope="module")
+def results(volume):
+    """In-memory and blockwise segmentations of the noisy volume, per dim (computed once)."""
+    _, affs = volume
+    out = {}
+    for dim in (2, 3):
+        ref, _ = segment.segment_affinities(affs[dim], THRESHOLDS, dim=dim)
+        blk, info = bw.segment_blockwise(affs[dim], THRESHOLDS, BLOCK, CONTEXT, dim=dim)
+        out[dim] = ref, blk, info
+    return out
+
+
+def test_block_grid_partitions_the_volume_in_a_fixed_order():
+    shape = (7, 50, 33)
+    blocks = bw.block_grid(shape, (4, 16, 16))
+    assert [b.index for b in blocks] == list(range(len(blocks))) == list(range(2 * 4 * 3))
+    assert [b.position for b in blocks] == sorted(b.position for b in blocks)  # C order, z slowest
+    cover = np.zeros(shape, int)
+    for b in blocks:
+        cover[b.core] += 1
+    assert np.all(cover == 1)
+    last = blocks[-1]
+    assert last.core == (slice(4, 7), slice(48, 50), slice(32, 33))
+    assert last.with_context((1, 5, 5)) == (slice(3, 7), slice(43, 50), slice(27, 33))
+    assert blocks[0].with_context((2, 3, 3), shape) == (slice(0, 6), slice(0, 19), slice(0, 19))
+    assert bw.block_grid(shape, (4, 16, 16)) == blocks
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_objects_crossing_block_faces_get_one_id(dim):
+    # four tubes spanning every block in z and crossing the y and x faces of a 32-px grid
+    labels = np.zeros((8, 96, 96), np.uint64)
+    labels[:, 3:45, 5:50] = 1
+    labels[:, 3:45, 53:93] = 2
+    labels[:, 48:94, 5:40] = 3
+    labels[:, 48:94, 43:93] = 4
+    affs = affinity_targets(labels, dim)
+    segs, info = bw.segment_blockwise(affs, [0.5], (4, 32, 32), (2, 8, 8), dim=dim)
+    seg = segs[0.5]
+    assert info["n_blocks"] == 2 * 3 * 3
+    for cell in range(1, 5):
+        inside = labels == cell
+        ids = np.unique(seg[inside])
+        if dim == 3:
+            assert len(ids) == 1, f"cell {cell} has {len(ids)} IDs"
+        else:  # 2D: one ID per section, never shared between sections
+            assert len(ids) == labels.shape[0]
+            assert all(len(np.unique(seg[z][inside[z]])) == 1 for z in range(labels.shape[0]))
+    # and no two cells share an ID
+    owners = {int(i): set() for i in np.unique(seg)}
+    for cell in range(1, 5):
+        for i in np.unique(seg[labels == cell]):
+            owners[int(i)].add(cell)
+    assert all(len(c) <= 1 for c in owners.values())
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_blockwise_matches_in_memory_segmentation(volume, results, dim):
+    labels, _ = volume
+    ref, blk, info = results[dim]
+    truth = segment.per_section_labels(labels) if dim == 2 else labels
+    assert info["n_blocks"] == 2 * 3 * 3
+    for t in THRESHOLDS:
+        assert voi(blk[t], ref[t]) <= 0.05, t  # blockwise vs whole-array segmentation
+        assert abs(voi(blk[t], truth) - voi(ref[t], truth)) <= 0.05, t  # and their scores against the truth
+        pair = LabelPair(blk[t], truth)
+        assert sum(pair.voi) == pytest.approx(voi(blk[t], truth))
+        assert abs(n_ids(blk[t]) - n_ids(ref[t])) <= 0.05 * n_ids(ref[t])
+    if dim == 2:  # sections independent: no ID in two sections
+        for t in THRESHOLDS:
+            seen = [set(np.unique(blk[t][z]).tolist()) for z in range(blk[t].shape[0])]
+            assert sum(len(s) for s in seen) == len(set().union(*seen))
+
+
+def _pass1(affs, blocks, context):
+    ctx = bw.pass_context(context, None)
+    fragments = np.zeros(affs.shape[1:], np.uint64)
+    counts = []
+    for b in blocks:
+        frag, n = bw.block_fragments(affs[(slice(None), *b.with_context(ctx))], b, ctx)
+        fragments[b.core] = frag
+        counts.append(n)
+    return fragments, counts
+
+
+def test_fragment_ids_are_globally_unique_and_relabelling_deterministic(volume, results):
+    _, affs = volume
+    blocks = bw.block_grid(affs[3].shape[1:], BLOCK)
+    fragments, counts = _pass1(affs[3], blocks, CONTEXT)
+    per_block = [set(np.unique(fragments[b.core]).tolist()) for b in blocks]
+    assert sum(len(s) for s in per_block) == len(set().union(*per_block))  # no ID in two blocks
+    for b, ids, n in zip(blocks, per_block, counts):
+        assert ids == set(range(b.id_offset + 1, b.id_offset + n + 1))  # 1..n after the block's offset
+        assert set(bw.block_of(np.array(sorted(ids)), b.budget).tolist()) == {b.index}
+    again, _ = bw.segment_blockwise(affs[3], THRESHOLDS, BLOCK, CONTEXT, dim=3)
+    _, first, _ = results[3]
+    for t in THRESHOLDS:
+        assert np.array_equal(again[t], first[t])
+        ids = np.unique(first[t])
+        assert ids[0] == 1 and ids[-1] == len(ids)  # segment IDs 1..n
+
+
+def test_stitching_is_what_joins_the_blocks(volume, results):
+    """Dropping the merges across block faces (no global stitching) leaves many more IDs and a large VOI."""
+    _, affs = volume
+    dim, a = 3, affs[3]
+    blocks = bw.block_grid(a.shape[1:], BLOCK)
+    fragments, counts = _pass1(a, blocks, CONTEXT)
+    ctx = bw.pass_context(CONTEXT, dim)
+    merges, local = [], []
+    for b in blocks:
+        w = b.with_context(ctx)
+        e, s = bw.block_merges(a[(slice(None), *w)], fragments[w], b, ctx, THRESHOLDS, dim, fragment_settings={})
+        merges.append((e, s))
+        same = bw.block_of(e[:, 0], b.budget) == bw.block_of(e[:, 1], b.budget)
+        local.append((e[same], s[same]))
+    starts = bw.fragment_starts(counts)
+    ref, blk, _ = results[dim]
+    for t in THRESHOLDS:
+        stitched = bw.relabel_block(
+            fragments, bw.segment_luts(counts, blocks[0].budget, merges, [t])[t], starts, blocks[0].budget
+        )
+        unstitched = bw.relabel_block(
+            fragments, bw.segment_luts(counts, blocks[0].budget, local, [t])[t], starts, blocks[0].budget
+        )
+        assert np.array_equal(stitched, blk[t])  # the driver is these pure functions
+        assert n_ids(unstitched) > 1.4 * n_ids(stitched)
+        assert voi(unstitched, ref[t]) > 10 * max(voi(stitched, ref[t]), 0.05)
+
+
+def test_zarr_driver_equals_in_memory(tmp_path, volume, results):
+    import zarr
+
+    from srseg.volumes import open_volume
+
+    _, affs = volume
+    a = affs[3][:, :8, :128, :160]  # smaller: edge blocks cut in y, x and z
+    src = zarr.open_array(
+        str(tmp_path / "affs.zarr"), mode="w", shape=a.shape, chunks=(a.shape[0], 4, 64, 64), dtype=a.dtype
+    )
+    src[...] = a
+    mem, _ = bw.segment_blockwise(a, THRESHOLDS, BLOCK, CONTEXT, dim=3, min_size=20)
+    outputs = {t: tmp_path / f"{segment.threshold_name(t)}.zarr" for t in THRESHOLDS}
+    info = bw.segment_blockwise_zarr(
+        str(tmp_path / "affs.zarr"),
+        tmp_path / "work",
+        THRESHOLDS,
+        BLOCK,
+        CONTEXT,
+        dim=3,
+        min_size=20,
+        outputs=outputs,
+        voxel_nm=(40, 8, 8),
+    )
+    root = zarr.open_group(str(tmp_path / "work"), mode="r")
+    for t in THRESHOLDS:
+        assert np.array_equal(np.asarray(root[f"filtered/{segment.threshold_name(t)}"][...]), mem[t])
+        with open_volume(outputs[t]) as vol:
+            assert np.array_equal(vol.read(), mem[t])
+            assert vol.voxel_nm == [40.0, 8.0, 8.0]
+    assert info["n_blocks"] == 2 * 2 * 3
+
+
+def test_size_filter_uses_global_sizes():
+    # a 2-section, 12 x 12 square split across four blocks: every piece < min_size, the whole >= min_size
+    labels = np.zeros((2, 64, 64), np.uint64)
+    labels[:, 2:30, 2:62] = 1
+    labels[:, 34:62, 2:62] = 2
+    labels[:, 26:38, 26:38] = 3  # 144 px per section, 36 px per block
+    labels[:, 25, 25:39] = labels[:, 38, 25:39] = 0
+    labels[:, 25:39, 25] = labels[:, 25:39, 38] = 0
+    labels[:, 41:44, 5:8] = 4  # a 9-px speck inside no block face
+    labels[:, 40, 4:9] = labels[:, 44, 4:9] = 0
+    labels[:, 40:45, 4] = labels[:, 40:45, 8] = 0
+    affs = affinity_targets(labels, 2)
+    ref, _ = segment.segment_affinities(affs, [0.5], dim=2, min_size=100)
+    blk, _ = bw.segment_blockwise(affs, [0.5], (2, 32, 32), (0, 8, 8), dim=2, min_size=100)
+    assert n_ids(blk[0.5][0][labels[0] == 3]) == 1  # kept: 144 px over the blocks
+    assert n_ids(blk[0.5][0][labels[0] == 4]) == 1 and blk[0.5][0, 42, 6] == blk[0.5][0, 50, 30]  # flooded
+    assert voi(blk[0.5], ref[0.5]) < 1e-9
+
+
+def test_long_range_folding_and_bad_options():
+    labels = cells((4, 128, 128), 16, seed=3)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -4, 0], [0, 0, -4]]
+    rng = np.random.default_rng(4)
+    affs = np.clip(affinity_targets(labels, 2, offsets) + rng.normal(0, 0.1, (5, *labels.shape)), 0, 1)
+    affs = affs.astype(np.float32)
+    affs[0] = 0
+    kw = {"dim": 2, "offsets": offsets, "long_range_weight": 0.5}
+    ref, _ = segment.segment_affinities(affs, [0.5], **kw)
+    blk, _ = bw.segment_blockwise(affs, [0.5], (4, 64, 64), (0, 16, 16), **kw)
+    assert voi(blk[0.5], ref[0.5]) <= 0.05
+    with pytest.raises(ValueError, match="long-range offset"):
+        bw.segment_blockwise(affs, [0.5], (4, 64, 64), (0, 3, 3), **kw)
+    with pytest.raises(ValueError, match="at least 1 voxel"):
+        bw.segment_blockwise(affs[:3], [0.5], (4, 64, 64), (0, 0, 8), dim=2)
+    with pytest.raises(ValueError, match="at least 1 voxel"):
+        bw.segment_blockwise(affs[:3], [0.5], (2, 64, 64), (0, 8, 8), dim=3)
+    with pytest.raises(ValueError, match="one min_size"):
+        bw.segment_blockwise(affs[:3], [0.5], (4, 64, 64), (0, 8, 8), min_size=[0, 10])
