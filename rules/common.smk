@@ -212,7 +212,15 @@ def model_file(wildcards):
 def segmentation_choice():
     """The keys of `segmentation:` that shape the segmentations (not the reported fixed threshold)."""
     seg = config["segmentation"]
-    keys = ("thresholds", "merge_function", "seed_min_distance", "boundary_threshold", "min_size", "long_range_weight")
+    keys = (
+        "thresholds",
+        "merge_function",
+        "seed_min_distance",
+        "boundary_threshold",
+        "min_size",
+        "long_range_weight",
+        "blockwise",
+    )
     return canonical({k: seg[k] for k in keys})
 
 

@@ -25,7 +25,7 @@ rule segment:
         **job_resources(8, 60, gpu=True),
     params:
         segmentation=segmentation_choice(),
-        code=code("srseg.segment"),
+        code=code("srseg.blockwise"),
     script:
         "../workflow/scripts/segment.py"
 

@@ -188,6 +188,16 @@ MISCONFIGURATIONS = [
     ),
     ("affinity init missing", setter("affinity", "init", value="ruler.pt"), "affinity.init"),
     ("blocks vs sections", setter("infer", "blocks_z", value=20), "infer.blocks_z"),
+    (
+        "empty segmentation block",
+        setter("segmentation", "blockwise", value={"block": [0, 64, 64]}),
+        "segmentation.blockwise.block",
+    ),
+    (
+        "blockwise context below the long-range offsets",
+        setter("segmentation", "blockwise", value={"block": [4, 256, 256], "context": [0, 4, 4]}),
+        "segmentation.blockwise.context",
+    ),
 ]
 
 
@@ -422,3 +432,31 @@ def test_planning_imports_neither_torch_nor_opencv():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    "context, dim, long_range, weight",
+    [
+        ([0, 8, 8], 2, [[0, -6, 0]], 0.5),
+        ([0, 4, 8], 2, [[0, -6, 0]], 0.5),
+        ([0, 4, 8], 2, [[0, -6, 0]], 0.0),
+        ([0, 8, 8], 3, [], 0.5),
+        ([1, 0, 8], 2, [], 0.5),
+        ([1, 8, 8], 3, [[-2, 0, 0]], [0, 0.5]),
+    ],
+)
+def test_blockwise_plan_check_refuses_what_blockwise_refuses(context, dim, long_range, weight):
+    """The plan-time check (torch- and waterz-free) has srseg.blockwise.check_context's rules."""
+    from srseg import blockwise
+    from srseg.config.checks import blockwise_problem
+    from srseg.ruler_spec import NEAREST
+
+    problem = blockwise_problem([4, 64, 64], context, dim, long_range, weight)
+    w = max(weight) if isinstance(weight, list) else weight
+    try:
+        blockwise.check_context(context, dim, NEAREST + long_range, w)
+        refused = False
+    except ValueError:
+        refused = True
+    assert (problem is not None) == refused, problem
+    assert problem is None or problem[0] == "segmentation.blockwise.context"

@@ -145,7 +145,7 @@ def test_run_image_metrics_writes_one_row_per_section_and_the_frc_curves(tmp_pat
         str(tmp_path / "pairs.json"),
         str(out),
         str(frc),
-        {"border_crop": 4},
+        {"border_crop": 4, "references": ["acquired"]},
         "edsr",
         "real",
         "alpha",
@@ -194,7 +194,7 @@ def test_run_image_metrics_rejects_mismatched_shapes_without_output(tmp_path):
             str(tmp_path / "pairs.json"),
             str(out),
             str(tmp_path / "m" / "frc.csv"),
-            {"border_crop": 0},
+            {"border_crop": 0, "references": ["acquired"]},
             "edsr",
             "real",
             "a",
@@ -228,7 +228,7 @@ def test_image_metrics_against_the_denoised_hr_are_a_second_column_set(tmp_path)
     noisy = np.clip(clean + 0.05 * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
     _write_pair(tmp_path, clean, noisy)  # SR = the clean image; the acquired HR is noisy
     write_image(tmp_path / "denoised.tif", clean, (50.0, 10.0, 10.0), "float32")
-    plain = _run(tmp_path, {"border_crop": 2})
+    plain = _run(tmp_path, {"border_crop": 2, "references": ["acquired"]})
     assert not [c for c in plain.columns if c.endswith("_denoised")]  # default: acquired only
     both = _run(tmp_path, {"border_crop": 2, "references": ["acquired", "denoised"]}, str(tmp_path / "denoised.tif"))
     names = [c for c in plain.columns if c not in ("model", "data", "fold", "specimen", "section")]

@@ -173,7 +173,7 @@ def test_image_metrics_csv_gets_a_column_per_registered_metric(tmp_path, registr
         str(tmp_path / "pairs.json"),
         str(out),
         str(tmp_path / "spec_frc.csv"),
-        {"border_crop": 2},
+        {"border_crop": 2, "references": ["acquired"]},
         "edsr",
         "real",
         "a",

@@ -62,8 +62,21 @@ from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as connected_label
 from skimage.segmentation import watershed
 
-from .segment import agglomerate, boundary_map, check_affinities, fold_long_range, fragments_from_affinities
-from .volumes import split_zarr, tmp_path
+from . import runtime
+from .affinity import load_affinity_model, predict
+from .io import InputError, label_dtype, to_float, write_json
+from .segment import (
+    agglomerate,
+    boundary_map,
+    check_affinities,
+    fold_long_range,
+    fragments_from_affinities,
+    rule_settings,
+    run_segment,
+    segment_info,
+    waterz_cache,
+)
+from .volumes import open_volume, split_zarr, tmp_path, write_sections
 
 Slices = tuple[slice, slice, slice]
 
@@ -740,3 +753,168 @@ def segment_blockwise_zarr(
         "n_merges": int(sum(m)),
         "arrays": {t: str(Path(work) / kind / threshold_name(t)) for t in thresholds},
     }
+
+
+# --------------------------------------------------------------------------- rule segment, blockwise
+
+
+def affinity_z_context(net) -> int:
+    """Sections beyond a z-block that a 3D affinity U-Net's receptive field reaches (0 for a 2D net).
+
+    Only its 3x3x3 convolutions see through z (one per level below the top, in the encoder and
+    in the decoder; z is never pooled), so a core section sees 2 * depth - 3 sections each way.
+    """
+    if int(net.dim) != 3:
+        return 0
+    return max(0, 2 * int(net.depth) - 3)
+
+
+def predict_to_zarr(net, volume, device, settings: dict, path, block_zyx: Sequence[int], progress: bool = False):
+    """The affinities (C, z, y, x) of a lazy `volume` (srseg.volumes) in a new zarr array at `path`, chunked by
+    block, predicted z-block by z-block with `srseg.affinity.predict` (the model's tiles and test-time flips).
+
+    Each z-block is read with `affinity_z_context(net)` sections of context on each side; whole
+    sections, so in 2D (sections independent) every block's affinities are those of the whole
+    image, exactly. Memory: one z-block (+ context) of whole sections and its affinities.
+    Returns (the zarr array, prediction seconds).
+    """
+    import zarr
+
+    nz, ny, nx = volume.shape
+    grid = block_grid(volume.shape, block_zyx)
+    chunk = tuple(s.stop - s.start for s in grid[0].core)
+    n_out = int(net.channels) + (1 if int(net.dim) == 2 else 0)
+    arr = zarr.create_array(
+        str(path), shape=(n_out, nz, ny, nx), chunks=(n_out, *chunk), dtype=np.float32, fill_value=0.0, zarr_format=3
+    )
+    ctx = affinity_z_context(net)
+    seconds = 0.0
+    for z0 in range(0, nz, chunk[0]):
+        z1 = min(z0 + chunk[0], nz)
+        lo, hi = max(0, z0 - ctx), min(nz, z1 + ctx)
+        image = to_float(np.asarray(volume[lo:hi]))
+        if not np.all(np.isfinite(image)):
+            raise InputError(f"{volume.source}: the image contains NaN or infinite values; fix the upstream output")
+        t0 = time.perf_counter()
+        affs = predict(net, image, device, settings, progress=progress)
+        if getattr(device, "type", str(device)) == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        arr[:, z0:z1] = affs[:, z0 - lo : z1 - lo]
+    return arr, seconds
+
+
+def _slabs(arr, step: int):
+    """The sections of a (z, y, x) zarr array, read one z-chunk (`step` sections) at a time."""
+    for z0 in range(0, arr.shape[0], step):
+        yield from np.asarray(arr[z0 : z0 + step])
+
+
+def run_segment_rule(segmentation: dict, **kwargs) -> None:
+    """Snakemake entry point of rule segment: `run_segment_blockwise` when
+    `segmentation.blockwise.block` is set (bounded memory), else `segment.run_segment` (in memory).
+
+    Here rather than in srseg.segment because this module builds on that one (no import cycle).
+    """
+    block = (segmentation.get("blockwise") or {}).get("block")
+    (run_segment_blockwise if block is not None else run_segment)(segmentation=segmentation, **kwargs)
+
+
+def run_segment_blockwise(
+    image: str,
+    model: str,
+    segmentations: Sequence[str],
+    segment_json: str,
+    segmentation: dict | None = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    log: str | None = None,
+    choice: str | None = None,
+) -> None:
+    """Rule segment with `segmentation.blockwise.block` set: `srseg.segment.run_segment`'s outputs in bounded memory.
+
+    Same arguments, settings and outputs (one label TIFF per threshold, same dtype rule and
+    voxel size; segment.json with the same keys plus `blockwise`, `n_blocks`, `peak_rss_mb`).
+    The image is read z-block by z-block (`predict_to_zarr`) into an affinity zarr in a work
+    folder beside segment.json (`.blockwise.tmp`, removed at the end, also a killed run's on
+    restart); `segment_blockwise_zarr` segments it; each threshold's labels are streamed into
+    their TIFF section by section (`volumes.write_sections`, atomic). No stage holds more than
+    one block (+ context) of the affinities, one z-block of sections, or the lookup tables.
+    """
+    import shutil
+
+    import zarr
+
+    seg_cfg, thresholds, merge_function, frag = rule_settings(segmentation, choice, segmentations)
+    bw = seg_cfg["blockwise"]
+    if bw["block"] is None:
+        raise InputError("segmentation.blockwise.block is null: segment with srseg.segment.run_segment")
+    logger = runtime.get_logger("srseg.blockwise", log)
+    runtime.set_threads(threads)
+    dev = runtime.resolve_device(device)
+    net = load_affinity_model(model, dev)
+    offsets = getattr(net, "offsets", None)
+    lrw = float(frag["long_range_weight"])
+    try:
+        context = check_context(bw["context"], net.dim, offsets, lrw)
+        block_grid((1, 1, 1), bw["block"])
+    except ValueError as exc:
+        raise InputError(f"segmentation.blockwise: {exc}; raise segmentation.blockwise.context / .block") from exc
+    work = tmp_path(Path(segment_json).parent / ".blockwise")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        with open_volume(image) as vol:
+            voxel, shape = vol.voxel_nm, vol.shape
+            logger.info("segmenting %s %s blockwise (block %s) with %s on %s", image, shape, bw["block"], model, dev)
+            affs, t_pred = predict_to_zarr(net, vol, dev, net.params, work / "affs.zarr", bw["block"], progress=True)
+        with waterz_cache(cache_dir):
+            timing = segment_blockwise_zarr(
+                affs,
+                work / "seg.zarr",
+                thresholds,
+                bw["block"],
+                context,
+                int(frag["seed_min_distance"]),
+                net.dim,
+                merge_function,
+                boundary_threshold=float(frag["boundary_threshold"]),
+                min_size=int(frag["min_size"]),
+                offsets=offsets,
+                long_range_weight=lrw,
+            )
+        arrays = timing.pop("arrays")
+        step = min(int(bw["block"][0]), shape[0])
+        segments = {}
+        for path, t in zip(segmentations, thresholds):
+            seg = zarr.open_array(arrays[t], mode="r")
+            top = max((int(p.max()) for p in _slabs(seg, step)), default=0)
+            ids = []
+
+            def planes(seg=seg, ids=ids):
+                for plane in _slabs(seg, step):
+                    ids.append(np.unique(plane))
+                    yield plane
+
+            write_sections(path, planes(), shape, label_dtype(top), voxel)
+            u = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.uint64)
+            segments[str(t)] = int(len(u) - (0 in u))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    info = segment_info(image, model, dev, net, shape, thresholds, merge_function, frag, choice, t_pred, timing)
+    info["segments"] = segments
+    info["blockwise"] = {"block": [int(b) for b in bw["block"]], "context": list(context)}
+    info["affinity_z_context"] = affinity_z_context(net)
+    info["peak_rss_mb"] = runtime.peak_rss_mb()
+    write_json(segment_json, info)
+    logger.info(
+        "%d blocks; affinities %.0f voxels/s, segmentation %.0f voxels/s, peak RSS %s MiB",
+        info["n_blocks"],
+        info["affinity_voxels_per_second"],
+        info["segmentation_voxels_per_second"],
+        f"{info['peak_rss_mb']:.0f}" if info["peak_rss_mb"] is not None else "?",
+    )

@@ -338,17 +338,16 @@ def write_image(path, vol: np.ndarray, voxel_nm, dtype: str = "uint8") -> None:
     write_tiff(path, from_float(vol, dtype), voxel_nm)
 
 
+def label_dtype(top: int) -> np.dtype:
+    """The dtype `write_labels` stores labels whose largest ID is `top` in: uint16, else uint32, else uint64."""
+    return np.dtype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.uint64)
+
+
 def write_labels(path, labels: np.ndarray, voxel_nm) -> None:
     """Labels are stored as uint16 when they fit (ImageJ-readable), else uint32/uint64."""
     labels = np.asarray(labels)
     top = int(labels.max()) if labels.size else 0
-    if top < 2**16:
-        labels = labels.astype(np.uint16)
-    elif top < 2**32:
-        labels = labels.astype(np.uint32)
-    else:
-        labels = labels.astype(np.uint64)
-    write_tiff(path, labels, voxel_nm)
+    write_tiff(path, labels.astype(label_dtype(top)), voxel_nm)
 
 
 def read_labels(path) -> tuple[np.ndarray, list[float] | None]:

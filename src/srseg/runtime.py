@@ -152,3 +152,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB: VmHWM of /proc/self/status (None where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

@@ -480,6 +480,57 @@ def choose_threshold(
 # --------------------------------------------------------------------------- rule entry points
 
 
+def rule_settings(
+    segmentation: dict | None, choice: str | None, segmentations: Sequence[str]
+) -> tuple[dict, list[float], str, dict]:
+    """(the `segmentation:` slice, sorted thresholds, merge function, fragment settings) of rule segment,
+    with its outputs checked against the thresholds (`run_segment`'s docstring)."""
+    seg_cfg = section("segmentation", segmentation)
+    thresholds = [float(t) for t in sorted(seg_cfg["thresholds"])]
+    frag = default_fragments(seg_cfg)
+    if choice is not None:
+        chosen = read_json(choice).get("fragments")
+        if chosen is None or any(k not in chosen for k in TUNED_KEYS):
+            raise InputError(f"{choice}: no complete `fragments` entry ({', '.join(TUNED_KEYS)}); rerun the rule")
+        frag = {k: chosen[k] for k in TUNED_KEYS}
+    if len(segmentations) != len(thresholds):
+        raise InputError(
+            f"rule segment: {len(segmentations)} outputs for {len(thresholds)} thresholds; "
+            "declare one t<thr>.tif per segmentation.thresholds entry"
+        )
+    for path, t in zip(segmentations, thresholds):
+        if Path(path).stem != threshold_name(t):
+            raise InputError(
+                f"rule segment: output {path} does not match threshold {t}; name it {threshold_name(t)}.tif"
+            )
+    return seg_cfg, thresholds, seg_cfg["merge_function"], frag
+
+
+def segment_info(image, model, dev, net, shape, thresholds, merge_function, frag, choice, t_pred, timing) -> dict:
+    """segment.json's content common to the in-memory and the blockwise path (`segments` aside)."""
+    n = int(np.prod(shape))
+    seg_s = timing["fragment_seconds"] + timing["agglomerate_seconds"]
+    return {
+        "image": str(image),
+        "model": str(model),
+        "device": str(dev),
+        "dim": net.dim,
+        "shape": list(shape),
+        "voxels": n,
+        "thresholds": thresholds,
+        "merge_function": merge_function,
+        "fragments": frag,
+        "fragments_from": str(choice) if choice else "first candidates of segmentation:",
+        "offsets": getattr(net, "offsets", None),
+        "ids": "unique per section" if net.dim == 2 else "3D (linked through z)",
+        "affinity_seconds": t_pred,
+        "affinity_voxels_per_second": n / max(t_pred, 1e-9),
+        **timing,
+        "segmentation_voxels_per_second": n / max(seg_s, 1e-9),
+        "agglomeration_voxels_per_second": n / max(timing["agglomerate_seconds"], 1e-9),
+    }
+
+
 def run_segment(
     image: str,
     model: str,
@@ -500,29 +551,20 @@ def run_segment(
     long-range weight and size filter chosen on the validation sections (None: the first
     candidate of each). `segmentations` are the output paths in the order of the sorted
     thresholds. Prediction tiles are those the affinity model was trained with.
+
+    The whole image and its affinities are held in memory. With `segmentation.blockwise.block`
+    set, the rule runs `srseg.blockwise.run_segment_blockwise` instead (bounded memory; it needs
+    srseg.blockwise, which imports this module, so the rule's script chooses); called here with a
+    block this refuses (InputError) rather than silently ignore it.
     """
-    seg_cfg = section("segmentation", segmentation)
-    thresholds = sorted(seg_cfg["thresholds"])
-    merge_function = seg_cfg["merge_function"]
-    frag = default_fragments(seg_cfg)
-    if choice is not None:
-        chosen = read_json(choice).get("fragments")
-        if chosen is None or any(k not in chosen for k in TUNED_KEYS):
-            raise InputError(f"{choice}: no complete `fragments` entry ({', '.join(TUNED_KEYS)}); rerun the rule")
-        frag = {k: chosen[k] for k in TUNED_KEYS}
+    seg_cfg, thresholds, merge_function, frag = rule_settings(segmentation, choice, segmentations)
+    if seg_cfg["blockwise"]["block"] is not None:
+        raise InputError(
+            "segmentation.blockwise.block is set: segment with srseg.blockwise.run_segment_blockwise "
+            "(or set it to null for the in-memory path)"
+        )
     logger = runtime.get_logger("srseg.segment", log)
     runtime.set_threads(threads)
-    thresholds = [float(t) for t in thresholds]
-    if len(segmentations) != len(thresholds):
-        raise InputError(
-            f"rule segment: {len(segmentations)} outputs for {len(thresholds)} thresholds; "
-            "declare one t<thr>.tif per segmentation.thresholds entry"
-        )
-    for path, t in zip(segmentations, thresholds):
-        if Path(path).stem != threshold_name(t):
-            raise InputError(
-                f"rule segment: output {path} does not match threshold {t}; name it {threshold_name(t)}.tif"
-            )
     vol, voxel, _ = read_image(image)
     if not np.all(np.isfinite(vol)):
         raise InputError(f"{image}: the image contains NaN or infinite values; fix the upstream output")
@@ -553,33 +595,16 @@ def run_segment(
         )
     for path, t in zip(segmentations, thresholds):
         write_labels(path, segs[t], voxel)
-    n = int(vol.size)
-    seg_s = timing["fragment_seconds"] + timing["agglomerate_seconds"]
-    info = {
-        "image": str(image),
-        "model": str(model),
-        "device": str(dev),
-        "dim": net.dim,
-        "shape": list(vol.shape),
-        "voxels": n,
-        "thresholds": thresholds,
-        "merge_function": merge_function,
-        "fragments": frag,
-        "fragments_from": str(choice) if choice else "first candidates of segmentation:",
-        "offsets": getattr(net, "offsets", None),
-        "ids": "unique per section" if net.dim == 2 else "3D (linked through z)",
-        "affinity_seconds": t_pred,
-        "affinity_voxels_per_second": n / max(t_pred, 1e-9),
-        **timing,
-        "segmentation_voxels_per_second": n / max(seg_s, 1e-9),
-        "agglomeration_voxels_per_second": n / max(timing["agglomerate_seconds"], 1e-9),
-        "segments": {str(t): int(len(np.unique(segs[t])) - (0 in segs[t])) for t in thresholds},
-    }
+    info = segment_info(image, model, dev, net, vol.shape, thresholds, merge_function, frag, choice, t_pred, timing)
+    info["segments"] = {str(t): int(len(np.unique(segs[t])) - (0 in segs[t])) for t in thresholds}
+    info["blockwise"] = seg_cfg["blockwise"]
+    info["peak_rss_mb"] = runtime.peak_rss_mb()
     write_json(segment_json, info)
     logger.info(
-        "affinities %.0f voxels/s, segmentation %.0f voxels/s",
+        "affinities %.0f voxels/s, segmentation %.0f voxels/s, peak RSS %s MiB",
         info["affinity_voxels_per_second"],
         info["segmentation_voxels_per_second"],
+        f"{info['peak_rss_mb']:.0f}" if info["peak_rss_mb"] is not None else "?",
     )
 
 

@@ -1,10 +1,11 @@
-"""Snakemake rule `segment`: affinities + fragments + waterz at every threshold (srseg.segment.run_segment)."""
+"""Snakemake rule `segment`: affinities + fragments + waterz at every threshold (srseg.blockwise.run_segment_rule:
+in memory, or block by block when segmentation.blockwise.block is set)."""
 
+from srseg.blockwise import run_segment_rule
 from srseg.entry import rule_log
-from srseg.segment import run_segment
 
 with rule_log(snakemake) as log:
-    run_segment(
+    run_segment_rule(
         image=snakemake.input.image,
         model=snakemake.input.model,
         segmentations=list(snakemake.output.segs),

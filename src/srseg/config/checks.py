@@ -369,6 +369,52 @@ def check_models(config: dict, workdir: Path) -> None:
 # --------------------------------------------------------------------------- stages
 
 
+def blockwise_problem(block, context, dim: int, long_range, long_range_weight) -> tuple[str, str] | None:
+    """(dotted key, problem and fix) of a `segmentation.blockwise` setting that cannot stitch blocks, or None.
+
+    The rules of `srseg.blockwise.check_context` (that module needs waterz; the config checks
+    may not import it): every block entry >= 1; context >= 1 along each axis whose edges can
+    merge (y, x; z too for a 3D network); and, when long-range affinities are folded in (any
+    weight > 0), context at least each long-range offset along its axis.
+    """
+    key = "segmentation.blockwise"
+    if block is None:
+        return None
+    if any(int(b) < 1 for b in block):
+        return f"{key}.block", f"{list(block)} has an entry below 1; give [z, y, x] block sizes of at least 1 voxel"
+    context = [int(c) for c in context]
+    axes = (0, 1, 2) if int(dim) == 3 else (1, 2)
+    for a in axes:
+        if context[a] < 1:
+            return (
+                f"{key}.context",
+                f"{context} has no {'zyx'[a]} context, so objects crossing a block face are never stitched; "
+                f"set it to at least 1 along {'z, y and x' if int(dim) == 3 else 'y and x'}",
+            )
+    weights = long_range_weight if isinstance(long_range_weight, (list, tuple)) else [long_range_weight]
+    if max(float(w) for w in weights) > 0:
+        for o in long_range or []:
+            nonzero = [a for a, v in enumerate(o) if v]
+            if len(nonzero) == 1 and nonzero[0] in axes and abs(int(o[nonzero[0]])) > context[nonzero[0]]:
+                a = nonzero[0]
+                return (
+                    f"{key}.context",
+                    f"{context} is smaller than the long-range offset {list(o)} of affinity.long_range along "
+                    f"{'zyx'[a]}; raise it to at least {abs(int(o[a]))} there "
+                    "(or set segmentation.long_range_weight: 0)",
+                )
+    return None
+
+
+def check_blockwise(seg: dict, affinity: dict) -> None:
+    bw = seg["blockwise"]
+    problem = blockwise_problem(
+        bw["block"], bw["context"], affinity["dim"], affinity.get("long_range"), seg["long_range_weight"]
+    )
+    if problem:
+        raise InputError(f"{problem[0]}: {problem[1]}")
+
+
 def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
     seg = config["segmentation"]
     fixed = seg["fixed_threshold"]
@@ -381,6 +427,7 @@ def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
             f"{suggest(seg['merge_function'], MERGE_FUNCTIONS) if '<' not in seg['merge_function'] else ''}"
             f" (named: mean, hist_quant_10 ... hist_quant_95)"
         )
+    check_blockwise(seg, config["affinity"])
     infer = config["infer"]
     if 2 * infer["overlap"] >= infer["tile"]:
         raise InputError(
