@@ -3,6 +3,7 @@
 #
 #   snakemake --cores 2                        # the embedded demo (config.yaml)
 #   snakemake --profile profiles/slurm         # on a SLURM GPU cluster
+#   snakemake --cores 2 overview               # then: the best row on every whole LR overview
 #
 # The DAG and the results/ layout are described in README.md.
 
@@ -48,6 +49,7 @@ include: "rules/ruler.smk"
 include: "rules/segment.smk"
 include: "rules/metrics.smk"
 include: "rules/report.smk"
+include: "rules/overview.smk"
 
 
 rule all:
@@ -55,3 +57,10 @@ rule all:
     input:
         rules.report.output,
         rules.provenance.output,
+
+
+# `snakemake overview` (rules/overview.smk): the chosen row on every selected specimen's whole LR overview
+rule overview:
+    input:
+        sr=[overviewed(s, "sr.zarr") for s in OVERVIEW_SPECIMENS],
+        segmentation=[overviewed(s, "segmentation.zarr") for s in OVERVIEW_SPECIMENS],

@@ -27,15 +27,12 @@ import numpy as np
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process in MiB: VmHWM (Linux; reset at exec, unlike ru_maxrss, which a child
-    inherits from the parent it was forked from), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; macOS: bytes
+    """Peak resident memory of this process in MiB (runtime.peak_rss_mb: VmHWM, reset at exec, unlike ru_maxrss,
+    which a child inherits from the parent it was forked from), else ru_maxrss."""
+    from srseg.runtime import peak_rss_mb
+
+    peak = peak_rss_mb()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def synthetic(shape, n_cells: int, dim: int, seed: int = 0, noise: float = 0.15):

@@ -386,3 +386,56 @@ EXAMPLE_FOLD, EXAMPLE_SPECIMEN = report_example()
 def registered(path, name):
     caption, category, subcategory = REPORT_ITEMS[name]
     return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory)
+
+
+# ---------------------------------------------------------------- overview (`snakemake overview`)
+
+OVERVIEW = config["overview"]
+OVERVIEW_SPECIMENS = srseg_config.checks.overview_specimens(config, FOLDS)
+OVERVIEW_CHOICE = "results/overview/choice.json"
+SUMMARY_TABLE = "results/report/tables/summary.csv"
+
+
+def overviewed(specimen, name):
+    return f"results/overview/{specimen}/{name}"
+
+
+def overview_fold(specimen):
+    """The fold that tests the specimen: its models never saw it (srseg.config.checks.overview_fold)."""
+    return srseg_config.checks.overview_fold(config, FOLDS, specimen)
+
+
+def overview_summary(wildcards):
+    """The summary table the checkpoint chooses the row from; none when overview.model / .data are set."""
+    return [] if OVERVIEW["model"] is not None else [SUMMARY_TABLE]
+
+
+def overview_row():
+    """(model, data) of the overview row, from checkpoint overview_choice (so after the report when chosen)."""
+    import json
+
+    with open(checkpoints.overview_choice.get().output.json) as fh:
+        row = json.load(fh)
+    return row["model"], row["data"]
+
+
+def overview_infer_inputs(wildcards):
+    model, data = overview_row()
+    fold = overview_fold(wildcards.specimen)
+    return {
+        "lr": ingested(wildcards.specimen, "lr.tif"),
+        "pairs": paired(wildcards.specimen, "pairs.json"),
+        "choice": OVERVIEW_CHOICE,
+        "model": [] if model in UNTRAINED else [trained(model, data, fold, "model.pt")],
+    }
+
+
+def overview_segment_inputs(wildcards):
+    model, data = overview_row()
+    fold = overview_fold(wildcards.specimen)
+    return {
+        "image": overviewed(wildcards.specimen, "sr.zarr"),
+        "model": affinity_model(fold),
+        "threshold": row_threshold(model, data, fold),
+        "choice": OVERVIEW_CHOICE,
+    }

@@ -82,3 +82,46 @@ def test_ome_zarr_sr_outputs_flow_through_the_image_metrics(tmp_path):
     assert sr.format == "ome-zarr" and sr.voxel_nm == pytest.approx(pairs["hr_voxel_nm"])  # true scale
     scores = pd.read_csv(tmp_path / "results/metrics/image/bicubic/none/gamma/gamma.csv")
     assert scores["psnr"].map(math.isfinite).all()
+
+
+@pytest.mark.slow
+def test_snakemake_overview_super_resolves_and_segments_the_whole_lr_overview(finished_run):
+    """`snakemake overview` on the finished run: the summary's best row on gamma's whole LR, as OME-Zarr
+    (scattered over 2 inference jobs, segmented in 2 x 2 x 2 blocks)."""
+    import time
+
+    import tifffile
+    import zarr
+
+    from srseg.volumes import open_volume
+
+    t0 = time.perf_counter()
+    overview = ("--config", "overview={blocks_z: 2, block: [2, 128, 128]}")
+    snakemake(finished_run, "overview", *overview)
+    seconds = time.perf_counter() - t0
+    out = finished_run / "results/overview"
+    choice = json.loads((out / "choice.json").read_text())
+    summary = pd.read_csv(finished_run / "results/report/tables/summary.csv")
+    cand = summary[summary["model"] != "hr"]
+    best = cand.loc[cand[choice["by"]].idxmin()]
+    assert (choice["model"], choice["data"]) == (best["model"], best["data"])
+    lr = tifffile.imread(finished_run / "results/ingest/gamma/lr.tif")
+    pairs = json.loads((finished_run / "results/pairs/gamma/pairs.json").read_text())
+    sr, seg = open_volume(out / "gamma/sr.zarr"), open_volume(out / "gamma/segmentation.zarr")
+    s = pairs["scale"]
+    assert sr.shape == seg.shape == (lr.shape[0], lr.shape[1] * s, lr.shape[2] * s)  # the whole overview, not the field
+    assert sr.voxel_nm == seg.voxel_nm == pytest.approx(pairs["hr_voxel_nm"])
+    assert sr.offset_nm == seg.offset_nm
+    info = json.loads((out / "gamma/segmentation.json").read_text())
+    row = finished_run / f"results/threshold/{choice['model']}/{choice['data']}/gamma.json"
+    threshold = json.loads(row.read_text())
+    assert info["n_blocks"] == 8 and json.loads((out / "gamma/sr.json").read_text())["blocks_z"] == 2
+    assert info["threshold"] == threshold["best_threshold"] and info["fragments"] == threshold["fragments"]
+    assert seg.read().max() > 1 and not (out / "gamma/work").exists()
+    assert "blocks" in (finished_run / "logs/overview_segment/gamma.log").read_text()  # tqdm progress in the log
+    models = pytest.importorskip("ome_zarr_models")
+    for name in ("sr", "segmentation"):
+        models.open_ome_zarr(zarr.open_group(str(out / f"gamma/{name}.zarr"), mode="r"))
+    proc = snakemake(finished_run, "overview", "-n", *overview)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    print(f"snakemake overview: {seconds:.1f} s, LR {lr.shape} -> SR/segmentation {sr.shape}")

@@ -51,6 +51,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -549,6 +550,22 @@ def create_work(work: str | os.PathLike, shape_zyx: Sequence[int], block_zyx: Se
     return work
 
 
+def _work_matches(work, shape_zyx, block_zyx, thresholds) -> bool:
+    """Whether `work` holds a work group of this shape, block grid and thresholds (one to resume)."""
+    import zarr
+
+    try:
+        meta = dict(zarr.open_group(str(work), mode="r").attrs)["srseg_blockwise"]
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+        return False
+    chunks = tuple(s.stop - s.start for s in block_grid(shape_zyx, block_zyx)[0].core)
+    return (
+        meta["shape"] == [int(s) for s in shape_zyx]
+        and tuple(meta["block"]) == chunks
+        and meta["thresholds"] == sorted(float(t) for t in thresholds)
+    )
+
+
 def _work(work):
     import zarr
 
@@ -671,6 +688,7 @@ def zarr_filter_job(affs, work, index: int, context_zyx, min_size: int, dim=2, s
         s = sizes[i] if sizes is not None else zarr_sizes(work, i)
         seg = np.asarray(group[f"seg/{threshold_name(t)}"][w])
         group[f"filtered/{threshold_name(t)}"][b.core] = filter_small_block(seg, a, b, ctx, s, min_size, dim, **fold)
+    _write_atomic(Path(work) / "blocks" / f"{index}.filtered.json", lambda p: p.write_text(json.dumps({"done": True})))
 
 
 def export_ome_zarr(work, threshold: float, path, voxel_nm, offset_nm=None, filtered: bool = False, **kw) -> Path:
@@ -703,6 +721,8 @@ def segment_blockwise_zarr(
     outputs: Mapping[float, str | os.PathLike] | None = None,
     voxel_nm: Sequence[float] | None = None,
     link_cut_fragments: bool = True,
+    resume: bool = False,
+    on_block=None,
 ) -> dict:
     """Blockwise segmentation of a zarr affinity array (C, z, y, x) into the work group `work`.
 
@@ -710,8 +730,18 @@ def segment_blockwise_zarr(
     the per-block calls (`zarr_*_job`) are what a Snakemake rule scatters, this runs them in
     order. Results: `work/seg/t<thr>` (or `work/filtered/t<thr>` with min_size > 1) and, with
     `outputs` {threshold: path.zarr} and `voxel_nm`, OME-Zarr label volumes. Returns the info dict
-    (timings, counts, and `arrays`: {threshold: the zarr array path of its labels}).
+    (timings, counts, `arrays`: {threshold: the zarr array path of its labels}, and `computed`:
+    {pass: blocks computed by this call}).
+
+    resume: keep a work group left by an earlier, interrupted call with the same shape, block and
+    thresholds, and skip every block whose pass left its marker in `work/blocks` (written after
+    the block's chunk, atomically, so a kill never leaves a marker of an unfinished block); the
+    lookup tables are rebuilt only if a block's merges were. on_block(pass, index): called after
+    each block a pass computed ("fragments", "merges", "relabel", "filter"; tests inject a
+    failure there). progress: one tqdm bar per pass on stderr (the rule log).
     """
+    from tqdm import tqdm
+
     from .segment import threshold_name
 
     a = _open_affs(affs)
@@ -719,23 +749,49 @@ def segment_blockwise_zarr(
     context = check_context(context_zyx, dim, offsets, long_range_weight)
     thresholds = sorted(float(t) for t in thresholds)
     fold = {"offsets": offsets, "long_range_weight": long_range_weight}
-    create_work(work, a.shape[1:], block_zyx, thresholds)
+    if not (resume and _work_matches(work, a.shape[1:], block_zyx, thresholds)):
+        create_work(work, a.shape[1:], block_zyx, thresholds)
     _, _, grid = _work(work)
+    blocks = Path(work) / "blocks"
+    computed = {"fragments": 0, "merges": 0, "relabel": 0, "filter": 0}
+
+    def todo(name: str, suffix: str):
+        left = [b for b in grid if not (resume and (blocks / f"{b.index}.{suffix}").exists())]
+        bar = tqdm(left, desc=f"{name} blocks", total=len(left), mininterval=5, disable=not progress)
+        for b in bar:
+            yield b
+            computed[name] += 1
+            if on_block is not None:
+                on_block(name, b.index)
+
+    def count(b) -> int:
+        return json.loads((blocks / f"{b.index}.fragments.json").read_text())["n"]
+
     t0 = time.perf_counter()
-    n = [zarr_fragments_job(a, work, b.index, context, seed_min_distance, boundary_threshold, **fold) for b in grid]
+    for b in todo("fragments", "fragments.json"):
+        zarr_fragments_job(a, work, b.index, context, seed_min_distance, boundary_threshold, **fold)
+    n = [count(b) for b in grid]
     t1 = time.perf_counter()
     link = {"seed_min_distance": seed_min_distance, "boundary_threshold": boundary_threshold}
     link = link if link_cut_fragments else None
-    m = [zarr_merges_job(a, work, b.index, context, dim, merge_function, link, **fold) for b in grid]
-    t2 = time.perf_counter()
-    zarr_luts_job(work)
+    for b in todo("merges", "merges.npz"):
+        zarr_merges_job(a, work, b.index, context, dim, merge_function, link, **fold)
+    m = []
     for b in grid:
+        with np.load(blocks / f"{b.index}.merges.npz") as z:
+            m.append(len(z["edges"]))
+    t2 = time.perf_counter()
+    if not (resume and (Path(work) / "luts.npz").exists() and not (computed["fragments"] or computed["merges"])):
+        for stale in [*blocks.glob("*.sizes.npz"), *blocks.glob("*.filtered.json")]:  # they used the old tables
+            stale.unlink()
+        zarr_luts_job(work)
+    for b in todo("relabel", "sizes.npz"):
         zarr_relabel_job(work, b.index)
     t3 = time.perf_counter()
     kind = "seg"
     if min_size > 1:
         sizes = [zarr_sizes(work, i) for i in range(len(thresholds))]
-        for b in grid:
+        for b in todo("filter", "filtered.json"):
             zarr_filter_job(a, work, b.index, context, min_size, dim, sizes=sizes, **fold)
         kind = "filtered"
     t4 = time.perf_counter()
@@ -752,6 +808,7 @@ def segment_blockwise_zarr(
         "n_blocks": len(grid),
         "n_merges": int(sum(m)),
         "arrays": {t: str(Path(work) / kind / threshold_name(t)) for t in thresholds},
+        "computed": computed,
     }
 
 
@@ -769,9 +826,23 @@ def affinity_z_context(net) -> int:
     return max(0, 2 * int(net.depth) - 3)
 
 
-def predict_to_zarr(net, volume, device, settings: dict, path, block_zyx: Sequence[int], progress: bool = False):
+def predict_to_zarr(
+    net,
+    volume,
+    device,
+    settings: dict,
+    path,
+    block_zyx: Sequence[int],
+    progress: bool = False,
+    resume: bool = False,
+    on_block=None,
+):
     """The affinities (C, z, y, x) of a lazy `volume` (srseg.volumes) in a new zarr array at `path`, chunked by
     block, predicted z-block by z-block with `srseg.affinity.predict` (the model's tiles and test-time flips).
+
+    resume: reuse the array an interrupted call left at `path` (same shape and chunks) and skip each z-block
+    whose marker `<path>.done/<z0>` exists (written after the block's chunks). on_block("affinities", z0):
+    called after each z-block predicted here.
 
     Each z-block is read with `affinity_z_context(net)` sections of context on each side; whole
     sections, so in 2D (sections independent) every block's affinities are those of the whole
@@ -784,12 +855,36 @@ def predict_to_zarr(net, volume, device, settings: dict, path, block_zyx: Sequen
     grid = block_grid(volume.shape, block_zyx)
     chunk = tuple(s.stop - s.start for s in grid[0].core)
     n_out = int(net.channels) + (1 if int(net.dim) == 2 else 0)
-    arr = zarr.create_array(
-        str(path), shape=(n_out, nz, ny, nx), chunks=(n_out, *chunk), dtype=np.float32, fill_value=0.0, zarr_format=3
-    )
+    done = Path(f"{path}.done")
+    arr = None
+    if resume and Path(path).exists():
+        try:
+            arr = zarr.open_array(str(path), mode="r+")
+        except (FileNotFoundError, ValueError, zarr.errors.ArrayNotFoundError):
+            arr = None
+        if arr is not None and (arr.shape != (n_out, nz, ny, nx) or arr.chunks != (n_out, *chunk)):
+            arr = None
+    if arr is None:
+        import shutil
+
+        shutil.rmtree(done, ignore_errors=True)
+        arr = zarr.create_array(
+            str(path),
+            shape=(n_out, nz, ny, nx),
+            chunks=(n_out, *chunk),
+            dtype=np.float32,
+            fill_value=0.0,
+            zarr_format=3,
+            overwrite=True,
+        )
+    if resume:
+        done.mkdir(parents=True, exist_ok=True)
     ctx = affinity_z_context(net)
     seconds = 0.0
-    for z0 in range(0, nz, chunk[0]):
+    starts = [z0 for z0 in range(0, nz, chunk[0]) if not (resume and (done / str(z0)).exists())]
+    if progress and resume and len(starts) < -(-nz // chunk[0]):
+        print(f"affinities: {-(-nz // chunk[0]) - len(starts)} z-blocks already done, resumed", file=sys.stderr)
+    for z0 in starts:
         z1 = min(z0 + chunk[0], nz)
         lo, hi = max(0, z0 - ctx), min(nz, z1 + ctx)
         image = to_float(np.asarray(volume[lo:hi]))
@@ -803,6 +898,10 @@ def predict_to_zarr(net, volume, device, settings: dict, path, block_zyx: Sequen
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
         arr[:, z0:z1] = affs[:, z0 - lo : z1 - lo]
+        if resume:
+            (done / str(z0)).write_text("")
+        if on_block is not None:
+            on_block("affinities", z0)
     return arr, seconds
 
 

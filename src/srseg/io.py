@@ -436,19 +436,18 @@ def stack_info(source: str) -> tuple[tuple[int, int, int], list | None] | None:
         return None
 
 
-def peek_checkpoint(path: str | os.PathLike) -> dict | None:
-    """The plain (non-tensor) top-level entries of a PyTorch checkpoint, read without torch.
+def unpickle_checkpoint(path: str | os.PathLike, tensor=None) -> dict | None:
+    """The top-level dict of a torch zip checkpoint, unpickled without torch (None: not one).
 
-    torch.save writes a zip holding `<name>/data.pkl`; unpickling it with tensors replaced by
-    None gives keys such as `arch`, `net`, `scale` of an srseg model.pt, so a wrong `init:`
-    is found before any job runs on a login node without torch. Returns None for other
-    formats (they are checked when the train job loads them). Hand-written: torch has no
-    metadata-only reader.
+    torch.save writes a zip holding `<name>/data.pkl`; every non-builtin class is replaced by
+    a stub, and `tensor` (a class, optional) stands in for torch._utils._rebuild_tensor*
+    (it receives the rebuild arguments: storage, offset, size, stride, ...). Hand-written:
+    torch has no metadata-only reader.
     """
     import pickle
     import zipfile
 
-    class _Stub:  # stands in for tensors, storages and any other non-builtin class
+    class _Stub:  # stands in for storages and any other non-builtin class
         def __init__(self, *args, **kwargs):
             pass
 
@@ -459,6 +458,8 @@ def peek_checkpoint(path: str | os.PathLike) -> dict | None:
         def find_class(self, module, name):
             if module in ("collections", "builtins", "copyreg", "_codecs"):
                 return super().find_class(module, name)
+            if tensor is not None and module == "torch._utils" and name.startswith("_rebuild_tensor"):
+                return tensor
             return _Stub
 
         def persistent_load(self, pid):
@@ -469,8 +470,19 @@ def peek_checkpoint(path: str | os.PathLike) -> dict | None:
             name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
             with archive.open(name) as handle:
                 state = _Unpickler(handle).load()
-    except Exception:  # noqa: BLE001 - not a zip checkpoint: the train job checks it with torch
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: the job that loads it checks it with torch
         return None
-    if not isinstance(state, dict):
+    return state if isinstance(state, dict) else None
+
+
+def peek_checkpoint(path: str | os.PathLike) -> dict | None:
+    """The plain (non-tensor) top-level entries of a PyTorch checkpoint, read without torch.
+
+    Keys such as `arch`, `net`, `scale` of an srseg model.pt, so a wrong `init:` is found
+    before any job runs on a login node without torch. Returns None for other formats (they
+    are checked when the train job loads them).
+    """
+    state = unpickle_checkpoint(path)
+    if state is None:
         return None
     return {k: v for k, v in state.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}

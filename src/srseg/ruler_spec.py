@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io import InputError, peek_checkpoint
+from .io import InputError, peek_checkpoint, unpickle_checkpoint
 
 NEAREST = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
 LSD_CHANNELS = {2: 6, 3: 10}
@@ -94,8 +94,6 @@ def peek_tensors(path: str | os.PathLike) -> tuple[dict | None, dict[str, tuple[
     shapes come from the arguments torch pickles to rebuild each tensor, for a state_dict
     stored either at the top level or under `state_dict`.
     """
-    import pickle
-    import zipfile
 
     class _Tensor:  # stands in for torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)
         def __init__(self, *args, **kwargs):
@@ -104,32 +102,8 @@ def peek_tensors(path: str | os.PathLike) -> tuple[dict | None, dict[str, tuple[
         def __setstate__(self, state):
             pass
 
-    class _Stub:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __setstate__(self, state):
-            pass
-
-    class _Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module in ("collections", "builtins", "copyreg", "_codecs"):
-                return super().find_class(module, name)
-            if module == "torch._utils" and name.startswith("_rebuild_tensor"):
-                return _Tensor
-            return _Stub
-
-        def persistent_load(self, pid):
-            return None
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-            with archive.open(name) as handle:
-                state = _Unpickler(handle).load()
-    except Exception:  # noqa: BLE001 - not a torch zip checkpoint
-        return None, {}
-    if not isinstance(state, dict):
+    state = unpickle_checkpoint(path, tensor=_Tensor)
+    if state is None:
         return None, {}
     weights = state.get("state_dict") if isinstance(state.get("state_dict"), dict) else state
 

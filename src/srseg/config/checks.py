@@ -469,6 +469,75 @@ def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
         )
 
 
+# --------------------------------------------------------------------------- overview
+
+
+def overview_fold(config: dict, fold_map: dict, specimen: str) -> str:
+    """The fold whose models process `specimen`'s whole LR overview: the first (sorted) in which it is a test
+    specimen, so none of them was trained on it; InputError naming overview.specimens if there is none."""
+    for fold, split in sorted(fold_map.items()):
+        if specimen in split["test"]:
+            return fold
+    tests = sorted({s for f in fold_map.values() for s in f["test"]})
+    raise InputError(
+        f"overview.specimens: {specimen!r} is no fold's test specimen, so every model was trained on it; "
+        f"use one of {', '.join(tests)} (or add a split that tests it)"
+    )
+
+
+def overview_specimens(config: dict, fold_map: dict) -> list[str]:
+    """The specimens `snakemake overview` processes: overview.specimens, or (null) every test specimen."""
+    given = config["overview"]["specimens"]
+    if given is None:
+        return sorted({s for f in fold_map.values() for s in f["test"]})
+    for s in given:
+        if s not in config["specimens"]:
+            raise InputError(f"overview.specimens: unknown specimen {s!r}{suggest(s, list(config['specimens']))}")
+        overview_fold(config, fold_map, s)
+    return sorted(given)
+
+
+def check_overview(config: dict, fold_map: dict) -> None:
+    ov = config["overview"]
+    model, data = ov["model"], ov["data"]
+    if (model is None) != (data is None):
+        missing = "data" if data is None else "model"
+        raise InputError(
+            f"overview.{missing}: null while overview.{'model' if missing == 'data' else 'data'} is set; "
+            "give both (one row of the tables) or neither (the summary table's best row)"
+        )
+    if model is not None:
+        models = config["models"]
+        if model not in models:
+            raise InputError(f"overview.model: unknown model {model!r}{suggest(model, list(models))}")
+        trained = catalog.archs()[models[model]["arch"]].trained
+        rows = list(config["train_data"]) if trained else ["none"]
+        if data not in rows:
+            raise InputError(
+                f"overview.data: {data!r} is not a training data of model {model} (its rows: {', '.join(rows)}); "
+                f"use one of them"
+            )
+    overview_specimens(config, fold_map)
+    t = ov["threshold"]
+    thresholds = [float(v) for v in config["segmentation"]["thresholds"]]
+    if t is not None and float(t) not in thresholds:
+        raise InputError(
+            f"overview.threshold: {t} is not one of segmentation.thresholds ({', '.join(map(str, thresholds))}); "
+            "add it there (its row is segmented at every listed threshold) or pick one of them"
+        )
+    seg = config["segmentation"]
+    problem = blockwise_problem(
+        ov["block"],
+        ov["context"],
+        config["affinity"]["dim"],
+        config["affinity"].get("long_range"),
+        seg["long_range_weight"],
+    )
+    if problem:
+        key = problem[0].replace("segmentation.blockwise", "overview")
+        raise InputError(f"{key}: {problem[1].replace('segmentation.blockwise', 'overview')}")
+
+
 def check(config: dict, workdir: str | Path = ".") -> None:
     """All cross-checks of a normalised, schema-valid config (see the module docstring)."""
     workdir = Path(workdir)
@@ -480,3 +549,4 @@ def check(config: dict, workdir: str | Path = ".") -> None:
     check_models(config, workdir)
     check_stages(config, fold_map, workdir)
     check_sections(config, fold_map, workdir)
+    check_overview(config, fold_map)

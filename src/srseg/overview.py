@@ -1,0 +1,380 @@
+"""The end use: one chosen (model, training data) row super-resolves and segments a specimen's WHOLE LR overview.
+
+The benchmark scores every row on the LR pixels inside the HR field only (rule pairs cuts
+them). `snakemake overview` then takes one row, the config's `overview.model` / `.data` or
+the summary table's best (`choose_row`: lowest headline VOI sum, the 3D one where scored;
+bicubic is a candidate like any model, the `hr` upper bound is not), and for each selected
+specimen, with the models of the fold that tests it (nothing was trained on it):
+
+1. `run_overview_infer`: srseg.infer.run_infer on the ingested LR overview (every section,
+   the whole field), an OME-Zarr with pyramid, voxel size and offset; `overview.blocks_z`
+   scatters it over jobs exactly as `infer.blocks_z` does (run_infer(block=...) + gather);
+2. `run_overview_segment`: the fold's affinity network and the row's own validation-chosen
+   threshold and fragment settings (rule row_threshold's json; or `overview.threshold`),
+   block by block (srseg.blockwise) into an OME-Zarr label volume with pyramid and the SR's
+   voxel size and offset, plus a json of timings, blocks and peak RSS.
+
+Step 2 is resumable: its work folder (results/overview/{specimen}/work, not a declared
+output, so Snakemake keeps it when the job fails) holds the affinities and the blockwise
+passes; every finished z-block / block leaves a marker, and a rerun after a kill skips them.
+A fingerprint of the inputs and settings (`run.json`) guards it: anything else changed and
+the folder starts over.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import runtime
+from .io import InputError, read_json, write_json
+
+#: the upper-bound row (real HR segmented): a reference, not something to super-resolve with
+UPPER_BOUND = "hr"
+#: the headline VOI sum of the summary table, 3D where scored (srseg.report.columns.headline)
+VOI_COLUMNS = ("voi_sum_3d_mean", "voi_sum_mean")
+
+
+# --------------------------------------------------------------------------- the row
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def choose_row(
+    summary_csv: str | os.PathLike,
+    model: str | None = None,
+    data: str | None = None,
+    rows: Sequence[Sequence[str]] | None = None,
+) -> dict:
+    """{model, data, by, value}: the row that processes the overviews.
+
+    model and data given: that row (by "config"; value: its headline VOI sum if the table has
+    it, else None). Otherwise the summary table's row with the lowest headline VOI sum:
+    `voi_sum_3d_mean` where any row has a finite one (the report's headline unit), else
+    `voi_sum_mean`; `hr` is excluded, bicubic is a candidate (if it segments best, super-resolving
+    with a trained model would be worse); ties go to the first row of the table. rows: the
+    config's (model, data) rows; others (a stale table) are ignored.
+    """
+    if (model is None) != (data is None):
+        raise InputError("overview.model and overview.data: give both or neither")
+    table = []
+    if summary_csv is not None and Path(summary_csv).exists():
+        with open(summary_csv, newline="") as fh:
+            table = list(csv.DictReader(fh))
+    elif model is None:
+        raise InputError(f"{summary_csv}: no summary table to choose the overview row from; run the report first")
+    allowed = {tuple(r) for r in rows} if rows is not None else None
+    cand = [
+        r
+        for r in table
+        if r.get("model") != UPPER_BOUND and (allowed is None or (r.get("model"), r.get("data")) in allowed)
+    ]
+    by = next(
+        (c for c in VOI_COLUMNS if any(math.isfinite(_number(r.get(c))) for r in cand)),
+        None,
+    )
+    if model is not None:
+        value = next((_number(r.get(by)) for r in cand if (r["model"], r["data"]) == (model, data)), math.nan)
+        return {"model": model, "data": data, "by": "config", "value": value if math.isfinite(value) else None}
+    if by is None:
+        raise InputError(
+            f"{summary_csv}: no row has a finite {' or '.join(VOI_COLUMNS)}; set overview.model and overview.data"
+        )
+    scored = [(v, i, r) for i, r in enumerate(cand) if math.isfinite(v := _number(r.get(by)))]
+    value, _, best = min(scored, key=lambda t: (t[0], t[1]))
+    return {"model": best["model"], "data": best["data"], "by": by, "value": value}
+
+
+def run_overview_choice(
+    out_json: str,
+    summary_csv: str | None = None,
+    model: str | None = None,
+    data: str | None = None,
+    rows: Sequence[Sequence[str]] | None = None,
+    log: str | None = None,
+) -> dict:
+    """Checkpoint overview_choice: `choose_row` into results/overview/choice.json."""
+    choice = choose_row(summary_csv, model, data, rows)
+    runtime.get_logger("srseg.overview", log).info(
+        "overview row: %s / %s (%s %s)", choice["model"], choice["data"], choice["by"], choice["value"]
+    )
+    write_json(out_json, choice)
+    return choice
+
+
+# --------------------------------------------------------------------------- SR of the whole overview
+
+
+def run_overview_infer(
+    choice: str,
+    lr_path: str,
+    out_zarr: str,
+    out_json: str,
+    pairs_json: str,
+    model_path: str | None = None,
+    arch_specs: dict | None = None,
+    settings: dict | None = None,
+    blocks_z: int | None = None,
+    block: int | None = None,
+    device: str = "auto",
+    threads: int = 1,
+    log: str | None = None,
+) -> dict:
+    """Super-resolve the whole LR overview `lr_path` with the row of `choice` (srseg.infer.run_infer).
+
+    model_path: the row's model.pt (trained models); arch_specs: {model: arch spec} of the
+    untrained ones (bicubic), from which the row's is taken. settings: the `infer:` slice,
+    with `blocks_z` replaced by overview.blocks_z (None: its default); block: one of those blocks (a
+    scattered job).
+    pairs_json: the specimen's pairs.json (scale and HR voxel size).
+    """
+    from .config import section
+    from .infer import run_infer
+
+    blocks_z = section("overview", {} if blocks_z is None else {"blocks_z": blocks_z})["blocks_z"]
+    row = read_json(choice)
+    spec = None if model_path else (arch_specs or {}).get(row["model"])
+    if not model_path and spec is None:
+        raise InputError(f"{choice}: model {row['model']!r} has no model file and is no untrained arch; rerun the rule")
+    info = run_infer(
+        lr_path=lr_path,
+        out_tif=out_zarr,
+        out_json=out_json,
+        model_path=model_path,
+        arch_spec=spec,
+        pairs_json=pairs_json,
+        settings={**dict(settings or {}), "blocks_z": int(blocks_z)},
+        block=block,
+        device=device,
+        threads=threads,
+        log=log,
+    )
+    info.update(row={k: row[k] for k in ("model", "data")})
+    write_json(out_json, info)
+    return info
+
+
+# --------------------------------------------------------------------------- segmentation, resumable
+
+
+def _stamp(path) -> list:
+    """(name, size, mtime) of a file, or of a folder's top-level files (an OME-Zarr's metadata, rewritten per write)."""
+    p = Path(path)
+    files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+    return [[q.name, q.stat().st_size, q.stat().st_mtime_ns] for q in files]
+
+
+def fingerprint(image, model, choice, settings: dict) -> str:
+    """What the work folder's content depends on: the inputs' stamps and the settings."""
+    key = {"image": _stamp(image), "model": _stamp(model), "choice": _stamp(choice) if choice else None, **settings}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def overview_settings(threshold_json: str | None, segmentation: dict | None, threshold: float | None):
+    """(threshold, fragment settings, merge function): the row's own validation choice (rule row_threshold's
+    json: best_threshold and fragments) unless overview.threshold is given (then with the row's fragments)."""
+    from .config import section
+    from .segment import TUNED_KEYS, default_fragments
+
+    seg = section("segmentation", segmentation)
+    frag = default_fragments(seg)
+    chosen = read_json(threshold_json) if threshold_json else {}
+    if threshold_json:
+        got = chosen.get("fragments")
+        if got is None or any(k not in got for k in TUNED_KEYS):
+            raise InputError(
+                f"{threshold_json}: no complete `fragments` entry ({', '.join(TUNED_KEYS)}); rerun rule row_threshold"
+            )
+        frag = {k: got[k] for k in TUNED_KEYS}
+    if threshold is None:
+        if "best_threshold" not in chosen:
+            raise InputError(f"{threshold_json}: no best_threshold; rerun rule row_threshold or set overview.threshold")
+        threshold = chosen["best_threshold"]
+    return float(threshold), frag, seg["merge_function"]
+
+
+def run_overview_segment(
+    image: str,
+    model: str,
+    out_zarr: str,
+    out_json: str,
+    work: str,
+    threshold_json: str | None = None,
+    segmentation: dict | None = None,
+    threshold: float | None = None,
+    block: Sequence[int] | None = None,
+    context: Sequence[int] | None = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    log: str | None = None,
+    on_block=None,
+    keep_work: bool = False,
+) -> dict:
+    """Affinities + blockwise segmentation of the SR overview `image` at one threshold, resumable.
+
+    image: the SR OME-Zarr (any volume open_volume reads); model: the fold's affinity model.pt;
+    threshold_json: the row's rule row_threshold json (threshold and fragment settings);
+    threshold: overrides its threshold. block, context: [z, y, x] voxels (None: the `overview:`
+    defaults). out_zarr: an OME-Zarr label volume (uint64 IDs, mode pyramid) with the image's
+    voxel size and offset; out_json: timings, block and fragment counts, peak RSS and what this
+    call computed (blocks per pass) vs. found done.
+
+    work: the persistent work folder (affinities `affs.zarr` + `affs.zarr.done/`, blockwise
+    group `seg.zarr` with per-block markers, `run.json` fingerprint). A rerun after a failure
+    or kill skips every finished z-block and block; a different fingerprint starts over. It is
+    removed after success unless keep_work. on_block(pass, index): after each computed block
+    (progress hooks; tests inject failures).
+    """
+    from .affinity import load_affinity_model
+    from .blockwise import (
+        affinity_z_context,
+        block_grid,
+        check_context,
+        export_ome_zarr,
+        predict_to_zarr,
+        segment_blockwise_zarr,
+    )
+    from .config import section
+    from .segment import waterz_cache
+    from .volumes import open_volume
+
+    t0 = time.perf_counter()
+    logger = runtime.get_logger("srseg.overview", log)
+    runtime.set_threads(threads)
+    dev = runtime.resolve_device(device)
+    given = {"block": block, "context": context, "threshold": threshold}
+    ov = section("overview", {k: list(v) if k != "threshold" else v for k, v in given.items() if v is not None})
+    block, context = ov["block"], ov["context"]
+    thr, frag, merge_function = overview_settings(threshold_json, segmentation, threshold)
+    net = load_affinity_model(model, dev)
+    offsets = getattr(net, "offsets", None)
+    lrw = float(frag["long_range_weight"])
+    block = [int(b) for b in block]
+    try:
+        ctx = check_context(context, net.dim, offsets, lrw)
+        block_grid((1, 1, 1), block)
+    except ValueError as exc:
+        raise InputError(f"overview: {exc}; raise overview.context / overview.block") from exc
+    work = Path(work)
+    settings = {
+        "threshold": thr,
+        "fragments": frag,
+        "merge_function": merge_function,
+        "block": block,
+        "context": list(ctx),
+    }
+    key = fingerprint(image, model, threshold_json, settings)
+    stamp = work / "run.json"
+    resumed = work.exists() and stamp.exists() and read_json(stamp).get("key") == key
+    if work.exists() and not resumed:
+        logger.info("work folder %s is from other inputs or settings: starting over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"key": key, "image": str(image), "model": str(model), **settings})
+    computed = {"affinities": 0}
+
+    def hook(name, index):
+        if name == "affinities":
+            computed["affinities"] += 1
+        if on_block is not None:
+            on_block(name, index)
+
+    with open_volume(image) as vol:
+        voxel, offset, shape = vol.voxel_nm, vol.offset_nm, vol.shape
+        logger.info(
+            "segmenting %s %s at threshold %s, block %s context %s, with %s on %s%s",
+            image,
+            shape,
+            thr,
+            block,
+            list(ctx),
+            model,
+            dev,
+            " (resuming)" if resumed else "",
+        )
+        affs, t_pred = predict_to_zarr(
+            net, vol, dev, net.params, work / "affs.zarr", block, progress=True, resume=True, on_block=hook
+        )
+    with waterz_cache(cache_dir):
+        timing = segment_blockwise_zarr(
+            affs,
+            work / "seg.zarr",
+            [thr],
+            block,
+            ctx,
+            int(frag["seed_min_distance"]),
+            net.dim,
+            merge_function,
+            progress=True,
+            boundary_threshold=float(frag["boundary_threshold"]),
+            min_size=int(frag["min_size"]),
+            offsets=offsets,
+            long_range_weight=lrw,
+            resume=True,
+            on_block=hook,
+        )
+    timing.pop("arrays")
+    computed.update(timing.pop("computed"))
+    t1 = time.perf_counter()
+    export_ome_zarr(
+        work / "seg.zarr",
+        thr,
+        out_zarr,
+        voxel,
+        offset,
+        filtered=int(frag["min_size"]) > 1,
+        attrs={"threshold": thr, "fragments": frag, "image": str(image)},
+    )
+    n = 1
+    for s in shape:
+        n *= int(s)
+    info = {
+        "image": str(image),
+        "model": str(model),
+        "output": str(out_zarr),
+        "device": str(dev),
+        "dim": int(net.dim),
+        "shape": list(shape),
+        "voxels": n,
+        "voxel_nm": voxel,
+        "offset_nm": offset,
+        "threshold": thr,
+        "threshold_from": "overview.threshold" if threshold is not None else str(threshold_json),
+        "fragments": frag,
+        "merge_function": merge_function,
+        "block": block,
+        "context": list(ctx),
+        "affinity_z_context": affinity_z_context(net),
+        "affinity_seconds": t_pred,
+        **timing,
+        "export_seconds": time.perf_counter() - t1,
+        "seconds": time.perf_counter() - t0,
+        "resumed": bool(resumed),
+        "computed": computed,
+        "peak_rss_mb": runtime.peak_rss_mb(),
+    }
+    write_json(out_json, info)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info(
+        "%d blocks (%s computed now), %d fragments, %.1f s, peak RSS %s MiB",
+        info["n_blocks"],
+        computed,
+        info["n_fragments"],
+        info["seconds"],
+        f"{info['peak_rss_mb']:.0f}" if info["peak_rss_mb"] is not None else "?",
+    )
+    return info
