@@ -2,14 +2,16 @@
 
     python bench/blockwise_demo.py --results results --out results/bench/blockwise_demo.json
                                    [--block 8 128 128] [--context 2 32 32] [--models hr bicubic]
+                                   [--agglomeration rag|blocks]
 
 For every segment job of the run (results/segment/{model}/{data}/{fold}/{specimen}/segment.json,
 the in-memory path) the same image, ruler, threshold json and fragment settings are segmented
 again through rule segment's blockwise path (`srseg.blockwise.run_segment_blockwise` with
 `segmentation.blockwise.block`), and the VOI split + merge between the blockwise and the
 in-memory segmentation is computed at each threshold (the in-memory one as the reference,
-whole volume). Prints a table and writes json + csv. Run from the run's working directory
-(paths in segment.json are relative to it).
+whole volume); `--agglomeration blocks` runs the per-block waterz path instead of the
+default exact RAG agglomeration (`srseg.blockwise.rag_luts`). Prints a table and writes json +
+csv. Run from the run's working directory (paths in segment.json are relative to it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from srseg.io import read_labels, write_csv, write_json
 from srseg.metrics.segmentation import contingency_table, voi_from_table
 
 
-def compare(job: Path, block, context, work: Path) -> list[dict]:
+def compare(job: Path, block, context, work: Path, agglomeration: str = "rag") -> list[dict]:
     info = json.loads((job / "segment.json").read_text())
     thresholds = [float(t) for t in info["thresholds"]]
     memory = [job / f"t{t:g}.tif" for t in thresholds]
@@ -44,7 +46,14 @@ def compare(job: Path, block, context, work: Path) -> list[dict]:
     choice = info["fragments_from"] if info["fragments_from"].endswith(".json") else None
     t0 = time.perf_counter()
     run_segment_blockwise(
-        info["image"], info["model"], [str(p) for p in out], str(work / "segment.json"), seg, choice=choice, threads=1
+        info["image"],
+        info["model"],
+        [str(p) for p in out],
+        str(work / "segment.json"),
+        seg,
+        choice=choice,
+        threads=1,
+        agglomeration=agglomeration,
     )
     wall = time.perf_counter() - t0
     model, data, fold, specimen = job.parts[-4:]
@@ -80,6 +89,7 @@ def main() -> None:
     ap.add_argument("--block", type=int, nargs=3, default=[8, 128, 128])
     ap.add_argument("--context", type=int, nargs=3, default=[2, 32, 32])
     ap.add_argument("--models", nargs="*", default=None, help="only these rows' models (default: every row)")
+    ap.add_argument("--agglomeration", choices=["rag", "blocks"], default="rag")
     args = ap.parse_args()
     jobs = sorted(p.parent for p in Path(args.results, "segment").glob("*/*/*/*/segment.json"))
     if args.models:
@@ -87,11 +97,12 @@ def main() -> None:
     rows = []
     for job in jobs:
         with tempfile.TemporaryDirectory() as tmp:
-            rows += compare(job, args.block, args.context, Path(tmp))
+            rows += compare(job, args.block, args.context, Path(tmp), args.agglomeration)
     table = pd.DataFrame(rows)
     summary = {
         "block": args.block,
         "context": args.context,
+        "agglomeration": args.agglomeration,
         "jobs": len(jobs),
         "max_voi_sum": float(table["voi_sum"].max()),
         "mean_voi_sum": float(table["voi_sum"].mean()),

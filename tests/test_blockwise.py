@@ -11,6 +11,7 @@ from srseg.affinity import affinity_targets
 from srseg.metrics.segmentation import LabelPair, contingency_table, voi_from_table
 
 THRESHOLDS = [0.3, 0.5]
+HIGH = [0.7, 0.8]  # soft boundaries: where per-block waterz drifted from the in-memory path (cascading merges)
 BLOCK = (6, 64, 64)
 CONTEXT = (2, 16, 16)
 
@@ -61,8 +62,8 @@ def results(volume):
     _, affs = volume
     out = {}
     for dim in (2, 3):
-        ref, _ = segment.segment_affinities(affs[dim], THRESHOLDS, dim=dim)
-        blk, info = bw.segment_blockwise(affs[dim], THRESHOLDS, BLOCK, CONTEXT, dim=dim)
+        ref, _ = segment.segment_affinities(affs[dim], THRESHOLDS + HIGH, dim=dim)
+        blk, info = bw.segment_blockwise(affs[dim], THRESHOLDS + HIGH, BLOCK, CONTEXT, dim=dim)
         out[dim] = ref, blk, info
     return out
 
@@ -83,8 +84,9 @@ def test_block_grid_partitions_the_volume_in_a_fixed_order():
     assert bw.block_grid(shape, (4, 16, 16)) == blocks
 
 
+@pytest.mark.parametrize("agglomeration", ["rag", "blocks"])
 @pytest.mark.parametrize("dim", [2, 3])
-def test_objects_crossing_block_faces_get_one_id(dim):
+def test_objects_crossing_block_faces_get_one_id(dim, agglomeration):
     # four tubes spanning every block in z and crossing the y and x faces of a 32-px grid
     labels = np.zeros((8, 96, 96), np.uint64)
     labels[:, 3:45, 5:50] = 1
@@ -92,9 +94,9 @@ def test_objects_crossing_block_faces_get_one_id(dim):
     labels[:, 48:94, 5:40] = 3
     labels[:, 48:94, 43:93] = 4
     affs = affinity_targets(labels, dim)
-    segs, info = bw.segment_blockwise(affs, [0.5], (4, 32, 32), (2, 8, 8), dim=dim)
+    segs, info = bw.segment_blockwise(affs, [0.5], (4, 32, 32), (2, 8, 8), dim=dim, agglomeration=agglomeration)
     seg = segs[0.5]
-    assert info["n_blocks"] == 2 * 3 * 3
+    assert info["n_blocks"] == 2 * 3 * 3 and info["agglomeration"] == agglomeration
     for cell in range(1, 5):
         inside = labels == cell
         ids = np.unique(seg[inside])
@@ -117,9 +119,11 @@ def test_blockwise_matches_in_memory_segmentation(volume, results, dim):
     ref, blk, info = results[dim]
     truth = segment.per_section_labels(labels) if dim == 2 else labels
     assert info["n_blocks"] == 2 * 3 * 3
-    for t in THRESHOLDS:
-        assert voi(blk[t], ref[t]) <= 0.05, t  # blockwise vs whole-array segmentation
-        assert abs(voi(blk[t], truth) - voi(ref[t], truth)) <= 0.05, t  # and their scores against the truth
+    for t in THRESHOLDS + HIGH:
+        # blockwise vs whole-array segmentation: the RAG agglomeration is exact, only the fragments cut by
+        # block faces differ (measured: <= 0.001 bits, at t = 0.3)
+        assert voi(blk[t], ref[t]) <= 0.01, t
+        assert abs(voi(blk[t], truth) - voi(ref[t], truth)) <= 0.01, t  # and their scores against the truth
         pair = LabelPair(blk[t], truth)
         assert sum(pair.voi) == pytest.approx(voi(blk[t], truth))
         assert abs(n_ids(blk[t]) - n_ids(ref[t])) <= 0.05 * n_ids(ref[t])
@@ -127,6 +131,49 @@ def test_blockwise_matches_in_memory_segmentation(volume, results, dim):
         for t in THRESHOLDS:
             seen = [set(np.unique(blk[t][z]).tolist()) for z in range(blk[t].shape[0])]
             assert sum(len(s) for s in seen) == len(set().union(*seen))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_rag_agglomeration_equals_waterz_on_one_block(volume, results, dim):
+    """With one block (fragments = the in-memory ones) the RAG agglomeration is waterz's, label for label."""
+    _, affs = volume
+    ref = results[dim][0]
+    one, info = bw.segment_blockwise(affs[dim], THRESHOLDS + HIGH, affs[dim].shape[1:], CONTEXT, dim=dim)
+    assert info["n_blocks"] == 1
+    for t in THRESHOLDS + HIGH:
+        assert voi(one[t], ref[t]) < 1e-9, t
+        assert n_ids(one[t]) == n_ids(ref[t]), t
+
+
+def test_mean_agglomeration_merges_hierarchically_with_combined_statistics():
+    # a path 0 - 1 - 2 plus 0 - 2: edge means 0.9 (0-1), then {0,1}-2 combines 0.5 (1-2) and 0.3 (0-2) by counts
+    u, v = np.array([0, 1, 0]), np.array([1, 2, 2])
+    sums, counts = np.array([9.0, 1.0, 0.3 * 3]), np.array([10, 2, 3])
+    pairs, levels = bw.mean_agglomeration(3, u, v, sums, counts, [0.05, 0.2, 0.6, 0.7])
+    # scores: 0.1 (0-1); after it, {0,1}-2: 1 - (1.0 + 0.9) / 5 = 0.62 (not 1 - 0.5 = 0.5, the cheaper one alone)
+    assert [sorted(p) for p in pairs.tolist()] == [[0, 1], [0, 2]] and levels.tolist() == [1, 3]
+    luts = bw.rag_luts(
+        [3],
+        9,
+        [{"edges": np.stack([u, v], 1) + 1, "sums": sums, "counts": counts, "links": np.array([[2, 3]])}],
+        [0.05, 0.6],
+    )
+    assert luts[0.05].tolist() == [1, 2, 2] and luts[0.6].tolist() == [1, 1, 1]  # linked 1-2 join at every level
+
+
+def test_other_merge_functions_fall_back_to_per_block_waterz(caplog):
+    labels = np.zeros((2, 64, 64), np.uint64)
+    labels[:, 2:60, 3:30] = 1
+    labels[:, 2:60, 34:62] = 2
+    affs = affinity_targets(labels, 2)
+    kw = {"dim": 2, "merge_function": "hist_quant_50"}
+    with caplog.at_level("WARNING", logger="srseg.blockwise"):
+        segs, info = bw.segment_blockwise(affs, [0.5], (2, 32, 32), (0, 8, 8), **kw)
+    assert info["agglomeration"] == "blocks" and "per block" in caplog.text
+    old, _ = bw.segment_blockwise(affs, [0.5], (2, 32, 32), (0, 8, 8), agglomeration="blocks", **kw)
+    assert np.array_equal(segs[0.5], old[0.5])
+    with pytest.raises(ValueError, match="agglomeration"):
+        bw.segment_blockwise(affs, [0.5], (2, 32, 32), (0, 8, 8), agglomeration="waterz")
 
 
 def _pass1(affs, blocks, context):
@@ -164,21 +211,23 @@ def test_stitching_is_what_joins_the_blocks(volume, results):
     blocks = bw.block_grid(a.shape[1:], BLOCK)
     fragments, counts = _pass1(a, blocks, CONTEXT)
     ctx = bw.pass_context(CONTEXT, dim)
-    merges, local = [], []
+    stats, local = [], []
     for b in blocks:
         w = b.with_context(ctx)
-        e, s = bw.block_merges(a[(slice(None), *w)], fragments[w], b, ctx, THRESHOLDS, dim, fragment_settings={})
-        merges.append((e, s))
-        same = bw.block_of(e[:, 0], b.budget) == bw.block_of(e[:, 1], b.budget)
-        local.append((e[same], s[same]))
+        st = bw.block_edges(a[(slice(None), *w)], fragments[w], b, ctx, dim, fragment_settings={})
+        stats.append(st)
+        same = bw.block_of(st["edges"][:, 0], b.budget) == bw.block_of(st["edges"][:, 1], b.budget)
+        links = bw.block_of(st["links"][:, 0], b.budget) == bw.block_of(st["links"][:, 1], b.budget)
+        local.append({"edges": st["edges"][same], "sums": st["sums"][same], "counts": st["counts"][same]})
+        local[-1]["links"] = st["links"][links]
     starts = bw.fragment_starts(counts)
     ref, blk, _ = results[dim]
     for t in THRESHOLDS:
         stitched = bw.relabel_block(
-            fragments, bw.segment_luts(counts, blocks[0].budget, merges, [t])[t], starts, blocks[0].budget
+            fragments, bw.rag_luts(counts, blocks[0].budget, stats, [t])[t], starts, blocks[0].budget
         )
         unstitched = bw.relabel_block(
-            fragments, bw.segment_luts(counts, blocks[0].budget, local, [t])[t], starts, blocks[0].budget
+            fragments, bw.rag_luts(counts, blocks[0].budget, local, [t])[t], starts, blocks[0].budget
         )
         assert np.array_equal(stitched, blk[t])  # the driver is these pure functions
         assert n_ids(unstitched) > 1.4 * n_ids(stitched)
@@ -299,11 +348,12 @@ def render(labels, seed, noise=0.03):
 
 @pytest.mark.parametrize(
     "dim, long_range, flips, min_size, tolerance",
-    # 2D: z-block prediction is exact, so only the stitching differs. 3D: GroupNorm statistics and z-tile
+    # 2D: z-block prediction is exact, so only the fragments cut by block faces differ (measured: 0.009 bits at
+    # t = 0.3, 0 at 0.5). 3D: GroupNorm statistics and z-tile
     # blending of a z-block differ from the whole image's (mean |affinity change| ~0.004 here), and 3D waterz on
     # this untrained net's affinities is unstable (whole-image vs z-block affinities alone: VOI 1.1 at t = 0.3,
     # 0.14 at 0.5); only the mechanics and a loose bound at t = 0.5 are checked there
-    [(2, [[0, -6, 0], [0, 0, -6]], True, 20, {0.3: 0.05, 0.5: 0.05}), (3, [], False, 0, {0.5: 0.5})],
+    [(2, [[0, -6, 0], [0, 0, -6]], True, 20, {0.3: 0.02, 0.5: 0.02}), (3, [], False, 0, {0.5: 0.5})],
     ids=["2d-long-range-flips-filter", "3d"],
 )
 def test_run_segment_blockwise_matches_in_memory(tmp_path, dim, long_range, flips, min_size, tolerance):

@@ -9,7 +9,16 @@ over zarr arrays), so that every block can be one Snakemake job:
    ``block.index * block.budget`` (budget = voxels of a full block, so no block can run out
    of IDs and no job needs to know another's count). A cell crossing a block face thus has
    one fragment per block;
-2. merges per block (`block_merges`): srseg.segment's `agglomerate` (waterz, the same
+2. RAG statistics per block (`block_edges`, the default agglomeration "rag"): for every
+   voxel pair (p, p - e_d) whose voxel p lies in the block's core and whose fragments
+   differ, the (folded) affinity aff[d][p] is summed into the pair's edge (sum, count).
+   Each voxel pair is counted by exactly one block, so the blocks' statistics add up to the
+   region adjacency graph waterz would build from the whole volume. With
+   `link_cut_fragments`, the block also lists the edges between pieces that lie mostly in
+   one fragment of its own block + context watershed (a fragment a face cut, crumbs);
+   the gather joins them first;
+   2'. (agglomeration "blocks", and any merge function but "mean") merges per block
+   (`block_merges`): srseg.segment's `agglomerate` (waterz, the same
    scoring function, thresholds and 2D / 3D mode as the in-memory path) on the global
    fragments and affinities of block + context. For every pair (u, v) of touching
    fragments the block *owns*, it records the lowest threshold at which waterz put u and v
@@ -18,9 +27,13 @@ over zarr arrays), so that every block can be one Snakemake job:
    the two, the edge lies in it or on its face with a neighbour, and with context >= 1
    voxel the owner sees the whole contact face. Every edge is thus decided exactly once,
    by one block, and no two blocks can disagree about it (lsd writes the RAG edges "whose
-   first node lies in the write ROI" for the same reason);
-3. global segments (`segment_luts`): per threshold, connected components of the fragment
-   graph whose edges are the merges at or below it (scipy.sparse.csgraph): a lookup table
+   first node lies in the write ROI" for the same reason). Waterz scores an edge there
+   by what one block + context sees of the two regions, and its hierarchical merges
+   cascade from that, which is why "rag" is the default;
+3. global segments: "rag" (`rag_luts`): the blocks' statistics summed per edge and the
+   hierarchical mean agglomeration of waterz (`mean_agglomeration`) run on that graph to
+   every threshold at once; "blocks" (`segment_luts`): per threshold, connected components
+   of the fragment graph whose edges are the merges at or below it. Either gives a lookup table
    compact fragment index -> segment ID 1..n, deterministic; `relabel_block` applies it
    block by block (memory: one block and the table, which has one entry per fragment);
 4. size filter (`filter_small_block`, only with min_size > 1): segment sizes are summed
@@ -37,8 +50,10 @@ its outputs are one zarr chunk and one small file per block, and the scatter / g
 Snakemake's (one job per block, one gather job for the lookup tables).
 
 Differences from `srseg.segment.segment_affinities` on the whole array: fragments near a
-block face see only `context` voxels beyond it, and a merge across a face is decided with
-the owner's view of the neighbour. Long-range folding (`fold_long_range`) is local: it is
+block face see only `context` voxels beyond it (the pass-1 watershed runs per block); the
+"rag" agglomeration is otherwise waterz's, exactly (ties aside: one block covering the volume
+gives waterz's labels). With "blocks", a merge across a face is also decided with the owner's
+view of the neighbour. Long-range folding (`fold_long_range`) is local: it is
 exact in the core when the context is at least the largest long-range offset along each
 folded axis, so a smaller context is refused (ValueError). In 2D mode (dim=2, sections
 independent) z context is never needed and is ignored; in 3D it is the z context of the
@@ -50,6 +65,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -309,6 +325,216 @@ def _majority(frag: np.ndarray, whole: np.ndarray, share: float = 0.5) -> tuple[
     return ids, np.where(counts[first] > share * sizes, window_id[first], np.uint64(0))
 
 
+# --------------------------------------------------------------------------- pass 2 (rag): edge statistics
+
+
+def block_edges(
+    affs_with_context: np.ndarray,
+    fragments_with_context: np.ndarray,
+    block: Block,
+    context: Sequence[int],
+    dim: int = 2,
+    offsets: Sequence[Sequence[int]] | None = None,
+    long_range_weight: float = 0.5,
+    fragment_settings: Mapping | None = None,
+) -> dict[str, np.ndarray]:
+    """The block's share of the global region adjacency graph (RAG): {"edges" (n, 2) uint64, u < v,
+    "sums" (n,) float64, "counts" (n,) int64, "links" (m, 2) uint64}.
+
+    For every voxel pair (p, p - e_d) with p in the block's core (d: z, y, x in 3D; y, x in 2D)
+    whose fragments differ, the (folded) affinity aff[d][p] is added to the pair's edge: the
+    statistics waterz's `mean` scoring reads (its region_graph.hpp pairs seg[p] with
+    seg[p - e_d] through aff[d][p]). Each voxel pair is counted by exactly one block (the one
+    holding p), so summing the blocks' statistics per edge gives the whole volume's RAG.
+
+    `fragment_settings` (see `block_merges`; None: off): "links" are the edges whose two
+    fragments lie mostly inside one of this block's window fragments (a fragment a block face
+    cut, or a crumb): `rag_luts` joins them before agglomerating, so the pieces act as the one
+    fragment the in-memory watershed would have made.
+    """
+    window = block.with_context(context)
+    affs, frag = np.asarray(affs_with_context), np.asarray(fragments_with_context, np.uint64)
+    if affs.shape[1:] != frag.shape or frag.shape != tuple(s.stop - s.start for s in window):
+        raise ValueError(
+            f"affinities {affs.shape} and fragments {frag.shape} do not both cover block {block.index}'s window"
+        )
+    core = block.core_in(window)
+    if dim == 2:
+        affs, frag = affs[:, core[0]], frag[core[0]]
+        core = (slice(0, frag.shape[0]), core[1], core[2])
+    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    us, vs, ws = [], [], []
+    for d in (0, 1, 2) if dim == 3 else (1, 2):
+        start = max(core[d].start, 1)  # p - e_d must lie in the window (index 0: the volume's face)
+        here = tuple(slice(start, c.stop) if a == d else c for a, c in enumerate(core))
+        below = tuple(slice(start - 1, c.stop - 1) if a == d else c for a, c in enumerate(core))
+        fa, fb = frag[here], frag[below]
+        touch = fa != fb
+        us.append(np.minimum(fa, fb)[touch])
+        vs.append(np.maximum(fa, fb)[touch])
+        ws.append(nn[d][here][touch].astype(np.float64))
+    u, v, w = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)
+    window_ids = np.unique(frag)  # 1D codes of the pairs (np.unique(axis=0) would be far slower)
+    n = np.int64(len(window_ids))
+    codes, inverse = np.unique(
+        np.searchsorted(window_ids, u).astype(np.int64) * n + np.searchsorted(window_ids, v), return_inverse=True
+    )
+    inverse = inverse.ravel()
+    edges = np.stack([window_ids[codes // n], window_ids[codes % n]], axis=1).astype(np.uint64).reshape(-1, 2)
+    sums = np.bincount(inverse, weights=w, minlength=len(codes)).astype(np.float64)
+    counts = np.bincount(inverse, minlength=len(codes)).astype(np.int64)
+    links = np.zeros((0, 2), np.uint64)
+    if fragment_settings is not None and len(edges):
+        whole = fragments_from_affinities(
+            nn[:, core[0]],
+            int(fragment_settings.get("seed_min_distance", 3)),
+            float(fragment_settings.get("boundary_threshold", 0.5)),
+        )
+        ids, of = _majority(frag[core[0]], whole)
+        pos_u, pos_v = np.searchsorted(ids, edges[:, 0]), np.searchsorted(ids, edges[:, 1])
+        ok = (pos_u < len(ids)) & (pos_v < len(ids))
+        pos_u, pos_v = pos_u.clip(0, len(ids) - 1), pos_v.clip(0, len(ids) - 1)
+        ok &= (ids[pos_u] == edges[:, 0]) & (ids[pos_v] == edges[:, 1])
+        same = ok & (of[pos_u] > 0) & (of[pos_u] == of[pos_v])
+        links = edges[same]
+    return {"edges": edges, "sums": sums, "counts": counts, "links": links}
+
+
+def mean_agglomeration(
+    n: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray, thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hierarchical agglomeration of a RAG of `n` nodes, as waterz's OneMinus<MeanAffinity> scoring does it:
+    repeatedly merge the edge of the lowest score 1 - sum / count while that score is < the threshold, the
+    merged region's edge to a common neighbour getting the summed statistics, for each of the ascending
+    `thresholds` in turn (waterz's mergeUntil, IterativeRegionMerging.hpp). Returns the merges as
+    (pairs (m, 2) int64 of nodes, index of the first threshold at which they merge (m,)); the partition at
+    threshold i is the connected components of the merges with index <= i.
+
+    Written here because waterz builds its RAG from the voxel arrays (which no block holds whole)
+    and no maintained PyPI package agglomerates a given RAG (nifty / affogato are conda-only). A
+    heap of (score, a, b) with lazy invalidation (an entry is current while a and b are both
+    regions and their edge still has that score), union by merging the smaller adjacency map into
+    the larger. Ties may be broken in another order than waterz's; scores are float64 (waterz:
+    float32 running means), which can only matter for scores within ~1e-7 of a threshold or of
+    each other.
+    """
+    import heapq
+
+    thresholds = sorted(float(t) for t in thresholds)
+    adj: list[dict | None] = [{} for _ in range(int(n))]
+    heap = []
+    for a, b, s, c in zip(u.tolist(), v.tolist(), sums.tolist(), counts.tolist()):
+        if a == b or c <= 0:
+            continue
+        st = adj[a].get(b)
+        if st is None:
+            st = [0.0, 0]
+            adj[a][b] = adj[b][a] = st
+        st[0] += s
+        st[1] += c
+    for a in range(int(n)):
+        for b, st in adj[a].items():
+            if a < b:
+                heap.append((1.0 - st[0] / st[1], a, b))
+    heapq.heapify(heap)
+    pairs, levels = [], []
+    for i, t in enumerate(thresholds):
+        while heap and heap[0][0] < t:
+            score, a, b = heapq.heappop(heap)
+            na, nb = adj[a], adj[b]
+            if na is None or nb is None:
+                continue
+            st = na.get(b)
+            if st is None or 1.0 - st[0] / st[1] != score:
+                continue  # a stale entry: the edge was merged into another, or has a newer score
+            keep, gone = (a, b) if len(na) >= len(nb) else (b, a)
+            nk, ng = adj[keep], adj[gone]
+            del nk[gone]
+            for x, sx in ng.items():
+                if x == keep:
+                    continue
+                nx = adj[x]
+                del nx[gone]
+                sk = nk.get(x)
+                if sk is None:
+                    nk[x] = nx[keep] = sx
+                    sk = sx
+                else:
+                    sk[0] += sx[0]
+                    sk[1] += sx[1]
+                heapq.heappush(heap, (1.0 - sk[0] / sk[1], min(keep, x), max(keep, x)))
+            adj[gone] = None
+            pairs.append((keep, gone))
+            levels.append(i)
+    return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(levels, np.int64)
+
+
+def rag_luts(
+    counts: Sequence[int], budget: int, blocks: Iterable[Mapping[str, np.ndarray]], thresholds: Sequence[float]
+) -> dict[float, np.ndarray]:
+    """{threshold: lookup table} compact fragment index -> segment ID (as `segment_luts`), by exact mean
+    agglomeration (`mean_agglomeration`) of the global RAG summed over every block's `block_edges`.
+
+    The blocks' "links" are joined first (at every threshold), their edges' statistics summed.
+    """
+    thresholds = sorted(float(t) for t in thresholds)
+    starts = fragment_starts(counts)
+    n = int(starts[-1])
+    blocks = list(blocks)
+
+    def cat(key, dtype, width=None):
+        shape = (-1,) if width is None else (-1, width)
+        empty = np.zeros((0,) if width is None else (0, width), dtype)
+        return np.concatenate([empty] + [np.asarray(b[key], dtype).reshape(shape) for b in blocks])
+
+    edges, links = cat("edges", np.uint64, 2), cat("links", np.uint64, 2)
+    sums, cnts = cat("sums", np.float64), cat("counts", np.int64)
+    u, v = compact_index(edges[:, 0], starts, budget), compact_index(edges[:, 1], starts, budget)
+    lu, lv = compact_index(links[:, 0], starts, budget), compact_index(links[:, 1], starts, budget)
+    graph = sparse.coo_array((np.ones(len(lu), np.int8), (lu, lv)), shape=(n, n)).tocsr()
+    m, comp = connected_components(graph, directed=False)  # linked pieces: one node
+    cu, cv = comp[u], comp[v]
+    inner = cu != cv
+    cu, cv = np.minimum(cu, cv)[inner], np.maximum(cu, cv)[inner]
+    codes, inverse = np.unique(cu.astype(np.int64) * m + cv, return_inverse=True)
+    inverse = inverse.ravel()
+    pairs, levels = mean_agglomeration(
+        m,
+        codes // m,
+        codes % m,
+        np.bincount(inverse, weights=sums[inner], minlength=len(codes)),
+        np.bincount(inverse, weights=cnts[inner], minlength=len(codes)),
+        thresholds,
+    )
+    luts = {}
+    for i, t in enumerate(thresholds):
+        keep = levels <= i
+        merged = sparse.coo_array(
+            (np.ones(int(keep.sum()), np.int8), (pairs[keep, 0], pairs[keep, 1])), shape=(m, m)
+        ).tocsr()
+        _, seg = connected_components(merged, directed=False)
+        luts[t] = seg[comp].astype(np.uint64) + np.uint64(1)
+    return luts
+
+
+def agglomeration_mode(agglomeration: str, merge_function: str) -> str:
+    """The agglomeration to run: "rag" (exact global mean agglomeration) or "blocks" (waterz per block).
+
+    The RAG path implements waterz's `mean` scoring only; any other merge function (hist_quant_*,
+    C++ types) falls back to the per-block waterz path, with a warning.
+    """
+    if agglomeration not in ("rag", "blocks"):
+        raise ValueError(f"agglomeration must be 'rag' or 'blocks', got {agglomeration!r}")
+    if agglomeration == "rag" and merge_function != "mean":
+        logging.getLogger("srseg.blockwise").warning(
+            "merge function %r: the exact RAG agglomeration implements 'mean' only; "
+            "agglomerating per block with waterz (block + context) instead",
+            merge_function,
+        )
+        return "blocks"
+    return agglomeration
+
+
 # --------------------------------------------------------------------------- pass 3: global segments
 
 
@@ -434,12 +660,15 @@ def segment_blockwise(
     offsets: Sequence[Sequence[int]] | None = None,
     long_range_weight: float = 0.5,
     link_cut_fragments: bool = True,
+    agglomeration: str = "rag",
 ) -> tuple[dict[float, np.ndarray], dict]:
     """`srseg.segment.segment_affinities` done block by block on an in-memory array (tests, small volumes).
 
     Returns ({threshold: labels (z, y, x) uint64}, info: timings, fragment and block counts).
     Runs the same pure functions as `segment_blockwise_zarr`, block after block.
-    `link_cut_fragments`: see `block_merges`'s `fragment_settings` (False: plain waterz on the cut pieces).
+    `link_cut_fragments`: see `block_merges`'s `fragment_settings` (False: the cut pieces stay separate nodes).
+    `agglomeration`: "rag" (default: `block_edges` + `rag_luts`, exact mean agglomeration of the global
+    RAG) or "blocks" (`block_merges` + `segment_luts`: waterz per block + context); see `agglomeration_mode`.
     """
     del progress  # one line per pass would be noise for the small volumes this is for
     affs = np.asarray(affs)
@@ -461,18 +690,29 @@ def segment_blockwise(
         fragments[b.core] = frag
         counts.append(n)
     t1 = time.perf_counter()
-    merges = []
-    for b in blocks:
-        w = b.with_context(actx)
-        merges.append(
-            block_merges(
-                affs[(slice(None), *w)], fragments[w], b, actx, thresholds, dim, merge_function, **opts, **link
-            )
-        )
-    t2 = time.perf_counter()
     budget = blocks[0].budget
     starts = fragment_starts(counts)
-    luts = segment_luts(counts, budget, merges, thresholds)
+    mode = agglomeration_mode(agglomeration, merge_function)
+    if mode == "rag":
+        stats = []
+        for b in blocks:
+            w = b.with_context(actx)
+            stats.append(block_edges(affs[(slice(None), *w)], fragments[w], b, actx, dim, **opts, **link))
+        luts = rag_luts(counts, budget, stats, thresholds)
+        n_merges = int(starts[-1]) - int(luts[thresholds[-1]].max(initial=0))  # fragments joined at the top
+        n_edges = int(sum(len(st["edges"]) for st in stats))
+    else:
+        merges = []
+        for b in blocks:
+            w = b.with_context(actx)
+            merges.append(
+                block_merges(
+                    affs[(slice(None), *w)], fragments[w], b, actx, thresholds, dim, merge_function, **opts, **link
+                )
+            )
+        luts = segment_luts(counts, budget, merges, thresholds)
+        n_merges = n_edges = int(sum(len(e) for e, _ in merges))
+    t2 = time.perf_counter()
     segs = {t: np.zeros(shape, np.uint64) for t in thresholds}
     for b in blocks:
         for t in thresholds:
@@ -496,7 +736,9 @@ def segment_blockwise(
         "filter_seconds": t4 - t3,
         "n_fragments": int(starts[-1]),
         "n_blocks": len(blocks),
-        "n_merges": int(sum(len(e) for e, _ in merges)),
+        "n_merges": n_merges,
+        "n_edges": n_edges,
+        "agglomeration": mode,
     }
     return segs, info
 
@@ -524,7 +766,9 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def create_work(work: str | os.PathLike, shape_zyx: Sequence[int], block_zyx: Sequence[int], thresholds) -> Path:
+def create_work(
+    work: str | os.PathLike, shape_zyx: Sequence[int], block_zyx: Sequence[int], thresholds, agglomeration: str = "rag"
+) -> Path:
     """The work zarr group of a blockwise run: `fragments` and one `seg/<t>` and `filtered/<t>` array per
     threshold, chunked by block (each block job writes only its own chunk), and the `blocks/` folder of the
     per-block side files. Run once before the block jobs."""
@@ -545,13 +789,14 @@ def create_work(work: str | os.PathLike, shape_zyx: Sequence[int], block_zyx: Se
         "block": list(chunks),
         "thresholds": sorted(float(t) for t in thresholds),
         "n_blocks": len(grid),
+        "agglomeration": agglomeration,
     }
     (work / "blocks").mkdir(exist_ok=True)
     return work
 
 
-def _work_matches(work, shape_zyx, block_zyx, thresholds) -> bool:
-    """Whether `work` holds a work group of this shape, block grid and thresholds (one to resume)."""
+def _work_matches(work, shape_zyx, block_zyx, thresholds, agglomeration: str = "rag") -> bool:
+    """Whether `work` holds a work group of this shape, block grid, thresholds and agglomeration (one to resume)."""
     import zarr
 
     try:
@@ -563,6 +808,7 @@ def _work_matches(work, shape_zyx, block_zyx, thresholds) -> bool:
         meta["shape"] == [int(s) for s in shape_zyx]
         and tuple(meta["block"]) == chunks
         and meta["thresholds"] == sorted(float(t) for t in thresholds)
+        and meta.get("agglomeration", "blocks") == agglomeration
     )
 
 
@@ -588,36 +834,39 @@ def zarr_fragments_job(affs, work, index: int, context_zyx, seed_min_distance=3,
     return n
 
 
-def zarr_merges_job(affs, work, index: int, context_zyx, dim=2, merge_function="mean", fragment_settings=None, **fold):
-    """Pass 2 for one block: `blocks/<index>.merges.npz` (edges, merge thresholds); `fragment_settings`: pass 1's
-    seed_min_distance and boundary_threshold (see `block_merges`; None: cut pieces are not joined)."""
+def zarr_merges_job(
+    affs, work, index: int, context_zyx, dim=2, merge_function="mean", fragment_settings=None, **fold
+) -> int:
+    """Pass 2 for one block: `blocks/<index>.merges.npz`; `fragment_settings`: pass 1's seed_min_distance and
+    boundary_threshold (see `block_merges`; None: cut pieces are not joined). With the work group's
+    agglomeration "rag" it holds the block's RAG statistics (`block_edges`: edges, sums, counts, links),
+    with "blocks" its waterz merges (`block_merges`: edges, merge thresholds). Returns its number of edges."""
     group, meta, grid = _work(work)
     b = grid[index]
     ctx = pass_context(context_zyx, dim)
     w = b.with_context(ctx)
     a = np.asarray(_open_affs(affs)[(slice(None), *w)])
-    edges, scores = block_merges(
-        a,
-        np.asarray(group["fragments"][w]),
-        b,
-        ctx,
-        meta["thresholds"],
-        dim,
-        merge_function,
-        **fold,
-        fragment_settings=fragment_settings,
-    )
+    frag = np.asarray(group["fragments"][w])
+    if meta.get("agglomeration", "blocks") == "rag":
+        out = block_edges(a, frag, b, ctx, dim, **fold, fragment_settings=fragment_settings)
+    else:
+        edges, scores = block_merges(
+            a, frag, b, ctx, meta["thresholds"], dim, merge_function, **fold, fragment_settings=fragment_settings
+        )
+        out = {"edges": edges, "scores": scores}
 
     def write(p):
         with open(p, "wb") as fh:
-            np.savez(fh, edges=edges, scores=scores)
+            np.savez(fh, **out)
 
     _write_atomic(Path(work) / "blocks" / f"{index}.merges.npz", write)
-    return len(edges)
+    return len(out["edges"])
 
 
 def zarr_luts_job(work) -> Path:
-    """Pass 3a (one job, after every block's passes 1 and 2): `luts.npz` (counts, one table per threshold)."""
+    """Pass 3a (one job, after every block's passes 1 and 2): `luts.npz` (counts, one table per threshold),
+    by `rag_luts` (agglomeration "rag": the gather of the RAG statistics and the exact agglomeration) or
+    `segment_luts` ("blocks")."""
     _, meta, grid = _work(work)
     blocks = Path(work) / "blocks"
     counts = [json.loads((blocks / f"{b.index}.fragments.json").read_text())["n"] for b in grid]
@@ -627,7 +876,15 @@ def zarr_luts_job(work) -> Path:
             with np.load(blocks / f"{b.index}.merges.npz") as z:
                 yield z["edges"], z["scores"]
 
-    luts = segment_luts(counts, grid[0].budget, merges(), meta["thresholds"])
+    def stats():
+        for b in grid:
+            with np.load(blocks / f"{b.index}.merges.npz") as z:
+                yield {k: z[k] for k in ("edges", "sums", "counts", "links")}
+
+    if meta.get("agglomeration", "blocks") == "rag":
+        luts = rag_luts(counts, grid[0].budget, stats(), meta["thresholds"])
+    else:
+        luts = segment_luts(counts, grid[0].budget, merges(), meta["thresholds"])
     out = Path(work) / "luts.npz"
 
     def write(p):
@@ -636,6 +893,15 @@ def zarr_luts_job(work) -> Path:
 
     _write_atomic(out, write)
     return out
+
+
+def _n_merges(work, n_fragments: int, mode: str, n_edges: int) -> int:
+    """Merges: with "rag" the fragments joined at the highest threshold (from luts.npz); "blocks": the merged edges."""
+    if mode != "rag":
+        return n_edges
+    with np.load(Path(work) / "luts.npz") as z:
+        top = z[f"lut_{len(z.files) - 2}"]
+    return int(n_fragments) - int(top.max(initial=0))
 
 
 def zarr_relabel_job(work, index: int) -> None:
@@ -723,6 +989,7 @@ def segment_blockwise_zarr(
     link_cut_fragments: bool = True,
     resume: bool = False,
     on_block=None,
+    agglomeration: str = "rag",
 ) -> dict:
     """Blockwise segmentation of a zarr affinity array (C, z, y, x) into the work group `work`.
 
@@ -738,7 +1005,9 @@ def segment_blockwise_zarr(
     the block's chunk, atomically, so a kill never leaves a marker of an unfinished block); the
     lookup tables are rebuilt only if a block's merges were. on_block(pass, index): called after
     each block a pass computed ("fragments", "merges", "relabel", "filter"; tests inject a
-    failure there). progress: one tqdm bar per pass on stderr (the rule log).
+    failure there). progress: one tqdm bar per pass on stderr (the rule log). agglomeration: "rag"
+    (default; exact mean agglomeration of the global RAG) or "blocks" (waterz per block), see
+    `agglomeration_mode` and `segment_blockwise`; a work group of the other kind is not resumed.
     """
     from tqdm import tqdm
 
@@ -749,8 +1018,9 @@ def segment_blockwise_zarr(
     context = check_context(context_zyx, dim, offsets, long_range_weight)
     thresholds = sorted(float(t) for t in thresholds)
     fold = {"offsets": offsets, "long_range_weight": long_range_weight}
-    if not (resume and _work_matches(work, a.shape[1:], block_zyx, thresholds)):
-        create_work(work, a.shape[1:], block_zyx, thresholds)
+    mode = agglomeration_mode(agglomeration, merge_function)
+    if not (resume and _work_matches(work, a.shape[1:], block_zyx, thresholds, mode)):
+        create_work(work, a.shape[1:], block_zyx, thresholds, mode)
     _, _, grid = _work(work)
     blocks = Path(work) / "blocks"
     computed = {"fragments": 0, "merges": 0, "relabel": 0, "filter": 0}
@@ -779,7 +1049,7 @@ def segment_blockwise_zarr(
     m = []
     for b in grid:
         with np.load(blocks / f"{b.index}.merges.npz") as z:
-            m.append(len(z["edges"]))
+            m.append(len(z["edges"]))  # "rag": RAG edges, "blocks": merged edges
     t2 = time.perf_counter()
     if not (resume and (Path(work) / "luts.npz").exists() and not (computed["fragments"] or computed["merges"])):
         for stale in [*blocks.glob("*.sizes.npz"), *blocks.glob("*.filtered.json")]:  # they used the old tables
@@ -806,7 +1076,9 @@ def segment_blockwise_zarr(
         "filter_seconds": t4 - t3,
         "n_fragments": int(sum(n)),
         "n_blocks": len(grid),
-        "n_merges": int(sum(m)),
+        "n_merges": _n_merges(work, sum(n), mode, int(sum(m))),
+        "n_edges": int(sum(m)),
+        "agglomeration": mode,
         "arrays": {t: str(Path(work) / kind / threshold_name(t)) for t in thresholds},
         "computed": computed,
     }
@@ -932,8 +1204,11 @@ def run_segment_blockwise(
     threads: int | None = None,
     log: str | None = None,
     choice: str | None = None,
+    agglomeration: str = "rag",
 ) -> None:
     """Rule segment with `segmentation.blockwise.block` set: `srseg.segment.run_segment`'s outputs in bounded memory.
+
+    agglomeration: see `segment_blockwise_zarr` ("blocks": the per-block waterz path, for comparisons).
 
     Same arguments, settings and outputs (one label TIFF per threshold, same dtype rule and
     voxel size; segment.json with the same keys plus `blockwise`, `n_blocks`, `peak_rss_mb`).
@@ -985,6 +1260,7 @@ def run_segment_blockwise(
                 min_size=int(frag["min_size"]),
                 offsets=offsets,
                 long_range_weight=lrw,
+                agglomeration=agglomeration,
             )
         arrays = timing.pop("arrays")
         step = min(int(bw["block"][0]), shape[0])
