@@ -80,3 +80,88 @@ def test_inference_streams_a_volume_larger_than_its_memory_cap(tmp_path):
     last = super_resolve(model, big[-1:].astype(np.float32) / 255, 4, 64, 8, out_dtype="uint8", progress=False)
     np.testing.assert_array_equal(np.load(tmp_path / "big_last.npy"), last[0])
     assert tifffile.imread(tmp_path / "big.tif").shape == big.shape
+
+
+SEGMENT_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import numpy as np
+    from srseg import blockwise as bw
+
+    d, headroom = sys.argv[1], int(sys.argv[2])
+    kw = dict(dim=2, min_size=0)
+    def vm():  # bytes of address space in use
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+    def run(name):
+        out = {0.5: f"{d}/{name}_seg.zarr"}
+        bw.segment_blockwise_zarr(f"{d}/{name}.zarr", f"{d}/{name}_work", [0.5], [4, 128, 128], [1, 32, 32],
+                                  outputs=out, voxel_nm=[50, 10, 10], **kw)
+    run("warm")  # imports, waterz, zarr codecs and thread pools
+    cap = vm() + headroom
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    run("big")
+    run("small")
+    import zarr
+    try:  # the in-memory path under the same cap: the whole affinity volume alone exceeds it
+        from srseg.segment import segment_affinities
+        segment_affinities(np.asarray(zarr.open_array(f"{d}/big.zarr", mode="r")[...]), [0.5], **kw)
+        in_memory = "fits"
+    except MemoryError:
+        in_memory = "MemoryError"
+    print(json.dumps({"cap": cap, "in_memory": in_memory}))
+    """
+)
+
+
+def _affinity_zarr(path, labels, seed):
+    import zarr
+
+    from srseg.affinity import affinity_targets
+
+    rng = np.random.default_rng(seed)
+    affs = affinity_targets(labels, 2)
+    affs = np.clip(affs + rng.normal(0, 0.1, affs.shape), 0, 1).astype(np.float32)
+    affs[0] = 0.0
+    arr = zarr.open_array(str(path), mode="w", shape=affs.shape, chunks=(3, 4, 128, 128), dtype="float32")
+    for z0 in range(0, affs.shape[1], 4):
+        arr[:, z0 : z0 + 4] = affs[:, z0 : z0 + 4]
+    return affs
+
+
+def _grid_cells(shape, cell, membrane=2):
+    """Square cells of `cell` px with label-0 membranes, shifted by a few px per section."""
+    z, y, x = np.indices(shape)
+    yy, xx = (y + 3 * z) // cell, (x + 2 * z) // cell
+    labels = (yy * (shape[2] // cell + 2) + xx + 1).astype(np.uint64)
+    edge = ((y + 3 * z) % cell < membrane) | ((x + 2 * z) % cell < membrane)
+    return np.where(edge, 0, labels)
+
+
+def test_segmentation_runs_blockwise_under_a_memory_cap_smaller_than_its_affinities(tmp_path):
+    from srseg.metrics.segmentation import contingency_table, voi_from_table
+    from srseg.segment import segment_affinities
+    from srseg.volumes import open_volume
+
+    _affinity_zarr(tmp_path / "warm.zarr", _grid_cells((2, 64, 64), 20), 0)
+    _affinity_zarr(tmp_path / "big.zarr", _grid_cells((24, 512, 512), 40), 1)  # affinities 3 x 24 x 512^2: 75 MB
+    small = _affinity_zarr(tmp_path / "small.zarr", _grid_cells((4, 200, 180), 30), 2)
+    headroom = 48 * 2**20  # less than the affinity volume itself
+    env = {"OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SEGMENT_CHILD, str(tmp_path), str(headroom)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["in_memory"] == "MemoryError"  # the cap is real
+    with open_volume(tmp_path / "big_seg.zarr") as v:
+        assert list(v.shape) == [24, 512, 512] and v.voxel_nm == [50.0, 10.0, 10.0]
+
+    ref, _ = segment_affinities(small, [0.5], dim=2)  # in memory, uncapped
+    with open_volume(tmp_path / "small_seg.zarr") as v:
+        capped = v.read()
+    split, merge = voi_from_table(contingency_table(capped, ref[0.5].astype(np.int64) + 1)[0])
+    assert split + merge <= 0.01
