@@ -439,3 +439,43 @@ def overview_segment_inputs(wildcards):
         "threshold": row_threshold(model, data, fold),
         "choice": OVERVIEW_CHOICE,
     }
+
+
+def overview_work_json(specimen):
+    """The checkpoint overview_work's output (`overview.segment_jobs`): settings and block count of the jobs."""
+    return overviewed(specimen, "work/work.json")
+
+
+def overview_marker(specimen, name, index=None):
+    """The output of pass `name` of block `index` (None: a gather) of a scattered overview segmentation; the
+    same paths as srseg.overview.overview_marker (not imported here: it would load torch for every plan)."""
+    seg = overviewed(specimen, "work/seg.zarr")
+    gathers = {"luts": f"{seg}/luts.npz", "sizes": overviewed(specimen, "work/sizes.npz")}
+    if name in gathers:
+        return gathers[name]
+    suffix = {"fragments": "fragments.json", "edges": "merges.npz", "relabel": "sizes.npz", "filter": "filtered.json"}
+    return f"{seg}/blocks/{index}.{suffix[name]}"
+
+
+def overview_blocks(specimen):
+    """(number of blocks, min_size) of a scattered overview segmentation, after checkpoint overview_work."""
+    import json
+
+    with open(checkpoints.overview_work.get(specimen=specimen).output.json) as fh:
+        meta = json.load(fh)
+    return int(meta["n_blocks"]), int(meta["fragments"]["min_size"])
+
+
+def overview_pass_inputs(name):
+    """Input function: the work json and every block's marker of pass `name` (or, for the export, the last
+    per-block pass: filter when min_size > 1, else relabel)."""
+
+    def inputs(wildcards):
+        n, min_size = overview_blocks(wildcards.specimen)
+        kind = name if name != "last" else ("filter" if min_size > 1 else "relabel")
+        return {
+            "work": overview_work_json(wildcards.specimen),
+            "markers": [overview_marker(wildcards.specimen, kind, i) for i in range(n)],
+        }
+
+    return inputs

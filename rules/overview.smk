@@ -7,6 +7,9 @@
 # the fold that tests it. overview_segment resumes after a kill: its work folder
 # (results/overview/{specimen}/work) is no declared output, so Snakemake keeps it. The target
 # rule `overview` is in the Snakefile, beside `all`.
+# overview.segment_jobs: overview_segment is replaced by checkpoint overview_work (the affinities, one
+# GPU job) and one job per block and pass (fragments, edges, relabel, filter) with the gathers
+# overview_luts / overview_sizes and overview_export: the same labels (see the `else:` branch below).
 
 
 checkpoint overview_choice:
@@ -92,26 +95,189 @@ if OVERVIEW["blocks_z"] > 1:
             "../workflow/scripts/infer_gather.py"
 
 
-rule overview_segment:
-    """Affinities and blockwise segmentation of a whole SR overview at the row's threshold; resumable."""
-    input:
-        unpack(overview_segment_inputs),
-    output:
-        zarr=directory(overviewed("{specimen}", "segmentation.zarr")),
-        info=overviewed("{specimen}", "segmentation.json"),
-    log:
-        "logs/overview_segment/{specimen}.log",
-    benchmark:
-        "benchmarks/overview_segment/{specimen}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: 1
-    resources:
-        **job_resources(16, 480, gpu=True),
-    params:
-        overview=canonical({k: OVERVIEW[k] for k in ("threshold", "block", "context")}),
-        segmentation=segmentation_choice(),
-        work=lambda w: overviewed(w.specimen, "work"),
-        code=code("srseg.overview", "srseg.blockwise"),
-    script:
-        "../workflow/scripts/overview_segment.py"
+if not OVERVIEW["segment_jobs"]:
+
+    rule overview_segment:
+        """Affinities and blockwise segmentation of a whole SR overview at the row's threshold; resumable."""
+        input:
+            unpack(overview_segment_inputs),
+        output:
+            zarr=directory(overviewed("{specimen}", "segmentation.zarr")),
+            info=overviewed("{specimen}", "segmentation.json"),
+        log:
+            "logs/overview_segment/{specimen}.log",
+        benchmark:
+            "benchmarks/overview_segment/{specimen}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(16, 480, gpu=True),
+        params:
+            overview=canonical({k: OVERVIEW[k] for k in ("threshold", "block", "context")}),
+            segmentation=segmentation_choice(),
+            work=lambda w: overviewed(w.specimen, "work"),
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_segment.py"
+
+else:
+
+    # overview.segment_jobs: the same segmentation as one Snakemake job per block and pass (a SLURM array
+    # each). The work arrays (results/overview/{specimen}/work) are written by every job, chunk by chunk,
+    # and are no declared outputs; only the markers are, so parallel jobs never share an output path. The
+    # number of blocks is known after checkpoint overview_work (from the SR shape it reads).
+    # Affinities: one GPU job per specimen (overview.blocks_z already scatters the SR inference).
+
+    checkpoint overview_work:
+        """Affinities of a whole SR overview and the empty blockwise work group; its json plans the block jobs."""
+        input:
+            unpack(overview_segment_inputs),
+        output:
+            json=overview_work_json("{specimen}"),
+        log:
+            "logs/overview_work/{specimen}.log",
+        benchmark:
+            "benchmarks/overview_work/{specimen}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(16, 240, gpu=True),
+        params:
+            overview=canonical({k: OVERVIEW[k] for k in ("threshold", "block", "context")}),
+            segmentation=segmentation_choice(),
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_work.py"
+
+    rule overview_fragments_block:
+        """Pass 1 of one block of a scattered overview segmentation: its fragments (block + context)."""
+        input:
+            work=overview_work_json("{specimen}"),
+        output:
+            marker=overview_marker("{specimen}", "fragments", "{block}"),
+        log:
+            "logs/overview_fragments_block/{specimen}/{block}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(4, 30),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_fragments_block.py"
+
+    rule overview_edges_block:
+        """Pass 2 of one block: its RAG edge statistics (reads its neighbours' fragments in its context)."""
+        input:
+            unpack(overview_pass_inputs("fragments")),
+        output:
+            marker=overview_marker("{specimen}", "edges", "{block}"),
+        log:
+            "logs/overview_edges_block/{specimen}/{block}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(4, 30),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_edges_block.py"
+
+    rule overview_luts:
+        """Pass 3a (gather): the global agglomeration of every block's edges into the lookup tables."""
+        input:
+            unpack(overview_pass_inputs("edges")),
+        output:
+            luts=overview_marker("{specimen}", "luts"),
+        log:
+            "logs/overview_luts/{specimen}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(8, 60),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_luts.py"
+
+    rule overview_relabel_block:
+        """Pass 3b of one block: its fragments relabelled into global segments, and their sizes."""
+        input:
+            work=overview_work_json("{specimen}"),
+            luts=overview_marker("{specimen}", "luts"),
+        output:
+            marker=overview_marker("{specimen}", "relabel", "{block}"),
+        log:
+            "logs/overview_relabel_block/{specimen}/{block}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(4, 30),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_relabel_block.py"
+
+    rule overview_sizes:
+        """The global segment sizes (gather of the relabel pass), for the size filter (min_size > 1)."""
+        input:
+            unpack(overview_pass_inputs("relabel")),
+        output:
+            sizes=overview_marker("{specimen}", "sizes"),
+        log:
+            "logs/overview_sizes/{specimen}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(8, 30),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_sizes.py"
+
+    rule overview_filter_block:
+        """Pass 4 of one block (min_size > 1): segments under min_size merged into their neighbours."""
+        input:
+            work=overview_work_json("{specimen}"),
+            sizes=overview_marker("{specimen}", "sizes"),
+        output:
+            marker=overview_marker("{specimen}", "filter", "{block}"),
+        log:
+            "logs/overview_filter_block/{specimen}/{block}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(4, 30),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_filter_block.py"
+
+    rule overview_export:
+        """The scattered segmentation's labels as the overview's OME-Zarr (the same labels as overview_segment)."""
+        input:
+            unpack(overview_pass_inputs("last")),
+        output:
+            zarr=directory(overviewed("{specimen}", "segmentation.zarr")),
+            info=overviewed("{specimen}", "segmentation.json"),
+        log:
+            "logs/overview_export/{specimen}.log",
+        benchmark:
+            "benchmarks/overview_export/{specimen}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(8, 60),
+        params:
+            code=code("srseg.overview", "srseg.blockwise"),
+        script:
+            "../workflow/scripts/overview_export.py"

@@ -369,6 +369,17 @@ def test_params_do_not_depend_on_key_order_or_number_spelling():
     assert repr(C.canonical(a)) == repr(C.canonical(b))
 
 
+def test_command_line_booleans_are_booleans():
+    """`--config overview={segment_jobs: true}` gives Snakemake's text 'true'; the schema reads it as a boolean."""
+    cfg = copy.deepcopy(DEMO)
+    cfg["overview"] = {"segment_jobs": "true", "blocks_z": "2"}
+    ov = C.resolve(cfg)["overview"]
+    assert ov["segment_jobs"] is True and ov["blocks_z"] == 2
+    cfg["overview"] = {"segment_jobs": "no"}
+    with pytest.raises(InputError, match="segment_jobs"):
+        C.resolve(cfg)
+
+
 def test_writing_out_a_default_is_the_same_model():
     a = C.resolve(DEMO)
     cfg = copy.deepcopy(DEMO)

@@ -19,6 +19,10 @@ output, so Snakemake keeps it when the job fails) holds the affinities and the b
 passes; every finished z-block / block leaves a marker, and a rerun after a kill skips them.
 A fingerprint of the inputs and settings (`run.json`) guards it: anything else changed and
 the folder starts over.
+
+`overview.segment_jobs` runs step 2 as separate Snakemake jobs instead: `run_overview_work`
+(checkpoint overview_work: the affinities and the empty work group; its json gives the number
+of blocks), `run_overview_pass` per block and pass (and the two gathers), `run_overview_export`.
 """
 
 from __future__ import annotations
@@ -376,5 +380,229 @@ def run_overview_segment(
         info["n_fragments"],
         info["seconds"],
         f"{info['peak_rss_mb']:.0f}" if info["peak_rss_mb"] is not None else "?",
+    )
+    return info
+
+
+# --------------------------------------------------------------------------- segmentation as separate jobs
+
+#: the passes of `overview.segment_jobs`: rule overview_<name>[_block]; per block unless in GATHERS
+PASSES = ("fragments", "edges", "luts", "relabel", "sizes", "filter")
+GATHERS = ("luts", "sizes")
+
+
+def _jobs_paths(work) -> dict:
+    """The files of a scattered overview segmentation under its work folder (only the markers are rule outputs)."""
+    work = Path(work)
+    return {"affs": work / "affs.zarr", "seg": work / "seg.zarr", "sizes": work / "sizes.npz"}
+
+
+def overview_marker(work, name: str, index: int | None = None) -> Path:
+    """The output of pass `name` (PASSES) of block `index` (None for a gather): what its rule declares."""
+    seg = _jobs_paths(work)["seg"]
+    if name == "luts":
+        return seg / "luts.npz"
+    if name == "sizes":
+        return _jobs_paths(work)["sizes"]
+    suffix = {"fragments": "fragments.json", "edges": "merges.npz", "relabel": "sizes.npz", "filter": "filtered.json"}
+    return seg / "blocks" / f"{int(index)}.{suffix[name]}"
+
+
+def run_overview_work(
+    image: str,
+    model: str,
+    out_json: str,
+    threshold_json: str | None = None,
+    segmentation: dict | None = None,
+    threshold: float | None = None,
+    block: Sequence[int] | None = None,
+    context: Sequence[int] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    log: str | None = None,
+) -> dict:
+    """Checkpoint overview_work (`overview.segment_jobs`): the affinities of the whole SR overview and the
+    empty blockwise work group, in the folder of `out_json` (results/overview/{specimen}/work/work.json).
+
+    Same settings as `run_overview_segment`; the affinities resume z-block by z-block after a kill
+    (same fingerprint). out_json, written last: the settings every block job reads, the shape and the
+    number of blocks (from which the block rules are planned).
+    """
+    from .affinity import load_affinity_model
+    from .blockwise import (
+        affinity_z_context,
+        agglomeration_mode,
+        block_grid,
+        check_context,
+        create_work,
+        predict_to_zarr,
+    )
+    from .config import section
+    from .volumes import open_volume
+
+    t0 = time.perf_counter()
+    logger = runtime.get_logger("srseg.overview", log)
+    runtime.set_threads(threads)
+    dev = runtime.resolve_device(device)
+    given = {"block": block, "context": context, "threshold": threshold}
+    ov = section("overview", {k: list(v) if k != "threshold" else v for k, v in given.items() if v is not None})
+    block = [int(b) for b in ov["block"]]
+    thr, frag, merge_function = overview_settings(threshold_json, segmentation, threshold)
+    net = load_affinity_model(model, dev)
+    offsets = getattr(net, "offsets", None)
+    lrw = float(frag["long_range_weight"])
+    try:
+        ctx = check_context(ov["context"], net.dim, offsets, lrw)
+        block_grid((1, 1, 1), block)
+    except ValueError as exc:
+        raise InputError(f"overview: {exc}; raise overview.context / overview.block") from exc
+    work = Path(out_json).parent
+    paths = _jobs_paths(work)
+    settings = {
+        "threshold": thr,
+        "fragments": frag,
+        "merge_function": merge_function,
+        "block": block,
+        "context": list(ctx),
+    }
+    key = fingerprint(image, model, threshold_json, settings)
+    stamp = work / "run.json"
+    resumed = stamp.exists() and read_json(stamp).get("key") == key
+    if work.exists() and not resumed:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"key": key, "image": str(image), "model": str(model), **settings})
+    with open_volume(image) as vol:
+        voxel, offset, shape = vol.voxel_nm, vol.offset_nm, [int(s) for s in vol.shape]
+        logger.info("affinities of %s %s with %s on %s%s", image, shape, model, dev, " (resuming)" if resumed else "")
+        _, t_pred = predict_to_zarr(net, vol, dev, net.params, paths["affs"], block, progress=True, resume=True)
+    mode = agglomeration_mode("rag", merge_function)
+    create_work(paths["seg"], shape, block, [thr], mode)
+    info = {
+        "key": key,
+        "image": str(image),
+        "model": str(model),
+        "device": str(dev),
+        "dim": int(net.dim),
+        "offsets": [list(map(int, o)) for o in offsets] if offsets is not None else None,
+        "shape": shape,
+        "voxel_nm": voxel,
+        "offset_nm": offset,
+        "threshold_from": "overview.threshold" if threshold is not None else str(threshold_json),
+        **settings,
+        "agglomeration": mode,
+        "affinity_z_context": affinity_z_context(net),
+        "n_blocks": len(block_grid(shape, block)),
+        "affinity_seconds": t_pred,
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": runtime.peak_rss_mb(),
+    }
+    write_json(out_json, info)
+    logger.info("%d blocks to segment, affinities in %.1f s", info["n_blocks"], t_pred)
+    return info
+
+
+def run_overview_pass(work_json: str, name: str, index: int | None = None, log: str | None = None) -> Path:
+    """One job of `overview.segment_jobs`: pass `name` (PASSES) of block `index` (a gather: None) of the work
+    folder of `work_json` (checkpoint overview_work), via srseg.blockwise's per-block job functions. Each
+    job writes only its own chunks of the work arrays and, last and atomically, its marker
+    (`overview_marker`), which it returns."""
+    from .blockwise import (
+        zarr_filter_job,
+        zarr_fragments_job,
+        zarr_luts_job,
+        zarr_merges_job,
+        zarr_relabel_job,
+        zarr_sizes,
+    )
+
+    if name not in PASSES or (index is None) != (name in GATHERS):
+        raise ValueError(f"pass {name!r} with block {index!r}: one of {PASSES}, a block index unless {GATHERS}")
+    meta = read_json(work_json)
+    paths = _jobs_paths(Path(work_json).parent)
+    affs, seg = paths["affs"], paths["seg"]
+    frag = meta["fragments"]
+    fold = {"offsets": meta["offsets"], "long_range_weight": float(frag["long_range_weight"])}
+    t0 = time.perf_counter()
+    if name == "fragments":
+        args = (int(frag["seed_min_distance"]), float(frag["boundary_threshold"]))
+        zarr_fragments_job(affs, seg, index, meta["context"], *args, **fold)
+    elif name == "edges":
+        link = {k: frag[k] for k in ("seed_min_distance", "boundary_threshold")}
+        zarr_merges_job(affs, seg, index, meta["context"], meta["dim"], meta["merge_function"], link, **fold)
+    elif name == "luts":
+        zarr_luts_job(seg)
+    elif name == "relabel":
+        zarr_relabel_job(seg, index)
+    elif name == "sizes":
+        import numpy as np
+
+        ids, counts = zarr_sizes(seg, 0)
+        out = paths["sizes"]
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, ids=ids, counts=counts)
+        os.replace(tmp, out)
+    else:
+        import numpy as np
+
+        with np.load(paths["sizes"]) as z:
+            sizes = [(z["ids"], z["counts"])]
+        zarr_filter_job(affs, seg, index, meta["context"], int(frag["min_size"]), meta["dim"], sizes=sizes, **fold)
+    runtime.get_logger("srseg.overview", log).info(
+        "%s%s: %.2f s", name, "" if index is None else f" block {index}", time.perf_counter() - t0
+    )
+    return overview_marker(paths["seg"].parent, name, index)
+
+
+def run_overview_export(work_json: str, out_zarr: str, out_json: str, log: str | None = None) -> dict:
+    """The last job of `overview.segment_jobs`: the work group's labels as the OME-Zarr `out_zarr` (the same
+    labels as `run_overview_segment`) and its json (settings, counts; per-job timings are in the job logs and
+    benchmarks). The work folder stays: its markers are the block jobs' outputs."""
+    import numpy as np
+
+    from .blockwise import _n_merges, export_ome_zarr
+
+    t0 = time.perf_counter()
+    meta = read_json(work_json)
+    seg = _jobs_paths(Path(work_json).parent)["seg"]
+    frag, thr = meta["fragments"], meta["threshold"]
+    export_ome_zarr(
+        seg,
+        thr,
+        out_zarr,
+        meta["voxel_nm"],
+        meta["offset_nm"],
+        filtered=int(frag["min_size"]) > 1,
+        attrs={"threshold": thr, "fragments": frag, "image": meta["image"]},
+    )
+    n_blocks = int(meta["n_blocks"])
+    n_fragments = sum(read_json(overview_marker(seg.parent, "fragments", i))["n"] for i in range(n_blocks))
+    n_edges = 0
+    for i in range(n_blocks):
+        with np.load(overview_marker(seg.parent, "edges", i)) as z:
+            n_edges += len(z["edges"])
+    keep = (
+        "image", "model", "device", "dim", "shape", "voxel_nm", "offset_nm", "threshold", "threshold_from",
+        "fragments", "merge_function", "block", "context", "affinity_z_context", "affinity_seconds", "agglomeration",
+    )  # fmt: skip
+    voxels = 1
+    for s in meta["shape"]:
+        voxels *= int(s)
+    info = {
+        **{k: meta[k] for k in keep},
+        "output": str(out_zarr),
+        "voxels": voxels,
+        "n_blocks": n_blocks,
+        "n_fragments": int(n_fragments),
+        "n_edges": int(n_edges),
+        "n_merges": _n_merges(seg, n_fragments, meta["agglomeration"], n_edges),
+        "segment_jobs": True,
+        "export_seconds": time.perf_counter() - t0,
+        "peak_rss_mb": runtime.peak_rss_mb(),
+    }
+    write_json(out_json, info)
+    runtime.get_logger("srseg.overview", log).info(
+        "%d blocks, %d fragments, exported in %.1f s", n_blocks, n_fragments, info["export_seconds"]
     )
     return info

@@ -80,6 +80,8 @@ def _coerce(value, schema: dict):
     types = _types(schema)
     if isinstance(value, bool):
         return value
+    if "boolean" in types and "string" not in types and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"  # `--config overview={segment_jobs: true}` gives text too
     if "integer" in types and isinstance(value, float) and value.is_integer():
         return int(value)
     if "integer" in types and isinstance(value, str) and "string" not in types and value.strip().lstrip("-").isdigit():
