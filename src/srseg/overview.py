@@ -209,6 +209,49 @@ def overview_settings(threshold_json: str | None, segmentation: dict | None, thr
     return float(threshold), frag, seg["merge_function"]
 
 
+def _prepare(image, model, work, threshold_json, segmentation, threshold, block, context, device, threads, log):
+    """What both overview segmentation paths start with: settings, the ruler, and the work folder.
+
+    Returns (logger, device, net, settings, resumed, key); settings = threshold, fragments,
+    merge_function, block, context. The work folder is kept when its `run.json` fingerprint
+    matches these inputs and settings (a resumed run), else emptied.
+    """
+    from .affinity import load_affinity_model  # torch: not for the torch-free row choice of this module
+    from .blockwise import block_grid, check_context
+    from .config import section
+
+    logger = runtime.get_logger("srseg.overview", log)
+    runtime.set_threads(threads)
+    dev = runtime.resolve_device(device)
+    given = {"block": block, "context": context, "threshold": threshold}
+    ov = section("overview", {k: list(v) if k != "threshold" else v for k, v in given.items() if v is not None})
+    block = [int(b) for b in ov["block"]]
+    thr, frag, merge_function = overview_settings(threshold_json, segmentation, threshold)
+    net = load_affinity_model(model, dev)
+    try:
+        ctx = check_context(ov["context"], net.dim, getattr(net, "offsets", None), float(frag["long_range_weight"]))
+        block_grid((1, 1, 1), block)
+    except ValueError as exc:
+        raise InputError(f"overview: {exc}; raise overview.context / overview.block") from exc
+    settings = {
+        "threshold": thr,
+        "fragments": frag,
+        "merge_function": merge_function,
+        "block": block,
+        "context": list(ctx),
+    }
+    work = Path(work)
+    key = fingerprint(image, model, threshold_json, settings)
+    stamp = work / "run.json"
+    resumed = work.exists() and stamp.exists() and read_json(stamp).get("key") == key
+    if work.exists() and not resumed:
+        logger.info("work folder %s is from other inputs or settings: starting over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"key": key, "image": str(image), "model": str(model), **settings})
+    return logger, dev, net, settings, resumed, key
+
+
 def run_overview_segment(
     image: str,
     model: str,
@@ -242,52 +285,18 @@ def run_overview_segment(
     removed after success unless keep_work. on_block(pass, index): after each computed block
     (progress hooks; tests inject failures).
     """
-    from .affinity import load_affinity_model
-    from .blockwise import (
-        affinity_z_context,
-        block_grid,
-        check_context,
-        export_ome_zarr,
-        predict_to_zarr,
-        segment_blockwise_zarr,
-    )
-    from .config import section
+    from .blockwise import affinity_z_context, export_ome_zarr, predict_to_zarr, segment_blockwise_zarr
     from .segment import waterz_cache
     from .volumes import open_volume
 
     t0 = time.perf_counter()
-    logger = runtime.get_logger("srseg.overview", log)
-    runtime.set_threads(threads)
-    dev = runtime.resolve_device(device)
-    given = {"block": block, "context": context, "threshold": threshold}
-    ov = section("overview", {k: list(v) if k != "threshold" else v for k, v in given.items() if v is not None})
-    block, context = ov["block"], ov["context"]
-    thr, frag, merge_function = overview_settings(threshold_json, segmentation, threshold)
-    net = load_affinity_model(model, dev)
-    offsets = getattr(net, "offsets", None)
-    lrw = float(frag["long_range_weight"])
-    block = [int(b) for b in block]
-    try:
-        ctx = check_context(context, net.dim, offsets, lrw)
-        block_grid((1, 1, 1), block)
-    except ValueError as exc:
-        raise InputError(f"overview: {exc}; raise overview.context / overview.block") from exc
     work = Path(work)
-    settings = {
-        "threshold": thr,
-        "fragments": frag,
-        "merge_function": merge_function,
-        "block": block,
-        "context": list(ctx),
-    }
-    key = fingerprint(image, model, threshold_json, settings)
-    stamp = work / "run.json"
-    resumed = work.exists() and stamp.exists() and read_json(stamp).get("key") == key
-    if work.exists() and not resumed:
-        logger.info("work folder %s is from other inputs or settings: starting over", work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, {"key": key, "image": str(image), "model": str(model), **settings})
+    logger, dev, net, settings, resumed, key = _prepare(
+        image, model, work, threshold_json, segmentation, threshold, block, context, device, threads, log
+    )
+    thr, frag, merge_function = settings["threshold"], settings["fragments"], settings["merge_function"]
+    block, ctx = settings["block"], settings["context"]
+    offsets, lrw = getattr(net, "offsets", None), float(frag["long_range_weight"])
     computed = {"affinities": 0}
 
     def hook(name, index):
@@ -428,50 +437,17 @@ def run_overview_work(
     (same fingerprint). out_json, written last: the settings every block job reads, the shape and the
     number of blocks (from which the block rules are planned).
     """
-    from .affinity import load_affinity_model
-    from .blockwise import (
-        affinity_z_context,
-        agglomeration_mode,
-        block_grid,
-        check_context,
-        create_work,
-        predict_to_zarr,
-    )
-    from .config import section
+    from .blockwise import affinity_z_context, agglomeration_mode, block_grid, create_work, predict_to_zarr
     from .volumes import open_volume
 
     t0 = time.perf_counter()
-    logger = runtime.get_logger("srseg.overview", log)
-    runtime.set_threads(threads)
-    dev = runtime.resolve_device(device)
-    given = {"block": block, "context": context, "threshold": threshold}
-    ov = section("overview", {k: list(v) if k != "threshold" else v for k, v in given.items() if v is not None})
-    block = [int(b) for b in ov["block"]]
-    thr, frag, merge_function = overview_settings(threshold_json, segmentation, threshold)
-    net = load_affinity_model(model, dev)
-    offsets = getattr(net, "offsets", None)
-    lrw = float(frag["long_range_weight"])
-    try:
-        ctx = check_context(ov["context"], net.dim, offsets, lrw)
-        block_grid((1, 1, 1), block)
-    except ValueError as exc:
-        raise InputError(f"overview: {exc}; raise overview.context / overview.block") from exc
     work = Path(out_json).parent
     paths = _jobs_paths(work)
-    settings = {
-        "threshold": thr,
-        "fragments": frag,
-        "merge_function": merge_function,
-        "block": block,
-        "context": list(ctx),
-    }
-    key = fingerprint(image, model, threshold_json, settings)
-    stamp = work / "run.json"
-    resumed = stamp.exists() and read_json(stamp).get("key") == key
-    if work.exists() and not resumed:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, {"key": key, "image": str(image), "model": str(model), **settings})
+    logger, dev, net, settings, resumed, key = _prepare(
+        image, model, work, threshold_json, segmentation, threshold, block, context, device, threads, log
+    )
+    thr, merge_function, block = settings["threshold"], settings["merge_function"], settings["block"]
+    offsets = getattr(net, "offsets", None)
     with open_volume(image) as vol:
         voxel, offset, shape = vol.voxel_nm, vol.offset_nm, [int(s) for s in vol.shape]
         logger.info("affinities of %s %s with %s on %s%s", image, shape, model, dev, " (resuming)" if resumed else "")
