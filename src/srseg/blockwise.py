@@ -221,6 +221,25 @@ def block_fragments(
 # --------------------------------------------------------------------------- pass 2: merges
 
 
+def _block_window(affs_with_context, fragments_with_context, block, context, dim, offsets, long_range_weight):
+    """(window, fragments, folded nearest-neighbour affinities, core inside them) of one block.
+
+    2D: only the core's sections (sections are independent). Raises ValueError when the arrays
+    do not cover the block's window.
+    """
+    window = block.with_context(context)
+    affs, frag = np.asarray(affs_with_context), np.asarray(fragments_with_context, np.uint64)
+    if affs.shape[1:] != frag.shape or frag.shape != tuple(s.stop - s.start for s in window):
+        raise ValueError(
+            f"affinities {affs.shape} and fragments {frag.shape} do not both cover block {block.index}'s window"
+        )
+    core = block.core_in(window)
+    if dim == 2:
+        affs, frag = affs[:, core[0]], frag[core[0]]
+        core = (slice(0, frag.shape[0]), core[1], core[2])
+    return window, frag, fold_long_range(check_affinities(affs), offsets, long_range_weight), core
+
+
 def block_merges(
     affs_with_context: np.ndarray,
     fragments_with_context: np.ndarray,
@@ -252,17 +271,9 @@ def block_merges(
     faces at low thresholds and lets crumbs bridge objects at high ones.
     """
     thresholds = sorted(float(t) for t in thresholds)
-    window = block.with_context(context)
-    affs, frag = np.asarray(affs_with_context), np.asarray(fragments_with_context, np.uint64)
-    if affs.shape[1:] != frag.shape or frag.shape != tuple(s.stop - s.start for s in window):
-        raise ValueError(
-            f"affinities {affs.shape} and fragments {frag.shape} do not both cover block {block.index}'s window"
-        )
-    core = block.core_in(window)
-    if dim == 2:
-        affs, frag = affs[:, core[0]], frag[core[0]]
-        core = (slice(0, frag.shape[0]), core[1], core[2])
-    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    window, frag, nn, core = _block_window(
+        affs_with_context, fragments_with_context, block, context, dim, offsets, long_range_weight
+    )
     nodes = frag
     if fragment_settings is not None:  # waterz sees the owner's pass-1 window fragments whole (see above)
         whole = fragments_from_affinities(
@@ -352,17 +363,9 @@ def block_edges(
     cut, or a crumb): `rag_luts` joins them before agglomerating, so the pieces act as the one
     fragment the in-memory watershed would have made.
     """
-    window = block.with_context(context)
-    affs, frag = np.asarray(affs_with_context), np.asarray(fragments_with_context, np.uint64)
-    if affs.shape[1:] != frag.shape or frag.shape != tuple(s.stop - s.start for s in window):
-        raise ValueError(
-            f"affinities {affs.shape} and fragments {frag.shape} do not both cover block {block.index}'s window"
-        )
-    core = block.core_in(window)
-    if dim == 2:
-        affs, frag = affs[:, core[0]], frag[core[0]]
-        core = (slice(0, frag.shape[0]), core[1], core[2])
-    nn = fold_long_range(check_affinities(affs), offsets, long_range_weight)
+    window, frag, nn, core = _block_window(
+        affs_with_context, fragments_with_context, block, context, dim, offsets, long_range_weight
+    )
     us, vs, ws = [], [], []
     for d in (0, 1, 2) if dim == 3 else (1, 2):
         start = max(core[d].start, 1)  # p - e_d must lie in the window (index 0: the volume's face)
