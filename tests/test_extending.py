@@ -84,7 +84,10 @@ def test_every_gpu_rule_runs_on_the_gpu_partition():
     gpu_rules = set()
     for smk in (ROOT / "rules").glob("*.smk"):
         text = smk.read_text()
-        for name, body in re.findall(r"^(?:use )?rule (\w+)[^\n]*:\n((?:(?:    .*)?\n)*)", text, re.M):
+        # rules at any indentation (some sit under `if` blocks): the body is what is indented deeper
+        for _, name, body in re.findall(
+            r"^( *)(?:use )?(?:rule|checkpoint) (\w+)[^\n]*:\n((?:(?:\1    .*)?\n)*)", text, re.M
+        ):
             if "gpu=True" in body or "gpu=GPU" in body:
                 gpu_rules.add(name)
         for alias, base in re.findall(r"^\s*use rule (\w+) as (\w+)", text, re.M):
