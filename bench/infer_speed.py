@@ -45,10 +45,9 @@ def model_specs(config: str | None, paper_sizes: bool) -> dict[str, dict]:
     return specs
 
 
-def time_model(model, vol, scale, device, tile, overlap, batch, repeats: int) -> float:
-    """Best-of-`repeats` seconds for one tiled pass over vol, after a warm-up pass."""
-    run = lambda: super_resolve(model, vol, scale, tile, overlap, batch, device, amp=True, progress=False)
-    run()  # warm-up: cuDNN autotuning, allocator, lazy init
+def best_of(run, device, repeats: int) -> float:
+    """Best-of-`repeats` wall seconds of run(), after one warm-up call (cuDNN autotuning, allocator, lazy init)."""
+    run()
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
@@ -59,6 +58,15 @@ def time_model(model, vol, scale, device, tile, overlap, batch, repeats: int) ->
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def time_model(model, vol, scale, device, tile, overlap, batch, repeats: int) -> float:
+    """Best-of-`repeats` seconds for one tiled pass over vol, after a warm-up pass."""
+    return best_of(
+        lambda: super_resolve(model, vol, scale, tile, overlap, batch, device, amp=True, progress=False),
+        device,
+        repeats,
+    )
 
 
 def untiled_forward(model, vol, scale, device, amp: bool = True) -> None:
@@ -85,18 +93,7 @@ def untiled_forward(model, vol, scale, device, amp: bool = True) -> None:
 
 def time_untiled(model, vol, scale, device, repeats: int) -> float:
     """Best-of-`repeats` seconds for untiled forward passes over vol, after a warm-up pass."""
-    run = lambda: untiled_forward(model, vol, scale, device)
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_of(lambda: untiled_forward(model, vol, scale, device), device, repeats)
 
 
 def main(argv=None) -> pd.DataFrame:

@@ -48,6 +48,20 @@ CHILD = textwrap.dedent(
 )
 
 
+def run_capped(child: str, tmp_path, headroom: int) -> dict:
+    """Run `child` in a fresh one-thread interpreter (it caps its own address space); its last stdout line as json."""
+    env = {"OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path), str(headroom)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_inference_streams_a_volume_larger_than_its_memory_cap(tmp_path):
     rng = np.random.default_rng(0)
     small = (rng.random((3, 40, 36)) * 255).astype(np.uint8)
@@ -56,16 +70,7 @@ def test_inference_streams_a_volume_larger_than_its_memory_cap(tmp_path):
     write_tiff(tmp_path / "big.tif", big, [50, 40, 40])
     write_json(tmp_path / "pairs.json", {"scale": 4, "hr_voxel_nm": [50, 10, 10]})
     headroom = 160 * 2**20  # less than half the output, less than the float32 LR + output of the in-memory path
-    env = {"OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path), str(headroom)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_capped(CHILD, tmp_path, headroom)
     assert out["big_shape"] == [1200, 512, 512]
     assert out["in_memory"] == "MemoryError"  # the cap is real: the whole-volume path does not fit under it
 
@@ -146,16 +151,7 @@ def test_segmentation_runs_blockwise_under_a_memory_cap_smaller_than_its_affinit
     _affinity_zarr(tmp_path / "big.zarr", _grid_cells((24, 512, 512), 40), 1)  # affinities 3 x 24 x 512^2: 75 MB
     small = _affinity_zarr(tmp_path / "small.zarr", _grid_cells((4, 200, 180), 30), 2)
     headroom = 48 * 2**20  # less than the affinity volume itself
-    env = {"OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, "-c", SEGMENT_CHILD, str(tmp_path), str(headroom)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_capped(SEGMENT_CHILD, tmp_path, headroom)
     assert out["in_memory"] == "MemoryError"  # the cap is real
     with open_volume(tmp_path / "big_seg.zarr") as v:
         assert list(v.shape) == [24, 512, 512] and v.voxel_nm == [50.0, 10.0, 10.0]
