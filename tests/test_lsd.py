@@ -27,10 +27,11 @@ def test_disc_descriptors_mean_what_they_say():
     assert edge[0] > 0.6 and abs(edge[1] - 0.5) < 0.02 and edge[5] < centre[5]
 
 
-@pytest.mark.parametrize("dims,downsample", [(2, 1), (2, 2), (3, 1)])
-def test_same_numbers_as_lsd_lite(dims, downsample):
+@pytest.mark.parametrize("dims,downsample,side,n", [(2, 1, 48, 8), (2, 2, 48, 8), (3, 1, 48, 8), (2, 2, 116, 60)])
+def test_same_numbers_as_lsd_lite(dims, downsample, side, n):
+    # the last case is a training patch: many cells, packed into several filter groups (srseg.lsd._pack)
     lsd_lite = pytest.importorskip("lsd_lite")
-    _, lab = cells((3, 48, 48), 8, seed=1)
+    _, lab = cells((3, side, side), n, seed=1)
     lab = lab[0] if dims == 2 else lab
     sigma, voxel = ((30.0, 30.0), (4, 4)) if dims == 2 else ((60.0, 30.0, 30.0), (50, 10, 10))
     ours = local_shape_descriptors(lab, sigma, voxel, downsample)

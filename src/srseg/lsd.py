@@ -11,9 +11,11 @@ tests/test_lsd.py when it is installed).
 Why not lsd-lite itself: it requires Python >= 3.11 (this project supports 3.10) and
 funlib.geometry, and it filters the *whole* array once per label, O(labels x voxels): on a
 training patch with 50 cells that is most of a CPU training step. Here each label is
-filtered only inside its bounding box grown by the Gaussian's support (3 sigma, as lsd-lite's
-`truncate=3.0`), which gives the same numbers (the mask is 0 outside the box) at a fraction of
-the cost, so the targets can be computed on the fly for every augmented patch.
+filtered only inside its bounding box (mode "constant": the mask is 0 outside it, so the
+values inside are the same), and the boxes of all labels are packed side by side, a filter
+radius apart, so that one filter call per statistic covers many labels (`_pack`): the
+targets of an ISBI training patch (116 px, ~40 cells) take 8 ms instead of 25 ms with one
+grown box per label, so they can be computed on the fly for every augmented patch.
 """
 
 from __future__ import annotations
@@ -77,45 +79,87 @@ def local_shape_descriptors(
     def aggregate(a):
         return ndimage.gaussian_filter(a, sigma=sigma_vox, mode="constant", cval=0.0, truncate=TRUNCATE)
 
-    for label, box in enumerate(ndimage.find_objects(sub), start=1):
-        if box is None:
-            continue
-        # the box grown by the filter radius (the mask is 0 beyond it, so filtering the box is exact)
-        grown = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, sub.shape))
-        mask = sub[grown] == label
-        shape = mask.shape
-        # coordinates in physical units, relative to the box (translation cancels in every statistic)
-        coords = np.stack(
-            np.meshgrid(
-                *[np.arange(n, dtype=np.float32) * np.float32(v) for n, v in zip(shape, sub_voxel)], indexing="ij"
-            )
-        )
-        m = mask.astype(np.float32)
-        mass = aggregate(m)
-        empty = mass == 0
-        mass[empty] = 1
-        masked = coords * m
-        com = np.stack([aggregate(masked[d]) for d in range(dims)]) / mass
-        offset = (com - coords) / sigma.astype(np.float32).reshape((-1,) + (1,) * dims) * 0.5 + 0.5
-        cov = np.stack([aggregate(masked[i] * coords[j]) for i, j in entries]) / mass
-        cov -= np.stack([com[i] * com[j] for i, j in entries])
-        variance = np.maximum(cov[:dims], 1e-3)
-        pearson = cov[dims:]
-        for k, (i, j) in enumerate(entries[dims:]):
-            pearson[k] /= 2 * np.sqrt(variance[i] * variance[j])
-            pearson[k] += 0.5
-        for d in range(dims):
-            variance[d] /= sigma[d] ** 2
-        mass = mass * ~empty
-        if dims == 3:
-            pearson = pearson[[0, 2, 1]]  # lsd-lite's use_paper_ordering
-        descriptor = np.concatenate((offset, variance, pearson, mass[None]))
-        full = tuple(slice(g.start * int(f), min(n, g.stop * int(f))) for g, f, n in zip(grown, df, labels.shape))
-        for d, f in enumerate(df):
-            if f > 1:
-                descriptor = np.repeat(descriptor, int(f), axis=d + 1)
-        descriptor = descriptor[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in full)]
-        target = out[(slice(None),) + full]
-        target += descriptor * (compact[full] == label)[None]
+    # Each label inside the box of the (sub-grid) voxels its full-resolution voxels take their
+    # descriptor from: filtering with mode "constant" (0 outside) is exact there, since the
+    # label's mask lies inside that box. Labels the sub-grid misses get none (as lsd-lite).
+    present = {label for label, box in enumerate(ndimage.find_objects(sub), start=1) if box is not None}
+    labels_boxes = [
+        (label, tuple(slice(b.start // int(f), (b.stop - 1) // int(f) + 1) for b, f in zip(box, df)))
+        for label, box in enumerate(ndimage.find_objects(compact), start=1)
+        if box is not None and label in present
+    ]
+    shapes = [tuple(s.stop - s.start for s in grown) for _, grown in labels_boxes]
+    for group_shape, members in _pack(shapes, radius[-1]):
+        mask = np.zeros(group_shape, np.float32)
+        # coordinates in physical units relative to each box (translation cancels in every statistic)
+        coords = np.zeros((dims,) + group_shape, np.float32)
+        for i, at in members:
+            label, grown = labels_boxes[i]
+            where = tuple(slice(0, n) for n in shapes[i][:-1]) + (slice(at, at + shapes[i][-1]),)
+            mask[where] = sub[grown] == label
+            for d in range(dims):
+                axis = np.arange(shapes[i][d], dtype=np.float32) * np.float32(sub_voxel[d])
+                coords[(d,) + where] = axis.reshape([-1 if k == d else 1 for k in range(dims)])
+        descriptor = _descriptor(mask, coords, sigma, entries, aggregate)
+        for i, at in members:
+            label, grown = labels_boxes[i]
+            where = tuple(slice(0, n) for n in shapes[i][:-1]) + (slice(at, at + shapes[i][-1]),)
+            box = descriptor[(slice(None),) + where]
+            full = tuple(slice(g.start * int(f), min(n, g.stop * int(f))) for g, f, n in zip(grown, df, labels.shape))
+            for d, f in enumerate(df):
+                if f > 1:
+                    box = np.repeat(box, int(f), axis=d + 1)
+            box = box[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in full)]
+            target = out[(slice(None),) + full]
+            target += box * (compact[full] == label)[None]
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def _descriptor(mask, coords, sigma, entries, aggregate) -> np.ndarray:
+    """The LSD channels of one object's mask (or of packed masks, see _pack), as lsd-lite computes them."""
+    dims = mask.ndim
+    mass = aggregate(mask)
+    empty = mass == 0
+    mass[empty] = 1
+    masked = coords * mask
+    com = np.stack([aggregate(masked[d]) for d in range(dims)]) / mass
+    offset = (com - coords) / sigma.astype(np.float32).reshape((-1,) + (1,) * dims) * 0.5 + 0.5
+    cov = np.stack([aggregate(masked[i] * coords[j]) for i, j in entries]) / mass
+    cov -= np.stack([com[i] * com[j] for i, j in entries])
+    variance = np.maximum(cov[:dims], 1e-3)
+    pearson = cov[dims:]
+    for k, (i, j) in enumerate(entries[dims:]):
+        pearson[k] /= 2 * np.sqrt(variance[i] * variance[j])
+        pearson[k] += 0.5
+    for d in range(dims):
+        variance[d] /= sigma[d] ** 2
+    mass = mass * ~empty
+    if dims == 3:
+        pearson = pearson[[0, 2, 1]]  # lsd-lite's use_paper_ordering
+    return np.concatenate((offset, variance, pearson, mass[None]))
+
+
+def _pack(shapes: Sequence[tuple[int, ...]], gap: int) -> list[tuple[tuple[int, ...], list[tuple[int, int]]]]:
+    """Boxes of these shapes laid side by side along the last axis, `gap` zero columns apart.
+
+    Every statistic is a Gaussian filter of something times the object's own mask, zero
+    outside it, so boxes `gap` (the filter radius) apart filter exactly as they would alone:
+    one filter call per statistic and group instead of one per statistic and label (the
+    per-call overhead is most of the cost on a training patch). Boxes are sorted by their
+    cross-section (all axes but the last); a group is closed when the next box's
+    cross-section is under half of the group's, so padding wastes little.
+    Returns [(group shape, [(box index, offset along the last axis)])].
+    """
+    order = sorted(range(len(shapes)), key=lambda i: int(np.prod(shapes[i][:-1])), reverse=True)
+    groups: list[list] = []  # [cross-section, members, width]
+    for i in order:
+        cross = tuple(shapes[i][:-1])
+        if groups and 2 * np.prod(cross) >= np.prod(groups[-1][0]):
+            group = groups[-1]
+            group[0] = tuple(max(a, b) for a, b in zip(group[0], cross))
+            group[1].append((i, group[2]))
+            group[2] += shapes[i][-1] + gap
+        else:
+            groups.append([cross, [(i, gap)], gap + shapes[i][-1] + gap])
+    return [(tuple(cross) + (width,), members) for cross, members, width in groups]
