@@ -158,6 +158,38 @@ def test_prediction_tiled_any_size(dim):
         affinity.predict_affinities(net, bad, progress=False)
 
 
+@pytest.mark.parametrize(
+    "dim, downsample, flips, batch",
+    [(2, 1, False, 3), (2, 2, True, 4), (3, 1, False, 2), (3, 2, True, 3), (3, 1, False, 1)],
+)
+def test_prediction_of_z_blocks_is_the_whole_volume_prediction_byte_for_byte(dim, downsample, flips, batch):
+    """predict_sections(z0, z1) reads prediction_window's sections only and gives exactly the bytes of the
+    whole-volume prediction there: the 3D net's z tiles (GroupNorm: a tile's output depends on all of it) and
+    the tile batches are the whole volume's, in 2D as in 3D."""
+    torch.manual_seed(dim + downsample)
+    net = AffinityUNet(dim=dim, features=4, depth=3, downsample=downsample).eval()
+    net.offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
+    params = section(
+        "affinity", {"dim": dim, "tile": 24, "overlap": 6, "batch": batch, "tile_z": 4, "test_time_flips": flips}
+    )
+    volume = (np.random.default_rng(dim).random((11, 40, 36)) * 255).astype(np.uint8)
+    whole = affinity.predict(net, volume.astype(np.float32) / 255, "cpu", params)
+    for z0, z1 in [(0, 3), (3, 6), (6, 9), (9, 11), (5, 6), (0, 11)]:
+        lo, hi = affinity.prediction_window(net, volume.shape, z0, z1, params)
+        assert lo <= z0 < z1 <= hi
+        got = affinity.predict_sections(net, volume, z0, z1, "cpu", params)
+        assert got.shape == (3, z1 - z0, 40, 36) and got.tobytes() == whole[:, z0:z1].tobytes(), (z0, z1)
+    if dim == 3:
+        if batch == 1:  # z tiles of 4 at 0, 2, 4, 6, 7: section 5 needs those at 2 and 4 only
+            assert affinity.prediction_window(net, volume.shape, 5, 6, params) == (2, 8)
+        # what the window avoids: sections 5, 6 with a context of 2 tiled on their own (z tiles at 3 and 5, not the
+        # whole volume's 0, 2, 4, 6, 7) are other values
+        local = affinity.predict(net, volume[3:9].astype(np.float32) / 255, "cpu", params)
+        assert not np.array_equal(local[:, 2:4], whole[:, 5:7])
+    with pytest.raises(ValueError, match="not inside"):
+        affinity.prediction_window(net, volume.shape, 4, 12, params)
+
+
 def test_training_patches_have_true_affinities_at_patch_edges():
     """One cell filling the volume: every target is 1, also in a patch's first row and column, after flips."""
     image = np.random.default_rng(1).random((4, 40, 40), dtype=np.float32)

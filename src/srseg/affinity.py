@@ -505,6 +505,7 @@ def predict_affinities(
     tile_z: int = 8,
     progress: bool = True,
     flips: bool = False,
+    window: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Affinities (3 + long range, z, y, x) float32 of an image (z, y, x) in [0, 1], tiled with blended overlap.
 
@@ -516,9 +517,13 @@ def predict_affinities(
     predict each section independently (z affinity 0). `flips` (affinity.test_time_flips):
     the mean over the image and its y, x and y+x flips, each flipped back (an affinity of p
     with p + o predicted on a flipped image is that of p + o with p: moved back by o).
+
+    window (nz, lo, z0, z1): `image` holds sections [lo, lo + len(image)) of a volume of nz
+    sections (at least `prediction_window`'s), and the result is the affinities of its sections
+    [z0, z1), byte for byte those of the call on the whole volume (`predict_sections`).
     """
     if not flips:
-        return _predict_once(net, image, device, tile, overlap, batch, tile_z, progress)
+        return _predict_once(net, image, device, tile, overlap, batch, tile_z, progress, window)
     if net.offsets is None:
         raise InputError("test-time flips need the network's channel offsets; load it with load_affinity_model")
     image = np.asarray(image, dtype=np.float32)
@@ -527,7 +532,7 @@ def predict_affinities(
         for fx in (False, True):
             view = image[:, ::-1] if fy else image
             view = np.ascontiguousarray(view[:, :, ::-1] if fx else view)
-            affs = _predict_once(net, view, device, tile, overlap, batch, tile_z, progress)
+            affs = _predict_once(net, view, device, tile, overlap, batch, tile_z, progress, window)
             affs = np.ascontiguousarray(affs[:, :, ::-1] if fy else affs)
             affs = np.ascontiguousarray(affs[:, :, :, ::-1] if fx else affs)
             for c, o in enumerate(net.offsets):
@@ -539,7 +544,14 @@ def predict_affinities(
     return total / 4
 
 
-def predict(net: AffinityUNet, image: np.ndarray, device="cpu", settings: dict | None = None, progress=False):
+def predict(
+    net: AffinityUNet,
+    image: np.ndarray,
+    device="cpu",
+    settings: dict | None = None,
+    progress=False,
+    window: Sequence[int] | None = None,
+):
     """`predict_affinities` with the tiles and test-time flips of an `affinity:` slice (default: the net's own)."""
     p = settings if settings is not None else net.params
     return predict_affinities(
@@ -552,10 +564,62 @@ def predict(net: AffinityUNet, image: np.ndarray, device="cpu", settings: dict |
         int(p["tile_z"]),
         progress=progress,
         flips=bool(p.get("test_time_flips", False)),
+        window=window,
     )
 
 
-def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress) -> np.ndarray:
+def _tile_grid(net, nz: int, ny: int, nx: int, tile: int, overlap: int, tile_z: int):
+    """The tiles of a whole (downsampled) volume: ((zs, tz, wz), (ys, ty, wy), (xs, tx, wx)); 2D: one section each."""
+    if net.dim == 3:
+        z_axis = tile_axis(nz, tile_z, 2)
+    else:  # one section per tile, nothing to blend in z
+        z_axis = (list(range(nz)), 1, [np.ones(1, np.float32)] * nz)
+    return z_axis, tile_axis(ny, tile, overlap), tile_axis(nx, tile, overlap)
+
+
+def _window_jobs(zs: Sequence[int], tz: int, n_yx: int, batch: int, z0: int, z1: int) -> tuple[int, int]:
+    """[first, stop) of the whole volume's tile list (z tile slowest) that a prediction of sections [z0, z1)
+    computes: every batch of `batch` tiles that holds a tile reaching into [z0, z1), so that each tile is
+    computed in the very batch the whole-volume prediction computes it in."""
+    hit = [i for i, a in enumerate(zs) if a < z1 and a + tz > z0]
+    if not hit:
+        raise ValueError(f"sections [{z0}, {z1}) are outside the volume's {zs[-1] + tz} sections")
+    first = (hit[0] * n_yx) // batch * batch
+    stop = min(-(-((hit[-1] + 1) * n_yx) // batch) * batch, len(zs) * n_yx)
+    return first, stop
+
+
+def prediction_window(net, shape_zyx: Sequence[int], z0: int, z1: int, settings: dict | None = None) -> tuple[int, int]:
+    """The sections [lo, hi) of a (z, y, x) volume of `shape_zyx` that `predict` reads to give the affinities of
+    its sections [z0, z1) exactly as on the whole volume: the z extent of every tile batch that holds a tile
+    reaching into [z0, z1) (a 3D net's z tiles of tile_z sections overlapping by 2 on the whole volume's grid;
+    a 2D net's sections, batch by batch). settings: an `affinity:` slice (default: the net's own)."""
+    p = settings if settings is not None else net.params
+    nz, ny, nx = (int(s) for s in shape_zyx)
+    if not 0 <= z0 < z1 <= nz:
+        raise ValueError(f"sections [{z0}, {z1}) are not inside the volume's {nz} sections")
+    f = int(getattr(net, "downsample", 1))
+    (zs, tz, _), (ys, _, _), (xs, _, _) = _tile_grid(
+        net, nz, -(-ny // f), -(-nx // f), int(p["tile"]), int(p["overlap"]), int(p["tile_z"])
+    )
+    n_yx = len(ys) * len(xs)
+    first, stop = _window_jobs(zs, tz, n_yx, int(p["batch"]), z0, z1)
+    return zs[first // n_yx], zs[(stop - 1) // n_yx] + tz
+
+
+def predict_sections(net, volume, z0: int, z1: int, device="cpu", settings: dict | None = None, progress=False):
+    """Affinities (C, z1 - z0, y, x) of sections [z0, z1) of `volume` (a (z, y, x) array or lazy volume, floats
+    in [0, 1] or integers), byte for byte `predict(net, volume[:], ...)[:, z0:z1]`, from `prediction_window`'s
+    sections only: the same tiles, batches, blending and division, of the part a z-block needs. So a volume
+    predicted z-block by z-block (in one job or in one job per block) equals its prediction in one piece."""
+    from .io import to_float
+
+    lo, hi = prediction_window(net, volume.shape, z0, z1, settings)
+    image = to_float(np.asarray(volume[lo:hi]))
+    return predict(net, image, device, settings, progress=progress, window=(int(volume.shape[0]), lo, z0, z1))
+
+
+def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress, window=None) -> np.ndarray:
     device = torch.device(device)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -566,23 +630,24 @@ def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress) ->
     f = int(getattr(net, "downsample", 1))
     full_shape = image.shape[1:]
     image = downsample_image(image, f)
-    nz, ny, nx = image.shape
+    # window: the image is sections [lo, ...) of a volume of nz sections; the output is sections [z0, z1)
+    nz, lo, z0, z1 = (int(v) for v in window) if window is not None else (image.shape[0], 0, 0, image.shape[0])
+    _, ny, nx = image.shape
     m = net.multiple
-    if net.dim == 3:
-        zs, tz, wz = tile_axis(nz, tile_z, 2)
-    else:  # one section per tile, nothing to blend in z
-        zs, tz, wz = list(range(nz)), 1, [np.ones(1, np.float32)] * nz
-    (ys, ty, wy), (xs, tx, wx) = tile_axis(ny, tile, overlap), tile_axis(nx, tile, overlap)
+    (zs, tz, wz), (ys, ty, wy), (xs, tx, wx) = _tile_grid(net, nz, ny, nx, tile, overlap, tile_z)
     n_out = net.channels + (1 if net.dim == 2 else 0)
-    out = np.zeros((n_out, nz, ny, nx), np.float32)
-    norm = np.zeros((nz, ny, nx), np.float32)
+    out = np.zeros((n_out, z1 - z0, ny, nx), np.float32)
+    norm = np.zeros((z1 - z0, ny, nx), np.float32)
     # pad each tile up to a multiple of pool**(depth-1) in y/x (reflect: no artificial edges)
     py, px = (-ty) % m, (-tx) % m
     jobs = [(i, j, k) for i in range(len(zs)) for j in range(len(ys)) for k in range(len(xs))]
-    bar = tqdm(total=len(jobs), desc="affinities", unit="tile", disable=not progress, mininterval=2)
-    for b in range(0, len(jobs), batch):
+    first, stop = _window_jobs(zs, tz, len(ys) * len(xs), batch, z0, z1)
+    if zs[first // (len(ys) * len(xs))] < lo or zs[(stop - 1) // (len(ys) * len(xs))] + tz > lo + image.shape[0]:
+        raise ValueError(f"the image (sections {lo}..) does not hold the tiles of sections [{z0}, {z1})")
+    bar = tqdm(total=stop - first, desc="affinities", unit="tile", disable=not progress, mininterval=2)
+    for b in range(first, stop, batch):
         chunk = jobs[b : b + batch]
-        tiles = [image[zs[i] : zs[i] + tz, ys[j] : ys[j] + ty, xs[k] : xs[k] + tx] for i, j, k in chunk]
+        tiles = [image[zs[i] - lo : zs[i] - lo + tz, ys[j] : ys[j] + ty, xs[k] : xs[k] + tx] for i, j, k in chunk]
         tiles = np.stack([np.pad(t, ((0, 0), (0, py), (0, px)), mode="reflect") for t in tiles])
         inp = torch.from_numpy(tiles).to(device)
         if net.dim == 3:
@@ -594,16 +659,23 @@ def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress) ->
             affs = affs[:, :, None]  # (B, C, 1, Y, X)
         affs = affs[..., :ty, :tx]
         for (i, j, k), a in zip(chunk, affs):
-            weight = wz[i][:, None, None] * np.outer(wy[j], wx[k])[None]
-            box = (slice(zs[i], zs[i] + tz), slice(ys[j], ys[j] + ty), slice(xs[k], xs[k] + tx))
-            out[(slice(None),) + box] += a * weight
+            # the part of the tile inside [z0, z1): the same products, added in the same tile order
+            a0, a1 = max(zs[i], z0), min(zs[i] + tz, z1)
+            if a0 >= a1:
+                continue
+            part = slice(a0 - zs[i], a1 - zs[i])
+            weight = wz[i][part, None, None] * np.outer(wy[j], wx[k])[None]
+            box = (slice(a0 - z0, a1 - z0), slice(ys[j], ys[j] + ty), slice(xs[k], xs[k] + tx))
+            out[(slice(None),) + box] += a[:, part] * weight
             norm[box] += weight
         bar.update(len(chunk))
     bar.close()
     out /= norm
     if f > 1:
-        # channels: z, y, x nearest neighbours, then long range (interpolated at the pixel centres)
-        out = upsample_affinities(out, NEAREST + [[0, 0, 0]] * (out.shape[0] - 3), f, full_shape)
+        # channels: z, y, x nearest neighbours, then long range (interpolated at the pixel centres); section by
+        # section, so that a section's values never depend on how many sections are upsampled with it
+        chan = NEAREST + [[0, 0, 0]] * (out.shape[0] - 3)
+        out = np.concatenate([upsample_affinities(out[:, z : z + 1], chan, f, full_shape) for z in range(z1 - z0)], 1)
     if net.dim == 2:
         out[0] = 0.0
     return out
