@@ -7,8 +7,9 @@
 
 For every size (GB of the stage's output) a synthetic input is made (bounded memory: section
 by section or z-block by z-block) and each of the stage's paths runs on it in a fresh
-subprocess, whose own peak RSS comes from os.wait4 (ru_maxrss of that child alone) and whose
-throughput (output voxels per second of the stage's own timer) from the json it prints last.
+subprocess, whose own peak RSS is its VmHWM (`run_child`; not os.wait4's ru_maxrss, which
+carries the parent's) and whose throughput (output voxels per second of the stage's own timer,
+also per CPU second where the child reports its CPU time) from the json it prints last.
 
 * `infer`: the output is the uint8 x`--scale` SR volume (1 byte a voxel) of a synthetic LR
   stack of `--section`^2 px sections (z chosen so the output is that size); bicubic
@@ -114,21 +115,38 @@ def synthetic_affinities(path: Path, z: int, side: int, block, cell_px: int = 48
     os.replace(tmp, path)
 
 
+#: appended to every child's code: its own peak RSS (VmHWM, kB) on stderr
+HWM = (
+    "\nimport sys as _sys\n"
+    "print('VmHWM', [ln.split()[1] for ln in open('/proc/self/status') if 'VmHWM' in ln][0], file=_sys.stderr)\n"
+)
+
+
 def run_child(code: str, env: dict) -> dict:
     """Run `python -c code` in a fresh process: wall and CPU (user + system) seconds, peak RSS (bytes) of that
-    process alone, its stdout."""
+    process alone, its stdout.
+
+    The peak is the child's VmHWM, which exec resets; os.wait4's ru_maxrss is not used for it: Linux carries
+    the parent's high-water mark into it (the child starts on the parent's memory), so after the parent made
+    a large input every child would read at least that. Output goes to temporary files, not pipes, so a
+    chatty child (waterz logs every section) cannot block on a full pipe while this waits.
+    """
+    import tempfile
+
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.stdout.close()
-    proc.stderr.close()
+    with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        proc = subprocess.Popen([sys.executable, "-c", code + HWM], env=env, stdout=fout, stderr=ferr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read().decode(), ferr.read().decode()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}):\n{err[-3000:]}")
+    hwm = [ln.split()[1] for ln in err.splitlines() if ln.startswith("VmHWM ")][-1]
     cpu = usage.ru_utime + usage.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": usage.ru_maxrss * 1024, "stdout": out}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": int(hwm) * 1024, "stdout": out}
 
 
 # --------------------------------------------------------------------------- stages
