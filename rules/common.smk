@@ -449,6 +449,8 @@ def overview_work_json(specimen):
 def overview_marker(specimen, name, index=None):
     """The output of pass `name` of block `index` (None: a gather) of a scattered overview segmentation; the
     same paths as srseg.overview.overview_marker (not imported here: it would load torch for every plan)."""
+    if name == "affinities":  # affinity job `index`
+        return overviewed(specimen, f"work/affs.zarr.jobs/{index}.json")
     seg = overviewed(specimen, "work/seg.zarr")
     gathers = {"luts": f"{seg}/luts.npz", "sizes": overviewed(specimen, "work/sizes.npz")}
     if name in gathers:
@@ -457,13 +459,28 @@ def overview_marker(specimen, name, index=None):
     return f"{seg}/blocks/{index}.{suffix[name]}"
 
 
-def overview_blocks(specimen):
-    """(number of blocks, min_size) of a scattered overview segmentation, after checkpoint overview_work."""
+def overview_work_meta(specimen):
+    """The json of checkpoint overview_work: the settings and plan of a scattered overview segmentation."""
     import json
 
     with open(checkpoints.overview_work.get(specimen=specimen).output.json) as fh:
-        meta = json.load(fh)
+        return json.load(fh)
+
+
+def overview_blocks(specimen):
+    """(number of blocks, min_size) of a scattered overview segmentation, after checkpoint overview_work."""
+    meta = overview_work_meta(specimen)
     return int(meta["n_blocks"]), int(meta["fragments"]["min_size"])
+
+
+def overview_fragments_inputs(wildcards):
+    """The work json and the markers of the affinity jobs whose sections a block's fragments job reads."""
+    meta = overview_work_meta(wildcards.specimen)
+    jobs = meta["block_affinity_jobs"][int(wildcards.block)]
+    return {
+        "work": overview_work_json(wildcards.specimen),
+        "affinities": [overview_marker(wildcards.specimen, "affinities", j) for j in jobs],
+    }
 
 
 def overview_pass_inputs(name):

@@ -7,9 +7,10 @@
 # the fold that tests it. overview_segment resumes after a kill: its work folder
 # (results/overview/{specimen}/work) is no declared output, so Snakemake keeps it. The target
 # rule `overview` is in the Snakefile, beside `all`.
-# overview.segment_jobs: overview_segment is replaced by checkpoint overview_work (the affinities, one
-# GPU job) and one job per block and pass (fragments, edges, relabel, filter) with the gathers
-# overview_luts / overview_sizes and overview_export: the same labels (see the `else:` branch below).
+# overview.segment_jobs: overview_segment is replaced by checkpoint overview_work (the empty work arrays),
+# overview.blocks_z affinity jobs (one GPU each) and one job per block and pass (fragments, edges,
+# relabel, filter) with the gathers overview_luts / overview_sizes and overview_export: the same labels
+# (see the `else:` branch below).
 
 
 checkpoint overview_choice:
@@ -127,10 +128,12 @@ else:
     # each). The work arrays (results/overview/{specimen}/work) are written by every job, chunk by chunk,
     # and are no declared outputs; only the markers are, so parallel jobs never share an output path. The
     # number of blocks is known after checkpoint overview_work (from the SR shape it reads).
-    # Affinities: one GPU job per specimen (overview.blocks_z already scatters the SR inference).
+    # Affinities: overview.blocks_z GPU jobs per specimen, each a run of whole z-blocks of overview.block
+    # predicted with the tiles of the whole-volume prediction (the same bytes as one job); a block's
+    # fragments job waits for the affinity jobs of its z range only.
 
     checkpoint overview_work:
-        """Affinities of a whole SR overview and the empty blockwise work group; its json plans the block jobs."""
+        """The empty affinity array and blockwise work group of a whole SR overview; its json plans the jobs."""
         input:
             unpack(overview_segment_inputs),
         output:
@@ -143,18 +146,38 @@ else:
             "../envs/torch.yaml"
         threads: 1
         resources:
-            **job_resources(16, 240, gpu=True),
+            **job_resources(4, 30),
         params:
-            overview=canonical({k: OVERVIEW[k] for k in ("threshold", "block", "context")}),
+            overview=canonical({k: OVERVIEW[k] for k in ("threshold", "block", "context", "blocks_z")}),
             segmentation=segmentation_choice(),
             code=code("srseg.overview", "srseg.blockwise"),
         script:
             "../workflow/scripts/overview_work.py"
 
+    rule overview_affinities_block:
+        """The affinities of one run of z-blocks of a scattered overview (the whole-volume prediction's tiles), into its chunks."""
+        input:
+            work=overview_work_json("{specimen}"),
+        output:
+            marker=overview_marker("{specimen}", "affinities", "{block}"),
+        log:
+            "logs/overview_affinities_block/{specimen}/{block}.log",
+        benchmark:
+            "benchmarks/overview_affinities_block/{specimen}/{block}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            **job_resources(16, 240, gpu=True),
+        params:
+            code=code("srseg.overview", "srseg.affinity"),
+        script:
+            "../workflow/scripts/overview_affinities_block.py"
+
     rule overview_fragments_block:
         """Pass 1 of one block of a scattered overview segmentation: its fragments (block + context)."""
         input:
-            work=overview_work_json("{specimen}"),
+            unpack(overview_fragments_inputs),
         output:
             marker=overview_marker("{specimen}", "fragments", "{block}"),
         log:

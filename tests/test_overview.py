@@ -138,9 +138,9 @@ def overview_inputs(tmp_path_factory):
 def overview_run(d, name, **kw):
     from srseg.overview import run_overview_segment
 
+    kw = {"model": str(d / "model.pt"), **kw}
     return run_overview_segment(
         image=str(d / "sr.zarr"),
-        model=str(d / "model.pt"),
         out_zarr=str(d / name / "segmentation.zarr"),
         out_json=str(d / name / "segmentation.json"),
         work=str(d / name / "work"),
@@ -202,3 +202,72 @@ def test_overview_segment_resumes_where_a_killed_run_stopped(overview_inputs):
 
     models.open_ome_zarr(zarr.open_group(str(d / "whole" / "segmentation.zarr"), mode="r"))
     assert math.isfinite(whole["seconds"])
+
+
+# --------------------------------------------------------------------------- scattered affinities and blocks
+
+
+def ruler_3d(path):
+    """A randomly initialised 3D AffinityUNet of depth 2 (3x3x3 convolutions, GroupNorm) saved as a ruler."""
+    import torch
+
+    from srseg.affinity import AffinityUNet
+    from srseg.config import section
+    from srseg.ruler_spec import NEAREST
+    from srseg.runtime import save_checkpoint
+
+    torch.manual_seed(3)
+    net = AffinityUNet(3, 4, 2)
+    params = section(
+        "affinity", {"dim": 3, "tile": 48, "overlap": 8, "batch": 3, "tile_z": 4, "test_time_flips": False}
+    )
+    offsets = [list(o) for o in NEAREST]
+    save_checkpoint(path, {"net": net.config(), "state_dict": net.state_dict(), "params": params, "offsets": offsets})
+    return path
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_scattered_affinity_and_block_jobs_give_the_affinities_and_labels_of_one_job(overview_inputs, tmp_path, dim):
+    """overview.segment_jobs with overview.blocks_z = 2: checkpoint overview_work, two affinity jobs (runs of whole
+    z-blocks, run here in reverse order), the block passes and the export give the one-job run_overview_segment's
+    affinities byte for byte (both the whole-volume prediction, also for a 3D net's z tiles) and its labels."""
+    import zarr
+
+    from srseg.affinity import load_affinity_model, predict
+    from srseg.overview import (
+        PASSES,
+        run_overview_affinities,
+        run_overview_export,
+        run_overview_pass,
+        run_overview_work,
+    )
+    from srseg.volumes import open_volume
+
+    d = overview_inputs
+    model = d / "model.pt" if dim == 2 else ruler_3d(tmp_path / "model3d.pt")
+    one = overview_run(d, f"one{dim}", model=str(model), keep_work=True)
+    common = {"threshold_json": str(d / "row.json"), "segmentation": {"thresholds": [0.3, 0.5, 0.7]}}
+    work_json = tmp_path / "jobs" / "work" / "work.json"
+    meta = run_overview_work(
+        str(d / "sr.zarr"), str(model), str(work_json), block=(2, 32, 40), context=(2, 16, 16), blocks_z=2, **common
+    )
+    # 3 z-blocks of 2 sections: 2 jobs; the fragments of a block (no z context) wait for the job of its sections
+    assert meta["affinity_jobs"] == [[0, 4], [4, 6]] and meta["n_blocks"] == 12
+    assert meta["block_affinity_jobs"] == [[0]] * 8 + [[1]] * 4
+    markers = [run_overview_affinities(str(work_json), i, device="cpu") for i in (1, 0)]
+    assert [m.name for m in markers] == ["1.json", "0.json"]
+    jobs = zarr.open_array(str(work_json.parent / "affs.zarr"), mode="r")[:]
+    ref = zarr.open_array(str(d / f"one{dim}" / "work" / "affs.zarr"), mode="r")[:]
+    net = load_affinity_model(model)
+    with open_volume(d / "sr.zarr") as vol:
+        whole = predict(net, vol.read().astype(np.float32) / 255, "cpu", net.params)
+    assert jobs.tobytes() == ref.tobytes() == whole.tobytes()
+    n = meta["n_blocks"]
+    for name in PASSES:
+        for i in [None] if name in ("luts", "sizes") else range(n):
+            run_overview_pass(str(work_json), name, i)
+    info = run_overview_export(str(work_json), str(tmp_path / "seg.zarr"), str(tmp_path / "seg.json"))
+    assert info["affinity_jobs"] == [[0, 4], [4, 6]] and info["device"] == "cpu" and info["dim"] == dim
+    labels = open_volume(tmp_path / "seg.zarr").read()
+    expected = open_volume(d / f"one{dim}" / "segmentation.zarr").read()
+    assert labels.max() > 1 and np.array_equal(labels, expected) and info["n_fragments"] == one["n_fragments"]

@@ -129,8 +129,9 @@ def test_snakemake_overview_super_resolves_and_segments_the_whole_lr_overview(fi
 
 @pytest.mark.slow
 def test_overview_segment_jobs_scatter_the_segmentation_over_one_job_per_block_and_pass(finished_run):
-    """overview.segment_jobs: checkpoint overview_work, then one fragments / edges / relabel / filter job per
-    block (4 here) and the gathers, into the same labels as the one-job overview_segment."""
+    """overview.segment_jobs: checkpoint overview_work, 2 affinity jobs (overview.blocks_z: one per z-block
+    here), then one fragments / edges / relabel / filter job per block (4 here) and the gathers, into the same
+    labels as the one-job overview_segment."""
     import collections
     import shutil
     import time
@@ -140,24 +141,31 @@ def test_overview_segment_jobs_scatter_the_segmentation_over_one_job_per_block_a
     from srseg.volumes import open_volume
 
     out = finished_run / "results/overview/gamma"
-    one = ("--config", "overview={blocks_z: 2, block: [4, 128, 128]}")
+    one = ("--config", "overview={blocks_z: 2, block: [2, 128, 256]}")
+    t0 = time.perf_counter()
     snakemake(finished_run, "overview", *one)
+    one_seconds = time.perf_counter() - t0
     expected = open_volume(out / "segmentation.zarr").read()
     shutil.rmtree(out / "segmentation.zarr")
     (out / "segmentation.json").unlink()
-    jobs = ("--config", "overview={blocks_z: 2, block: [4, 128, 128], segment_jobs: true}")
+    jobs = ("--config", "overview={blocks_z: 2, block: [2, 128, 256], segment_jobs: true}")
     t0 = time.perf_counter()
     proc = snakemake(finished_run, "overview", *jobs)
     seconds = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     ran = collections.Counter(line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("localrule "))
+    assert ran["overview_affinities_block"] == 2, ran  # the affinities scattered over z: one GPU job each
     for rule in ("overview_fragments_block", "overview_edges_block", "overview_relabel_block"):
         assert ran[rule] == 4, ran  # one job per block
     assert ran["overview_luts"] == ran["overview_export"] == 1 and "overview_segment" not in log
+    assert log.count("checkpoint overview_work:") == 1  # the work arrays and the plan, no GPU
     info = json.loads((out / "segmentation.json").read_text())
-    assert info["n_blocks"] == 4 and info["segment_jobs"]
+    assert info["n_blocks"] == 4 and info["segment_jobs"] and len(info["affinity_jobs"]) == 2
     labels = open_volume(out / "segmentation.zarr").read()
     assert labels.max() > 1 and np.array_equal(labels, expected)
     proc = snakemake(finished_run, "overview", "-n", *jobs)
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    print(f"snakemake overview (segment_jobs, 4 blocks): {seconds:.1f} s")
+    print(
+        f"snakemake overview: one segmentation job (after the SR) {one_seconds:.1f} s; segment_jobs "
+        f"({sum(ran.values()) - ran['overview'] + 1} jobs: 2 affinity jobs, 4 blocks) {seconds:.1f} s"
+    )

@@ -20,9 +20,16 @@ passes; every finished z-block / block leaves a marker, and a rerun after a kill
 A fingerprint of the inputs and settings (`run.json`) guards it: anything else changed and
 the folder starts over.
 
+The affinities are predicted z-block by z-block (`predict_affinity_zarr`: whole z-blocks of
+overview.block, each from `srseg.affinity.predict_sections`, which computes exactly the tiles,
+batches and blending of the prediction of the whole volume at once), so the z-blocks can be
+predicted in any grouping, in one job or in many, with the same bytes.
+
 `overview.segment_jobs` runs step 2 as separate Snakemake jobs instead: `run_overview_work`
-(checkpoint overview_work: the affinities and the empty work group; its json gives the number
-of blocks), `run_overview_pass` per block and pass (and the two gathers), `run_overview_export`.
+(checkpoint overview_work: the empty affinity array and work group; its json gives the
+affinity jobs, `overview.blocks_z` runs of whole z-blocks, and the number of blocks),
+`run_overview_affinities` per affinity job (GPU), `run_overview_pass` per block and pass (and
+the two gathers), `run_overview_export`.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,6 +178,101 @@ def run_overview_infer(
     return info
 
 
+# --------------------------------------------------------------------------- affinities, z-block by z-block
+
+
+def affinity_rows(shape_zyx: Sequence[int], block_zyx: Sequence[int]) -> list[tuple[int, int]]:
+    """The z-blocks (z0, z1) of an overview's affinity array: its chunk rows, block[0] sections each (the last cut)."""
+    nz = int(shape_zyx[0])
+    bz = min(int(block_zyx[0]), max(nz, 1))
+    return [(z0, min(z0 + bz, nz)) for z0 in range(0, nz, bz)]
+
+
+def affinity_jobs(shape_zyx: Sequence[int], block_zyx: Sequence[int], jobs: int) -> list[tuple[int, int]]:
+    """The z ranges of the affinity jobs of `overview.segment_jobs`: `jobs` (overview.blocks_z; fewer where the
+    volume has fewer z-blocks) contiguous, near-equal runs of whole z-blocks (`affinity_rows`), so that no two
+    jobs write one chunk of the affinity array."""
+    import numpy as np
+
+    rows = affinity_rows(shape_zyx, block_zyx)
+    parts = np.array_split(np.arange(len(rows)), max(1, min(int(jobs), len(rows))))
+    return [(rows[p[0]][0], rows[p[-1]][1]) for p in parts]
+
+
+def affinity_array(path, net, shape_zyx: Sequence[int], block_zyx: Sequence[int], resume: bool = False):
+    """The zarr array (C, z, y, x) float32 at `path` for the affinities of `net` on a volume of `shape_zyx`,
+    chunked by block. resume: the one an interrupted run left there if it has this shape and chunks (its
+    finished z-blocks keep their markers `<path>.done/<z0>`); else a new one, with no markers."""
+    import numpy as np
+    import zarr
+
+    from .blockwise import block_grid
+
+    shape = tuple(int(s) for s in shape_zyx)
+    chunk = tuple(s.stop - s.start for s in block_grid(shape, block_zyx)[0].core)
+    n_out = int(net.channels) + (1 if int(net.dim) == 2 else 0)
+    if resume and Path(path).exists():
+        try:
+            arr = zarr.open_array(str(path), mode="r+")
+        except (FileNotFoundError, ValueError, zarr.errors.ArrayNotFoundError):
+            arr = None
+        if arr is not None and arr.shape == (n_out, *shape) and arr.chunks == (n_out, *chunk):
+            return arr
+    shutil.rmtree(f"{path}.done", ignore_errors=True)
+    return zarr.create_array(
+        str(path),
+        shape=(n_out, *shape),
+        chunks=(n_out, *chunk),
+        dtype=np.float32,
+        fill_value=0.0,
+        zarr_format=3,
+        overwrite=True,
+    )
+
+
+def predict_affinity_zarr(
+    net,
+    volume,
+    device,
+    settings: dict,
+    path,
+    z_range: Sequence[int] | None = None,
+    progress: bool = False,
+    on_block=None,
+) -> float:
+    """Predict the z-blocks (`affinity_rows` of its chunks) of the array at `path` (`affinity_array`) inside
+    z_range (None: all) from the lazy `volume`, skipping those whose marker `<path>.done/<z0>` exists; returns
+    the prediction seconds. Each z-block is `srseg.affinity.predict_sections` (the whole-volume prediction's
+    own tiles: its bytes), written into whole chunks and then marked. on_block("affinities", z0) after each."""
+    import zarr
+
+    from .affinity import predict_sections
+
+    arr = zarr.open_array(str(path), mode="r+")
+    done = Path(f"{path}.done")
+    done.mkdir(parents=True, exist_ok=True)
+    rows = affinity_rows(arr.shape[1:], arr.chunks[1:])
+    lo, hi = (0, arr.shape[1]) if z_range is None else (int(z_range[0]), int(z_range[1]))
+    todo = [(z0, z1) for z0, z1 in rows if lo <= z0 and z1 <= hi and not (done / str(z0)).exists()]
+    mine = sum(1 for z0, z1 in rows if lo <= z0 and z1 <= hi)
+    if progress and len(todo) < mine:
+        print(f"affinities: {mine - len(todo)} z-blocks already done, resumed", file=sys.stderr)
+    seconds = 0.0
+    for z0, z1 in todo:
+        t0 = time.perf_counter()
+        affs = predict_sections(net, volume, z0, z1, device, settings, progress=progress)
+        if getattr(device, "type", str(device)) == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        arr[:, z0:z1] = affs
+        (done / str(z0)).write_text("")
+        if on_block is not None:
+            on_block("affinities", z0)
+    return seconds
+
+
 # --------------------------------------------------------------------------- segmentation, resumable
 
 
@@ -285,7 +388,7 @@ def run_overview_segment(
     removed after success unless keep_work. on_block(pass, index): after each computed block
     (progress hooks; tests inject failures).
     """
-    from .blockwise import affinity_z_context, export_ome_zarr, predict_to_zarr, segment_blockwise_zarr
+    from .blockwise import affinity_z_context, export_ome_zarr, segment_blockwise_zarr
     from .segment import waterz_cache
     from .volumes import open_volume
 
@@ -318,9 +421,8 @@ def run_overview_segment(
             dev,
             " (resuming)" if resumed else "",
         )
-        affs, t_pred = predict_to_zarr(
-            net, vol, dev, net.params, work / "affs.zarr", block, progress=True, resume=True, on_block=hook
-        )
+        affs = affinity_array(work / "affs.zarr", net, shape, block, resume=True)
+        t_pred = predict_affinity_zarr(net, vol, dev, net.params, work / "affs.zarr", progress=True, on_block=hook)
     with waterz_cache(cache_dir):
         timing = segment_blockwise_zarr(
             affs,
@@ -403,11 +505,19 @@ GATHERS = ("luts", "sizes")
 def _jobs_paths(work) -> dict:
     """The files of a scattered overview segmentation under its work folder (only the markers are rule outputs)."""
     work = Path(work)
-    return {"affs": work / "affs.zarr", "seg": work / "seg.zarr", "sizes": work / "sizes.npz"}
+    return {
+        "affs": work / "affs.zarr",
+        "affinity_jobs": work / "affs.zarr.jobs",
+        "seg": work / "seg.zarr",
+        "sizes": work / "sizes.npz",
+    }
 
 
 def overview_marker(work, name: str, index: int | None = None) -> Path:
-    """The output of pass `name` (PASSES) of block `index` (None for a gather): what its rule declares."""
+    """The output of pass `name` (PASSES, or "affinities": affinity job `index`) of block `index` (None for a
+    gather): what its rule declares."""
+    if name == "affinities":
+        return _jobs_paths(work)["affinity_jobs"] / f"{int(index)}.json"
     seg = _jobs_paths(work)["seg"]
     if name == "luts":
         return seg / "luts.npz"
@@ -426,39 +536,48 @@ def run_overview_work(
     threshold: float | None = None,
     block: Sequence[int] | None = None,
     context: Sequence[int] | None = None,
-    device: str = "auto",
+    blocks_z: int | None = None,
     threads: int | None = None,
     log: str | None = None,
 ) -> dict:
-    """Checkpoint overview_work (`overview.segment_jobs`): the affinities of the whole SR overview and the
-    empty blockwise work group, in the folder of `out_json` (results/overview/{specimen}/work/work.json).
+    """Checkpoint overview_work (`overview.segment_jobs`): the empty affinity array and blockwise work group of
+    the whole SR overview, in the folder of `out_json` (results/overview/{specimen}/work/work.json). No GPU:
+    the affinities are the jobs of `run_overview_affinities`.
 
-    Same settings as `run_overview_segment`; the affinities resume z-block by z-block after a kill
-    (same fingerprint). out_json, written last: the settings every block job reads, the shape and the
-    number of blocks (from which the block rules are planned).
+    Same settings as `run_overview_segment`; blocks_z: the number of affinity jobs (overview.blocks_z; fewer
+    where the overview has fewer z-blocks). out_json, written last: the settings every job reads, the shape,
+    the affinity jobs' z ranges (`affinity_jobs`), for each block the affinity jobs its fragments read
+    (`block_affinity_jobs`; the edges and later passes wait for every block's fragments, so for all of them),
+    and the number of blocks (from which the job rules are planned).
     """
-    from .blockwise import affinity_z_context, agglomeration_mode, block_grid, create_work, predict_to_zarr
+    from .blockwise import affinity_z_context, agglomeration_mode, block_grid, create_work, pass_context
+    from .config import section
     from .volumes import open_volume
 
     t0 = time.perf_counter()
     work = Path(out_json).parent
     paths = _jobs_paths(work)
-    logger, dev, net, settings, resumed, key = _prepare(
-        image, model, work, threshold_json, segmentation, threshold, block, context, device, threads, log
+    logger, _, net, settings, resumed, key = _prepare(
+        image, model, work, threshold_json, segmentation, threshold, block, context, "cpu", threads, log
     )
     thr, merge_function, block = settings["threshold"], settings["merge_function"], settings["block"]
+    n_jobs = int(section("overview", {} if blocks_z is None else {"blocks_z": blocks_z})["blocks_z"])
     offsets = getattr(net, "offsets", None)
     with open_volume(image) as vol:
         voxel, offset, shape = vol.voxel_nm, vol.offset_nm, [int(s) for s in vol.shape]
-        logger.info("affinities of %s %s with %s on %s%s", image, shape, model, dev, " (resuming)" if resumed else "")
-        _, t_pred = predict_to_zarr(net, vol, dev, net.params, paths["affs"], block, progress=True, resume=True)
+    # a new affinity array every time (the jobs after this checkpoint all rerun), no stale job markers
+    shutil.rmtree(paths["affinity_jobs"], ignore_errors=True)
+    affinity_array(paths["affs"], net, shape, block, resume=False)
+    paths["affinity_jobs"].mkdir()
+    jobs = affinity_jobs(shape, block, n_jobs)
+    grid = block_grid(shape, block)
+    reads = [b.with_context(pass_context(settings["context"], None))[0] for b in grid]  # as zarr_fragments_job
     mode = agglomeration_mode("rag", merge_function)
     create_work(paths["seg"], shape, block, [thr], mode)
     info = {
         "key": key,
         "image": str(image),
         "model": str(model),
-        "device": str(dev),
         "dim": int(net.dim),
         "offsets": [list(map(int, o)) for o in offsets] if offsets is not None else None,
         "shape": shape,
@@ -468,14 +587,54 @@ def run_overview_work(
         **settings,
         "agglomeration": mode,
         "affinity_z_context": affinity_z_context(net),
-        "n_blocks": len(block_grid(shape, block)),
-        "affinity_seconds": t_pred,
+        "affinity_jobs": [list(j) for j in jobs],
+        "block_affinity_jobs": [[i for i, (a, b) in enumerate(jobs) if a < z.stop and b > z.start] for z in reads],
+        "n_blocks": len(grid),
         "seconds": time.perf_counter() - t0,
         "peak_rss_mb": runtime.peak_rss_mb(),
     }
     write_json(out_json, info)
-    logger.info("%d blocks to segment, affinities in %.1f s", info["n_blocks"], t_pred)
+    logger.info(
+        "%s %s: %d affinity jobs %s, %d blocks to segment%s",
+        image,
+        shape,
+        len(jobs),
+        info["affinity_jobs"],
+        info["n_blocks"],
+        " (settings unchanged)" if resumed else "",
+    )
     return info
+
+
+def run_overview_affinities(
+    work_json: str, index: int, device: str = "auto", threads: int | None = None, log: str | None = None
+) -> Path:
+    """Affinity job `index` of `overview.segment_jobs` (rule overview_affinities_block, one GPU): the z-blocks of
+    its z range (work.json's `affinity_jobs`) of the SR overview, into their chunks of the shared affinity
+    array (`predict_affinity_zarr`: the bytes of the whole-volume prediction, so the same as one job). Its
+    marker (`overview_marker(work, "affinities", index)`: z range, device, seconds), written last and
+    atomically, is what it returns. A rerun after a kill skips the z-blocks it finished."""
+    from .affinity import load_affinity_model
+    from .volumes import open_volume
+
+    meta = read_json(work_json)
+    work = Path(work_json).parent
+    jobs = meta["affinity_jobs"]
+    if not 0 <= int(index) < len(jobs):
+        raise ValueError(f"affinity job {index} does not exist: {work_json} plans {len(jobs)}")
+    z0, z1 = jobs[int(index)]
+    logger = runtime.get_logger("srseg.overview", log)
+    runtime.set_threads(threads)
+    dev = runtime.resolve_device(device)
+    net = load_affinity_model(meta["model"], dev)
+    with open_volume(meta["image"]) as vol:
+        logger.info("affinities of sections [%d, %d) of %s %s on %s", z0, z1, meta["image"], list(vol.shape), dev)
+        seconds = predict_affinity_zarr(net, vol, dev, net.params, _jobs_paths(work)["affs"], (z0, z1), progress=True)
+    out = overview_marker(work, "affinities", index)
+    info = {"index": int(index), "z_range": [z0, z1], "device": str(dev), "seconds": seconds}
+    write_json(out, {**info, "peak_rss_mb": runtime.peak_rss_mb()})  # atomic
+    logger.info("affinities of sections [%d, %d): %.1f s", z0, z1, seconds)
+    return out
 
 
 def run_overview_pass(work_json: str, name: str, index: int | None = None, log: str | None = None) -> Path:
@@ -559,14 +718,18 @@ def run_overview_export(work_json: str, out_zarr: str, out_json: str, log: str |
         with np.load(overview_marker(seg.parent, "edges", i)) as z:
             n_edges += len(z["edges"])
     keep = (
-        "image", "model", "device", "dim", "shape", "voxel_nm", "offset_nm", "threshold", "threshold_from",
-        "fragments", "merge_function", "block", "context", "affinity_z_context", "affinity_seconds", "agglomeration",
+        "image", "model", "dim", "shape", "voxel_nm", "offset_nm", "threshold", "threshold_from",
+        "fragments", "merge_function", "block", "context", "affinity_z_context", "agglomeration",
     )  # fmt: skip
+    jobs = [read_json(overview_marker(seg.parent, "affinities", i)) for i in range(len(meta["affinity_jobs"]))]
     voxels = 1
     for s in meta["shape"]:
         voxels *= int(s)
     info = {
         **{k: meta[k] for k in keep},
+        "device": ", ".join(sorted({j["device"] for j in jobs})),
+        "affinity_seconds": sum(float(j["seconds"]) for j in jobs),
+        "affinity_jobs": meta["affinity_jobs"],
         "output": str(out_zarr),
         "voxels": voxels,
         "n_blocks": n_blocks,

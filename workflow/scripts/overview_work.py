@@ -1,5 +1,5 @@
-"""Snakemake checkpoint `overview_work` (overview.segment_jobs): the affinities of a whole SR overview and the
-empty blockwise work group, whose json plans the block jobs (srseg.overview.run_overview_work)."""
+"""Snakemake checkpoint `overview_work` (overview.segment_jobs): the empty affinity array and blockwise work group
+of a whole SR overview, whose json plans the affinity and block jobs (srseg.overview.run_overview_work)."""
 
 from srseg.entry import rule_log
 from srseg.overview import run_overview_work
@@ -14,7 +14,7 @@ with rule_log(snakemake) as log:
         threshold=snakemake.params.overview["threshold"],
         block=snakemake.params.overview["block"],
         context=snakemake.params.overview["context"],
-        device=snakemake.config["device"],
+        blocks_z=snakemake.params.overview["blocks_z"],
         threads=snakemake.threads,
         log=log,
     )
