@@ -9,6 +9,13 @@ the TIFF metadata.  Everything is validated before anything is written, and
 every file is written atomically with meta.json last, so a failed ingest leaves
 no output that looks complete.
 
+Bounded memory: the stacks are read lazily (`stacks.open_stack`: a TIFF page by page, a
+folder/glob one file at a time, HDF5 and zarr / OME-Zarr by slices), validated in one
+streaming pass per stack (the same checks and errors as `stacks.check_image`, plus the max
+that detects the bit depth), then normalised and written section by section
+(`volumes.write_sections`: BigTIFF above 4 GB, the bytes `write_tiff` writes for the whole
+array). Memory holds a few sections, whatever the LR overview's size.
+
 Bit depth: an integer stack is rescaled from its real bit depth onto its dtype's
 full range (12-bit data in uint16: v -> rint(v * 65535 / 4095)), so that [0, 1]
 inside the library -- and with it every noise level "on the 8-bit scale", EMSR's
@@ -25,6 +32,8 @@ size in the TIFF metadata), meta.json, and optionally labels.tif.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import geometry
@@ -32,14 +41,21 @@ from .io import (
     InputError,
     full_range_scale,
     read_json,
-    resolve_bit_depth,
-    to_full_range,
+    resolve_bit_depth_of_max,
     write_json,
     write_labels,
-    write_tiff,
 )
 from .labels import cell_mask_to_instances
-from .stacks import SUPPORTED_DTYPES, check_image, read_stack  # noqa: F401  (re-exported: ingest's formats)
+from .stacks import (  # noqa: F401  (SUPPORTED_DTYPES, check_image, read_stack: re-exported, ingest's formats)
+    SUPPORTED_DTYPES,
+    StackCheck,
+    check_image,
+    check_stack,
+    checked_sections,
+    open_stack,
+    read_stack,
+)
+from .volumes import write_sections
 
 
 def _voxel(name: str, which: str, from_config, from_meta, from_tiff, source: str) -> list[float]:
@@ -65,14 +81,14 @@ def _check_triplet(value, key: str, positive: bool) -> list[float]:
     return out
 
 
-def full_range(vol: np.ndarray, declared: int | None, key: str, source: str) -> tuple[np.ndarray, dict]:
-    """An integer stack rescaled from its real bit depth to the dtype's full range, and what meta.json records."""
-    bits = resolve_bit_depth(vol, declared, key, source)
+def bit_depth(check: StackCheck, declared: int | None, key: str, source: str) -> tuple[int | None, dict]:
+    """A checked stack's real bit depth (None: float) and what meta.json records about it."""
+    bits = resolve_bit_depth_of_max(check.dtype, check.top if check.dtype.kind == "u" else 0, declared, key, source)
     if bits is None:  # float32: [0, 1] already
-        return vol, {"bit_depth": None, "value_scale": None, "bit_depth_from": "float"}
-    return to_full_range(vol, bits), {
+        return None, {"bit_depth": None, "value_scale": None, "bit_depth_from": "float"}
+    return bits, {
         "bit_depth": bits,
-        "value_scale": full_range_scale(str(vol.dtype), bits),
+        "value_scale": full_range_scale(str(check.dtype), bits),
         "bit_depth_from": "config" if declared is not None else "detected",
     }
 
@@ -98,59 +114,64 @@ def run_ingest(
     """
     spec = spec or {}
     pmeta = read_json(phantom_meta) if phantom_meta else {}
-    lr_raw, lr_tiff_vox = read_stack(lr)
-    hr_raw, hr_tiff_vox = read_stack(hr)
-    lr_vol, lr_notes = check_image(lr_raw, f"LR stack {lr}")
-    hr_vol, hr_notes = check_image(hr_raw, f"HR stack {hr}")
-    lr_vox = _voxel(specimen, "lr", spec.get("lr_voxel_nm"), pmeta.get("lr_voxel_nm"), lr_tiff_vox, str(lr))
-    hr_vox = _voxel(specimen, "hr", spec.get("hr_voxel_nm"), pmeta.get("hr_voxel_nm"), hr_tiff_vox, str(hr))
-    ratio = [lr_vox[i] / hr_vox[i] for i in range(3)]
-    if ratio[1] <= 1 or ratio[2] <= 1:
-        r = min(ratio[1], ratio[2])
-        what = f"scale ratio {r:.3g} < 1" if r < 1 else "scale ratio = 1 (nothing to super-resolve)"
-        raise InputError(
-            f"specimen {specimen}: LR/HR {what} in y/x (LR voxel {lr_vox} nm, HR voxel {hr_vox} nm) "
-            f"but HR pixels must be smaller than LR pixels; check specimens.{specimen}.lr_voxel_nm "
-            f"and hr_voxel_nm"
-        )
-    offset = spec.get("hr_offset_nm")
-    if offset is None:
-        offset = pmeta.get("hr_offset_nm")
-    if offset is None:
-        raise InputError(
-            f"config key specimens.{specimen}.hr_offset_nm is missing; give the stage position "
-            f"[z, y, x] (nm) of HR pixel 0 relative to LR pixel 0"
-        )
-    offset = _check_triplet(offset, f"specimens.{specimen}.hr_offset_nm", positive=False)
-    geometry.require_hr_inside(specimen, lr_vol.shape, hr_vol.shape, lr_vox, hr_vox, offset)
-    declared = None if phantom_meta else spec.get("bit_depth")
-    key = f"specimens.{specimen}.bit_depth"
-    lr_vol, lr_bits = full_range(lr_vol, declared, key, f"LR stack {lr}")
-    hr_vol, hr_bits = full_range(hr_vol, declared, key, f"HR stack {hr}")
+    with contextlib.ExitStack() as opened:
+        lr_src, lr_tiff_vox = open_stack(lr)
+        opened.enter_context(lr_src)
+        hr_src, hr_tiff_vox = open_stack(hr)
+        opened.enter_context(hr_src)
+        # everything is checked before anything is written: one streaming pass over each stack
+        lr_chk = check_stack(lr_src, f"LR stack {lr}")
+        hr_chk = check_stack(hr_src, f"HR stack {hr}")
+        lr_vox = _voxel(specimen, "lr", spec.get("lr_voxel_nm"), pmeta.get("lr_voxel_nm"), lr_tiff_vox, str(lr))
+        hr_vox = _voxel(specimen, "hr", spec.get("hr_voxel_nm"), pmeta.get("hr_voxel_nm"), hr_tiff_vox, str(hr))
+        ratio = [lr_vox[i] / hr_vox[i] for i in range(3)]
+        if ratio[1] <= 1 or ratio[2] <= 1:
+            r = min(ratio[1], ratio[2])
+            what = f"scale ratio {r:.3g} < 1" if r < 1 else "scale ratio = 1 (nothing to super-resolve)"
+            raise InputError(
+                f"specimen {specimen}: LR/HR {what} in y/x (LR voxel {lr_vox} nm, HR voxel {hr_vox} nm) "
+                f"but HR pixels must be smaller than LR pixels; check specimens.{specimen}.lr_voxel_nm "
+                f"and hr_voxel_nm"
+            )
+        offset = spec.get("hr_offset_nm")
+        if offset is None:
+            offset = pmeta.get("hr_offset_nm")
+        if offset is None:
+            raise InputError(
+                f"config key specimens.{specimen}.hr_offset_nm is missing; give the stage position "
+                f"[z, y, x] (nm) of HR pixel 0 relative to LR pixel 0"
+            )
+        offset = _check_triplet(offset, f"specimens.{specimen}.hr_offset_nm", positive=False)
+        geometry.require_hr_inside(specimen, lr_src.shape, hr_src.shape, lr_vox, hr_vox, offset)
+        declared = None if phantom_meta else spec.get("bit_depth")
+        key = f"specimens.{specimen}.bit_depth"
+        lr_bits, lr_depth = bit_depth(lr_chk, declared, key, f"LR stack {lr}")
+        hr_bits, hr_depth = bit_depth(hr_chk, declared, key, f"HR stack {hr}")
 
-    meta = {
-        "specimen": specimen,
-        "lr_voxel_nm": lr_vox,
-        "hr_voxel_nm": hr_vox,
-        "hr_offset_nm": offset,
-        "scale_ratio": ratio,
-        "lr_shape": list(lr_vol.shape),
-        "hr_shape": list(hr_vol.shape),
-        "dtype": str(hr_vol.dtype),  # the HR dtype: what SR outputs should be written as
-        "lr_dtype": str(lr_vol.dtype),
-        "hr_dtype": str(hr_vol.dtype),
-        # real bit depth of each stack (null: float) and stored = rint(raw * value_scale)
-        **{f"{w}_{k}": v for w, bits in (("lr", lr_bits), ("hr", hr_bits)) for k, v in bits.items()},
-        "sources": {"lr": str(lr), "hr": str(hr), **({"phantom_meta": str(phantom_meta)} if phantom_meta else {})},
-        "phantom": bool(pmeta.get("phantom", False)),
-        "simulated": bool(pmeta.get("simulated", False)),
-    }
-    if lr_notes:
-        meta["lr_notes"] = lr_notes
-    if hr_notes:
-        meta["hr_notes"] = hr_notes
-    write_tiff(out_lr, lr_vol, lr_vox)
-    write_tiff(out_hr, hr_vol, hr_vox)
+        meta = {
+            "specimen": specimen,
+            "lr_voxel_nm": lr_vox,
+            "hr_voxel_nm": hr_vox,
+            "hr_offset_nm": offset,
+            "scale_ratio": ratio,
+            "lr_shape": list(lr_src.shape),
+            "hr_shape": list(hr_src.shape),
+            "dtype": str(hr_chk.dtype),  # the HR dtype: what SR outputs should be written as
+            "lr_dtype": str(lr_chk.dtype),
+            "hr_dtype": str(hr_chk.dtype),
+            # real bit depth of each stack (null: float) and stored = rint(raw * value_scale)
+            **{f"{w}_{k}": v for w, depth in (("lr", lr_depth), ("hr", hr_depth)) for k, v in depth.items()},
+            "sources": {"lr": str(lr), "hr": str(hr), **({"phantom_meta": str(phantom_meta)} if phantom_meta else {})},
+            "phantom": bool(pmeta.get("phantom", False)),
+            "simulated": bool(pmeta.get("simulated", False)),
+        }
+        if lr_chk.notes:
+            meta["lr_notes"] = lr_chk.notes
+        if hr_chk.notes:
+            meta["hr_notes"] = hr_chk.notes
+        # the second pass: normalised sections streamed into lr.tif / hr.tif (the bytes write_tiff writes)
+        write_sections(out_lr, checked_sections(lr_src, lr_chk, lr_bits), lr_src.shape, lr_chk.dtype, lr_vox)
+        write_sections(out_hr, checked_sections(hr_src, hr_chk, hr_bits), hr_src.shape, hr_chk.dtype, hr_vox)
     write_json(out_meta, meta)  # last: its presence means the ingest completed
     return meta
 

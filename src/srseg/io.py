@@ -133,13 +133,17 @@ def detect_bit_depth(vol: np.ndarray) -> int | None:
     else 16. Float stacks have none (None): they are [0, 1] already. A dim 16-bit stack is taken for
     a lower depth: declare its depth (`specimens.<name>.bit_depth`) instead.
     """
-    dtype = str(vol.dtype)
+    return bit_depth_of_max(vol.dtype, int(vol.max()) if vol.size else 0)
+
+
+def bit_depth_of_max(dtype, top: int) -> int | None:
+    """`detect_bit_depth` of a stack of `dtype` whose largest value is `top` (a streaming max pass gives it)."""
+    dtype = str(np.dtype(dtype))
     if dtype not in DTYPE_BITS:
         return None
     if dtype == "uint8":
         return 8
-    top = int(vol.max()) if vol.size else 0
-    return next(b for b in STANDARD_BIT_DEPTHS if top <= 2**b - 1)
+    return next(b for b in STANDARD_BIT_DEPTHS if int(top) <= 2**b - 1)
 
 
 def resolve_bit_depth(vol: np.ndarray, declared: int | None, key: str, source: str) -> int | None:
@@ -147,18 +151,26 @@ def resolve_bit_depth(vol: np.ndarray, declared: int | None, key: str, source: s
 
     key: the config key that declares it (named in the error), source: the stack (named too).
     """
-    dtype = str(vol.dtype)
+    if str(vol.dtype) not in DTYPE_BITS:
+        return None
+    return resolve_bit_depth_of_max(vol.dtype, lambda: int(vol.max()) if vol.size else 0, declared, key, source)
+
+
+def resolve_bit_depth_of_max(dtype, top, declared: int | None, key: str, source: str) -> int | None:
+    """`resolve_bit_depth` of a stack of `dtype` whose largest value is `top` (an int, or a callable giving it
+    when needed): what a streaming ingest resolves from its max pass, with the same errors."""
+    dtype = str(np.dtype(dtype))
     if dtype not in DTYPE_BITS:
         return None
     if declared is None:
-        return detect_bit_depth(vol)
+        return bit_depth_of_max(dtype, top() if callable(top) else top)
     bits = int(declared)
     if not 1 <= bits <= DTYPE_BITS[dtype]:
         raise InputError(
             f"config key {key} = {declared!r}: {source} is {dtype}, which holds 1 to {DTYPE_BITS[dtype]} bits; "
             f"fix {key} or set it to null to detect the depth"
         )
-    top = int(vol.max())
+    top = int(top() if callable(top) else top)
     if top > 2**bits - 1:
         raise InputError(
             f"config key {key} = {bits}: {source} has values up to {top}, above the {bits}-bit maximum "
@@ -383,10 +395,15 @@ def list_sections(spec: str) -> list[str]:
 
 
 def source_exists(source: str) -> bool:
-    """A TIFF/PNG file, a folder or glob with images, or file.h5:/dataset whose file exists."""
+    """A TIFF/PNG file, a folder or glob with images, file.h5:/dataset whose file exists, or a zarr / OME-Zarr
+    (path.zarr, path.zarr/dataset) whose .zarr folder exists (what is inside is checked when it is read)."""
     h5 = H5_SOURCE.match(source)
     if h5 and not os.path.isfile(source):
         return os.path.isfile(h5.group(1))
+    parts = Path(source).parts
+    zarr_at = [i for i, part in enumerate(parts) if part.lower().endswith(".zarr")]
+    if zarr_at:
+        return Path(*parts[: zarr_at[-1] + 1]).is_dir()
     if os.path.isfile(source):
         return True
     if os.path.isdir(source) or glob.has_magic(source):
