@@ -57,6 +57,7 @@ from .geometry import (
 )
 from .io import InputError, atomic_path, read_image, read_json, write_json
 from .log import get_logger
+from .stacks import float_sections
 
 logger = logging.getLogger("srseg.align")
 
@@ -230,6 +231,9 @@ def align_volume(
     where: str = "meta.json",
 ) -> dict:
     """Register an HR stack (z, y, x) in an LR stack; returns transform.json's content plus a "qc" entry.
+
+    lr: a float (z, y, x) array or a lazy `stacks.FloatSections` (only the LR sections of the HR
+    sections are read, each whole: SIFT searches a window of it, ECC warps it).
 
     `truth` (phantoms only) is {"matrices": [...], "lr_z": [...]} in the same
     convention; when given, qc gets error_px (RMS corner distance, LR pixels).
@@ -629,35 +633,39 @@ def qc_figure(path, lr2d: np.ndarray, hr2d: np.ndarray, m: np.ndarray, title: st
 def run_align(
     lr_path, hr_path, meta_path, transform_path, qc_png, qc_json, params: dict, truth_path=None, log=None
 ) -> dict:
-    """The `align` rule: read ingest outputs, align, write transform.json, qc.png, qc.json."""
+    """The `align` rule: read ingest outputs, align, write transform.json, qc.png, qc.json.
+
+    The LR overview is read lazily (`stacks.float_sections`): only the LR sections the HR sections
+    lie in, one at a time, whatever the overview's size; the HR field is read whole.
+    """
     get_logger(logger.name, log)
     meta = read_json(meta_path)
     for key in ("lr_voxel_nm", "hr_voxel_nm", "hr_offset_nm"):
         if meta.get(key) is None:
             raise InputError(f"{meta_path}: key {key} is missing; set it for this specimen in config.yaml")
-    lr, _, _ = read_image(lr_path)
     hr, _, _ = read_image(hr_path)
     truth = read_json(truth_path) if truth_path else None
-    logger.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
-    result = align_volume(
-        lr,
-        hr,
-        meta["lr_voxel_nm"],
-        meta["hr_voxel_nm"],
-        meta["hr_offset_nm"],
-        params,
-        truth=truth,
-        where=str(meta_path),
-    )
-    qc = result.pop("qc")
-    qc["sections"] = result["sections"]
-    logger.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})
-    k = hr.shape[0] // 2
-    lz = min(max(result["lr_z"][k], 0), lr.shape[0] - 1)
-    title = f"{Path(hr_path).parent.name}: HR section {k} on LR section {lz}; residual {qc['residual_px']:.2f} px"
-    if "error_px" in qc:
-        title += f", error vs truth {qc['error_px']:.3f} px"
-    qc_figure(qc_png, lr[lz], hr[k], np.array(result["matrices"][k]), title)
+    with float_sections(lr_path) as lr:  # the LR overview: only the sections under the HR field are read
+        logger.info("aligning %s (HR %s) in %s (LR %s)", hr_path, hr.shape, lr_path, lr.shape)
+        result = align_volume(
+            lr,
+            hr,
+            meta["lr_voxel_nm"],
+            meta["hr_voxel_nm"],
+            meta["hr_offset_nm"],
+            params,
+            truth=truth,
+            where=str(meta_path),
+        )
+        qc = result.pop("qc")
+        qc["sections"] = result["sections"]
+        logger.info("qc: %s", {k: v for k, v in qc.items() if k != "sections"})
+        k = hr.shape[0] // 2
+        lz = min(max(result["lr_z"][k], 0), lr.shape[0] - 1)
+        title = f"{Path(hr_path).parent.name}: HR section {k} on LR section {lz}; residual {qc['residual_px']:.2f} px"
+        if "error_px" in qc:
+            title += f", error vs truth {qc['error_px']:.3f} px"
+        qc_figure(qc_png, lr[lz], hr[k], np.array(result["matrices"][k]), title)
     write_json(qc_json, qc)
     write_json(transform_path, result)  # last: its presence means the stage finished
     return qc

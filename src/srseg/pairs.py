@@ -24,6 +24,7 @@ from .config import section
 from .geometry import apply, compose, field_corners, invert
 from .io import InputError, read_image, read_json, read_labels, write_image, write_json, write_labels
 from .log import get_logger
+from .stacks import float_sections
 
 logger = logging.getLogger("srseg.pairs")
 
@@ -118,7 +119,10 @@ def make_pairs(
     params: dict | None = None,
     where: str = "transform.json",
 ):
-    """Paired (lr, hr, info) volumes from an aligned specimen; info is pairs.json's content."""
+    """Paired (lr, hr, info) volumes from an aligned specimen; info is pairs.json's content.
+
+    lr: a (z, y, x) float array or a lazy `stacks.FloatSections` (only the crops are read).
+    """
     p = section("pairs", params)
     scale = integer_scale(lr_voxel_nm, hr_voxel_nm, where)
     matrices = [np.asarray(m, float) for m in transform["matrices"]]
@@ -186,19 +190,24 @@ def pair_labels(labels: np.ndarray, transform: dict, info: dict) -> np.ndarray:
 
 
 def run_pairs(lr_path, hr_path, meta_path, transform_path, out_lr, out_hr, out_json, params: dict, log=None) -> dict:
-    """The `pairs` rule: write paired lr.tif, hr.tif (input dtype) and pairs.json."""
+    """The `pairs` rule: write paired lr.tif, hr.tif (input dtype) and pairs.json.
+
+    The LR overview is read lazily (`stacks.float_sections`): only the crop under the HR field of the
+    matched LR sections, whatever the overview's size; the HR field is read whole.
+    """
     get_logger(logger.name, log)
     meta = read_json(meta_path)
     transform = read_json(transform_path)
-    lr, _, lr_dtype = read_image(lr_path)
     hr, _, hr_dtype = read_image(hr_path)
     if list(hr.shape) != list(transform.get("hr_shape", hr.shape)):
         raise InputError(
             f"{transform_path}: was made for HR shape {transform['hr_shape']}, not {list(hr.shape)}; rerun align"
         )
-    lr_p, hr_p, info = make_pairs(
-        lr, hr, transform, meta["lr_voxel_nm"], meta["hr_voxel_nm"], params, where=str(transform_path)
-    )
+    with float_sections(lr_path) as lr:  # the LR overview: only the crops under the HR field are read
+        lr_dtype = str(lr.vol.dtype)
+        lr_p, hr_p, info = make_pairs(
+            lr, hr, transform, meta["lr_voxel_nm"], meta["hr_voxel_nm"], params, where=str(transform_path)
+        )
     logger.info("pairs: scale %d, LR %s, HR %s, dropped %s", info["scale"], lr_p.shape, hr_p.shape, info["dropped"])
     write_image(out_lr, lr_p, info["lr_voxel_nm"], lr_dtype)
     write_image(out_hr, hr_p, info["hr_voxel_nm"], hr_dtype)

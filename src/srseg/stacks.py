@@ -12,12 +12,15 @@ stack as a lazy `srseg.volumes.Volume` (a TIFF page by page, a folder one file a
 time, HDF5 and zarr by slices), `check_stack` validates it section by section with
 the same one-sentence errors as `check_image`, and `checked_sections` yields the
 normalised sections `check_image` would have returned (+ the bit-depth rescale), one
-at a time: memory holds one section whatever the stack's size.
+at a time: memory holds one section whatever the stack's size. `FloatSections` (open
+with `float_sections`) is the reading side of the stages after ingest (align, pairs): an
+ingested lr.tif seen as float32 in [0, 1] one section (or a region of one) at a time.
 """
 
 from __future__ import annotations
 
 import glob
+import operator
 import os
 import re
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from .io import InputError, _voxel_from_tiff, list_sections, to_full_range
+from .io import InputError, _voxel_from_tiff, list_sections, to_float, to_full_range
 from .volumes import ArrayVolume, TiffVolume, Volume, is_n5, is_zarr, open_volume
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "float32")
@@ -363,3 +366,57 @@ def checked_sections(vol: Volume, check: StackCheck, bits: int | None = None) ->
         elif bits is not None:
             s = to_full_range(s, bits)
         yield s
+
+
+class FloatSections:
+    """A lazy Volume's sections as float32 in [0, 1] (`io.to_float`), what `io.read_image` gives, read only
+    when asked for: `view[k]` is section k, `view[k, rows, cols]` a region of it (only the region is
+    converted); `view.shape` is the volume's. The last section read is kept (stages ask for the same
+    LR section for several HR sections). The stages after ingest read an LR overview of any size so:
+    memory holds one section, never the whole volume as float32.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, vol: Volume):
+        self.vol = vol
+        self.shape = tuple(vol.shape)
+        self._k: int | None = None
+        self._raw: np.ndarray | None = None
+        self._float: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        k = operator.index(key)
+        if k < 0:
+            k += self.shape[0]
+        if not 0 <= k < self.shape[0]:
+            raise IndexError(f"section {key} of {self.shape[0]} ({self.vol.source})")
+        if k != self._k:
+            self._k, self._raw, self._float = k, np.asarray(self.vol.section(k)), None
+        if rest:
+            return to_float(self._raw[rest])
+        if self._float is None:
+            self._float = to_float(self._raw)
+        return self._float
+
+    def close(self) -> None:
+        self._raw = self._float = None
+        self.vol.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def float_sections(source) -> FloatSections:
+    """An ingested volume (TIFF, zarr, OME-Zarr: `volumes.open_volume`) as lazy float32 sections; close it."""
+    return FloatSections(open_volume(source))
