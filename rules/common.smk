@@ -400,6 +400,13 @@ def overviewed(specimen, name):
     return f"results/overview/{specimen}/{name}"
 
 
+def overview_intermediates():
+    """overview.intermediates: the affinities and fragments as OME-Zarr outputs beside segmentation.zarr."""
+    if not OVERVIEW["intermediates"]:
+        return {}
+    return {n: directory(overviewed("{specimen}", f"{n}.zarr")) for n in ("affinities", "fragments")}
+
+
 def overview_fold(specimen):
     """The fold that tests the specimen: its models never saw it (srseg.config.checks.overview_fold)."""
     return srseg_config.checks.overview_fold(config, FOLDS, specimen)

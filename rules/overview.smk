@@ -103,6 +103,7 @@ if not OVERVIEW["segment_jobs"]:
         input:
             unpack(overview_segment_inputs),
         output:
+            **overview_intermediates(),
             zarr=directory(overviewed("{specimen}", "segmentation.zarr")),
             info=overviewed("{specimen}", "segmentation.json"),
         log:
@@ -289,6 +290,7 @@ else:
         input:
             unpack(overview_pass_inputs("last")),
         output:
+            **overview_intermediates(),
             zarr=directory(overviewed("{specimen}", "segmentation.zarr")),
             info=overviewed("{specimen}", "segmentation.json"),
         log:

@@ -245,7 +245,15 @@ def test_scattered_affinity_and_block_jobs_give_the_affinities_and_labels_of_one
 
     d = overview_inputs
     model = d / "model.pt" if dim == 2 else ruler_3d(tmp_path / "model3d.pt")
-    one = overview_run(d, f"one{dim}", model=str(model), keep_work=True)
+    extra = {n: str(tmp_path / "one" / f"{n}.zarr") for n in ("affinities", "fragments")}  # overview.intermediates
+    one = overview_run(
+        d,
+        f"one{dim}",
+        model=str(model),
+        keep_work=True,
+        out_affinities=extra["affinities"],
+        out_fragments=extra["fragments"],
+    )
     common = {"threshold_json": str(d / "row.json"), "segmentation": {"thresholds": [0.3, 0.5, 0.7]}}
     work_json = tmp_path / "jobs" / "work" / "work.json"
     meta = run_overview_work(
@@ -266,8 +274,47 @@ def test_scattered_affinity_and_block_jobs_give_the_affinities_and_labels_of_one
     for name in PASSES:
         for i in [None] if name in ("luts", "sizes") else range(n):
             run_overview_pass(str(work_json), name, i)
-    info = run_overview_export(str(work_json), str(tmp_path / "seg.zarr"), str(tmp_path / "seg.json"))
+    scattered = {n: str(tmp_path / "jobs" / f"{n}.zarr") for n in ("affinities", "fragments")}
+    info = run_overview_export(
+        str(work_json),
+        str(tmp_path / "seg.zarr"),
+        str(tmp_path / "seg.json"),
+        out_affinities=scattered["affinities"],
+        out_fragments=scattered["fragments"],
+    )
     assert info["affinity_jobs"] == [[0, 4], [4, 6]] and info["device"] == "cpu" and info["dim"] == dim
     labels = open_volume(tmp_path / "seg.zarr").read()
     expected = open_volume(d / f"one{dim}" / "segmentation.zarr").read()
     assert labels.max() > 1 and np.array_equal(labels, expected) and info["n_fragments"] == one["n_fragments"]
+    # overview.intermediates: the affinities (a channel axis) and fragments as OME-Zarr, the same from both paths
+    from srseg.segment import threshold_name
+
+    merged = [  # before the size filter (its flooding is voxel by voxel)
+        zarr.open_group(str(w / "seg.zarr"), mode="r")[f"seg/{threshold_name(0.5)}"][:]
+        for w in (d / f"one{dim}" / "work", work_json.parent)
+    ]
+    check_intermediates(extra, whole, merged[0])
+    check_intermediates(scattered, whole, merged[1])
+    assert np.array_equal(*(zarr.open_group(p["fragments"], mode="r")["0"][:] for p in (extra, scattered)))
+    assert info["affinities_export_seconds"] > 0 and one["fragments_export_seconds"] > 0
+
+
+def check_intermediates(paths, affinities, labels):
+    """affinities.zarr holds `affinities` at level 0 with axes c, z, y, x at the SR's scale and offset; every
+    segment of `labels` is a union of fragments.zarr's fragments."""
+    import pandas as pd
+    import zarr
+
+    group = zarr.open_group(paths["affinities"], mode="r")
+    assert group["0"][:].tobytes() == affinities.tobytes()
+    ms = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"] and ms["axes"][0]["type"] == "channel"
+    scale, trans = (t[k] for t, k in zip(ms["datasets"][0]["coordinateTransformations"], ("scale", "translation")))
+    assert scale == [1.0, 50.0, 11.0, 11.0] and trans == [0.0, 0.0, -11.0, -11.0]
+    fragments = zarr.open_group(paths["fragments"], mode="r")["0"][:]
+    assert fragments.shape == labels.shape and fragments.max() > labels.max() > 1
+    per_fragment = pd.Series(labels.ravel()).groupby(fragments.ravel()).nunique()
+    assert (per_fragment == 1).all()
+    models = pytest.importorskip("ome_zarr_models")
+    for path in paths.values():
+        models.open_ome_zarr(zarr.open_group(path, mode="r"))

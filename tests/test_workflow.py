@@ -96,7 +96,7 @@ def test_snakemake_overview_super_resolves_and_segments_the_whole_lr_overview(fi
     from srseg.volumes import open_volume
 
     t0 = time.perf_counter()
-    overview = ("--config", "overview={blocks_z: 2, block: [2, 128, 128]}")
+    overview = ("--config", "overview={blocks_z: 2, block: [2, 128, 128], intermediates: true}")
     snakemake(finished_run, "overview", *overview)
     seconds = time.perf_counter() - t0
     out = finished_run / "results/overview"
@@ -120,7 +120,7 @@ def test_snakemake_overview_super_resolves_and_segments_the_whole_lr_overview(fi
     assert seg.read().max() > 1 and not (out / "gamma/work").exists()
     assert "blocks" in (finished_run / "logs/overview_segment/gamma.log").read_text()  # tqdm progress in the log
     models = pytest.importorskip("ome_zarr_models")
-    for name in ("sr", "segmentation"):
+    for name in ("sr", "segmentation", "affinities", "fragments"):  # the last two: overview.intermediates
         models.open_ome_zarr(zarr.open_group(str(out / f"gamma/{name}.zarr"), mode="r"))
     proc = snakemake(finished_run, "overview", "-n", *overview)
     assert "Nothing to be done" in proc.stdout + proc.stderr

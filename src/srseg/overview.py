@@ -355,6 +355,37 @@ def _prepare(image, model, work, threshold_json, segmentation, threshold, block,
     return logger, dev, net, settings, resumed, key
 
 
+def export_intermediates(
+    work, voxel_nm, offset_nm, affinities: str | None = None, fragments: str | None = None, attrs: dict | None = None
+) -> dict:
+    """The work folder's affinities (C, z, y, x float32, a channel axis) and fragments (uint64 labels) as
+    OME-Zarr volumes with pyramids at `affinities` / `fragments` (None: not written; `overview.intermediates`),
+    section by section: what a lab opens beside segmentation.zarr to see why the ruler cut or merged.
+    Returns {name: seconds}."""
+    import zarr
+
+    from .volumes import OmeZarrWriter
+
+    work = Path(work)
+    timing = {}
+    for name, out, source in (
+        ("affinities", affinities, lambda: zarr.open_array(str(work / "affs.zarr"), mode="r")),
+        ("fragments", fragments, lambda: zarr.open_group(str(work / "seg.zarr"), mode="r")["fragments"]),
+    ):
+        if out is None:
+            continue
+        t0 = time.perf_counter()
+        arr = source()
+        channels = arr.shape[0] if name == "affinities" else None
+        shape = arr.shape[1:] if channels else arr.shape
+        kind = "image" if channels else "labels"
+        with OmeZarrWriter(out, shape, arr.dtype, voxel_nm, offset_nm, kind, channels=channels, attrs=attrs) as w:
+            for k in range(shape[0]):
+                w.write_section(k, arr[:, k] if channels else arr[k])
+        timing[f"{name}_export_seconds"] = time.perf_counter() - t0
+    return timing
+
+
 def run_overview_segment(
     image: str,
     model: str,
@@ -372,6 +403,8 @@ def run_overview_segment(
     log: str | None = None,
     on_block=None,
     keep_work: bool = False,
+    out_affinities: str | None = None,
+    out_fragments: str | None = None,
 ) -> dict:
     """Affinities + blockwise segmentation of the SR overview `image` at one threshold, resumable.
 
@@ -380,7 +413,8 @@ def run_overview_segment(
     threshold: overrides its threshold. block, context: [z, y, x] voxels (None: the `overview:`
     defaults). out_zarr: an OME-Zarr label volume (uint64 IDs, mode pyramid) with the image's
     voxel size and offset; out_json: timings, block and fragment counts, peak RSS and what this
-    call computed (blocks per pass) vs. found done.
+    call computed (blocks per pass) vs. found done. out_affinities / out_fragments: also those
+    as OME-Zarr (`export_intermediates`).
 
     work: the persistent work folder (affinities `affs.zarr` + `affs.zarr.done/`, blockwise
     group `seg.zarr` with per-block markers, `run.json` fingerprint). A rerun after a failure
@@ -452,6 +486,9 @@ def run_overview_segment(
         offset,
         filtered=int(frag["min_size"]) > 1,
         attrs={"threshold": thr, "fragments": frag, "image": str(image)},
+    )
+    timing.update(
+        export_intermediates(work, voxel, offset, out_affinities, out_fragments, {"image": str(image), "model": model})
     )
     n = 1
     for s in shape:
@@ -690,7 +727,14 @@ def run_overview_pass(work_json: str, name: str, index: int | None = None, log: 
     return overview_marker(paths["seg"].parent, name, index)
 
 
-def run_overview_export(work_json: str, out_zarr: str, out_json: str, log: str | None = None) -> dict:
+def run_overview_export(
+    work_json: str,
+    out_zarr: str,
+    out_json: str,
+    log: str | None = None,
+    out_affinities: str | None = None,
+    out_fragments: str | None = None,
+) -> dict:
     """The last job of `overview.segment_jobs`: the work group's labels as the OME-Zarr `out_zarr` (the same
     labels as `run_overview_segment`) and its json (settings, counts; per-job timings are in the job logs and
     benchmarks). The work folder stays: its markers are the block jobs' outputs."""
@@ -710,6 +754,14 @@ def run_overview_export(work_json: str, out_zarr: str, out_json: str, log: str |
         meta["offset_nm"],
         filtered=int(frag["min_size"]) > 1,
         attrs={"threshold": thr, "fragments": frag, "image": meta["image"]},
+    )
+    intermediates = export_intermediates(
+        seg.parent,
+        meta["voxel_nm"],
+        meta["offset_nm"],
+        out_affinities,
+        out_fragments,
+        {"image": meta["image"], "model": meta["model"]},
     )
     n_blocks = int(meta["n_blocks"])
     n_fragments = sum(read_json(overview_marker(seg.parent, "fragments", i))["n"] for i in range(n_blocks))
@@ -737,6 +789,7 @@ def run_overview_export(work_json: str, out_zarr: str, out_json: str, log: str |
         "n_edges": int(n_edges),
         "n_merges": _n_merges(seg, n_fragments, meta["agglomeration"], n_edges),
         "segment_jobs": True,
+        **intermediates,
         "export_seconds": time.perf_counter() - t0,
         "peak_rss_mb": runtime.peak_rss_mb(),
     }

@@ -403,6 +403,7 @@ class OmeZarrWriter:
                 w.write_section(k, plane)
 
     kind: "image" (mean pyramid) or "labels" (mode pyramid; NGFF image-label metadata).
+    channels: a channel axis c first (arrays (c, z, y, x), sections (c, y, x); e.g. affinities).
     levels: pyramid levels incl. level 0 (None: `auto_levels`). z_range (z0, z1): this
     writer writes only those sections (a block job; `gather_blocks` joins the blocks).
     Leaving the `with` block by an exception removes the temporary output.
@@ -421,6 +422,7 @@ class OmeZarrWriter:
         name: str | None = None,
         z_range: tuple[int, int] | None = None,
         attrs: dict | None = None,
+        channels: int | None = None,
     ):
         import zarr
 
@@ -446,6 +448,10 @@ class OmeZarrWriter:
         self.written = np.zeros(self.z_range[1] - self.z_range[0], bool)
         self.name = name or self.path.stem
         self.extra = dict(attrs or {})
+        self.channels = None if channels is None else int(channels)
+        if self.channels is not None and (self.channels < 1 or kind != "image"):
+            raise ValueError(f"channels must be >= 1 and for an image, got {channels} ({kind})")
+        self.lead = () if self.channels is None else (self.channels,)
         if self.tmp.exists():  # a killed job's leftover
             shutil.rmtree(self.tmp)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -463,12 +469,12 @@ class OmeZarrWriter:
         shape = self.level_shape(lv)
         return self.group.create_array(
             str(lv),
-            shape=shape,
-            chunks=(1, min(self.chunk, shape[1]), min(self.chunk, shape[2])),
+            shape=self.lead + shape,
+            chunks=(1,) * len(self.lead) + (1, min(self.chunk, shape[1]), min(self.chunk, shape[2])),
             dtype=self.dtype,
             compressors=zarr.codecs.ZstdCodec(level=3),
             fill_value=0,
-            dimension_names=["z", "y", "x"],
+            dimension_names=["c"] * len(self.lead) + ["z", "y", "x"],
         )
 
     def write_section(self, k: int, plane: np.ndarray) -> None:
@@ -477,13 +483,16 @@ class OmeZarrWriter:
         if not z0 <= k < z1:
             raise IndexError(f"section {k} outside this writer's z range {self.z_range}")
         plane = np.asarray(plane)
-        if plane.shape != self.shape[1:]:
-            raise ValueError(f"section of shape {plane.shape}, expected {self.shape[1:]}")
-        plane = plane.astype(self.dtype, copy=False)
+        if plane.shape != self.lead + self.shape[1:]:
+            raise ValueError(f"section of shape {plane.shape}, expected {self.lead + self.shape[1:]}")
+        planes = (plane if self.lead else plane[None]).astype(self.dtype, copy=False)
         for lv, array in enumerate(self.arrays):
             if lv:
-                plane = downsample2(plane, self.kind)
-            array[k] = plane
+                planes = np.stack([downsample2(p, self.kind) for p in planes])
+            if self.lead:
+                array[:, k] = planes
+            else:
+                array[k] = planes[0]
         self.written[k - z0] = True
 
     def write(self, z0: int, block: np.ndarray) -> None:
@@ -502,6 +511,8 @@ class OmeZarrWriter:
                 self.offset[1] + (f - 1) / 2 * self.voxel[1],
                 self.offset[2] + (f - 1) / 2 * self.voxel[2],
             ]
+            if self.lead:
+                scale, trans = [1.0] + scale, [0.0] + trans
             datasets.append(
                 {
                     "path": str(lv),
@@ -511,7 +522,8 @@ class OmeZarrWriter:
                     ],
                 }
             )
-        axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+        axes = [{"name": "c", "type": "channel"}] * len(self.lead)
+        axes += [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
         ms = {
             "version": "0.5",
             "name": self.name,
@@ -534,7 +546,7 @@ class OmeZarrWriter:
             raise RuntimeError(
                 f"{self.path}: sections {[int(k) + self.z_range[0] for k in missing[:5]]} were never written"
             )
-        own = {"kind": self.kind, "shape": list(self.shape), "dtype": str(self.dtype), **self.extra}
+        own = {"kind": self.kind, "shape": list(self.lead + self.shape), "dtype": str(self.dtype), **self.extra}
         if self.is_block:
             own["z_range"] = list(self.z_range)
         self.group.attrs.update({"ome": self.metadata(), ATTR: own})

@@ -21,4 +21,7 @@ with rule_log(snakemake) as log:
         device=snakemake.config["device"],
         threads=snakemake.threads,
         log=log,
+        # overview.intermediates: also the affinities and fragments as OME-Zarr
+        out_affinities=getattr(snakemake.output, "affinities", None),
+        out_fragments=getattr(snakemake.output, "fragments", None),
     )
