@@ -447,28 +447,35 @@ def mean_agglomeration(
     and no maintained PyPI package agglomerates a given RAG (nifty / affogato are conda-only). A
     heap of (score, a, b) with lazy invalidation (an entry is current while a and b are both
     regions and their edge still has that score), union by merging the smaller adjacency map into
-    the larger. Ties may be broken in another order than waterz's; scores are float64 (waterz:
-    float32 running means), which can only matter for scores within ~1e-7 of a threshold or of
-    each other.
+    the larger. Memory: O(fragments + RAG edges) Python objects (the one part of the blockwise
+    path that grows with the volume). Ties may be broken in another order than waterz's; scores
+    are float64 (waterz: float32 running means), which can only matter for scores within ~1e-7
+    of a threshold or of each other.
     """
     import heapq
 
     thresholds = sorted(float(t) for t in thresholds)
-    adj: list[dict | None] = [{} for _ in range(int(n))]
-    heap = []
-    for a, b, s, c in zip(u.tolist(), v.tolist(), sums.tolist(), counts.tolist()):
-        if a == b or c <= 0:
-            continue
-        st = adj[a].get(b)
-        if st is None:
-            st = [0.0, 0]
+    top = thresholds[-1] if thresholds else -np.inf
+    # memory (this holds the whole RAG as Python objects): an edge's statistics are one complex number
+    # sum + count * 1j (both float64 parts add exactly as before; counts are integers < 2**53), shared by its
+    # two adjacency entries; node keys are shared int objects; the heap only gets scores < the top threshold
+    # (no other entry can ever be popped)
+    node = list(range(int(n)))
+    adj: list[dict | None] = [{} for _ in node]
+    step = 1 << 16  # the arrays as Python lists a slice at a time (whole, they would double the peak)
+    for k in range(0, len(u), step):
+        part = (u[k : k + step], v[k : k + step], sums[k : k + step], counts[k : k + step])
+        for a, b, s, c in zip(*(np.asarray(x).tolist() for x in part)):
+            if a == b or c <= 0:
+                continue
+            a, b = node[a], node[b]
+            st = adj[a].get(b, 0j) + complex(s, c)
             adj[a][b] = adj[b][a] = st
-        st[0] += s
-        st[1] += c
-    for a in range(int(n)):
+    heap = []
+    for a in node:
         for b, st in adj[a].items():
-            if a < b:
-                heap.append((1.0 - st[0] / st[1], a, b))
+            if a < b and 1.0 - st.real / st.imag < top:
+                heap.append((1.0 - st.real / st.imag, a, b))
     heapq.heapify(heap)
     pairs, levels = [], []
     for i, t in enumerate(thresholds):
@@ -478,7 +485,7 @@ def mean_agglomeration(
             if na is None or nb is None:
                 continue
             st = na.get(b)
-            if st is None or 1.0 - st[0] / st[1] != score:
+            if st is None or 1.0 - st.real / st.imag != score:
                 continue  # a stale entry: the edge was merged into another, or has a newer score
             keep, gone = (a, b) if len(na) >= len(nb) else (b, a)
             nk, ng = adj[keep], adj[gone]
@@ -488,14 +495,11 @@ def mean_agglomeration(
                     continue
                 nx = adj[x]
                 del nx[gone]
-                sk = nk.get(x)
-                if sk is None:
-                    nk[x] = nx[keep] = sx
-                    sk = sx
-                else:
-                    sk[0] += sx[0]
-                    sk[1] += sx[1]
-                heapq.heappush(heap, (1.0 - sk[0] / sk[1], min(keep, x), max(keep, x)))
+                sk = nk.get(x, 0j) + sx
+                nk[x] = nx[keep] = sk
+                score = 1.0 - sk.real / sk.imag
+                if score < top:
+                    heapq.heappush(heap, (score, min(keep, x), max(keep, x)))
             adj[gone] = None
             pairs.append((keep, gone))
             levels.append(i)
@@ -513,32 +517,31 @@ def rag_luts(
     thresholds = sorted(float(t) for t in thresholds)
     starts = fragment_starts(counts)
     n = int(starts[-1])
-    blocks = list(blocks)
-
-    def cat(key, dtype, width=None):
-        shape = (-1,) if width is None else (-1, width)
-        empty = np.zeros((0,) if width is None else (0, width), dtype)
-        return np.concatenate([empty] + [np.asarray(b[key], dtype).reshape(shape) for b in blocks])
-
-    edges, links = cat("edges", np.uint64, 2), cat("links", np.uint64, 2)
-    sums, cnts = cat("sums", np.float64), cat("counts", np.int64)
-    u, v = compact_index(edges[:, 0], starts, budget), compact_index(edges[:, 1], starts, budget)
-    lu, lv = compact_index(links[:, 0], starts, budget), compact_index(links[:, 1], starts, budget)
+    parts: dict[str, list] = {k: [] for k in ("u", "v", "sums", "counts", "lu", "lv")}
+    for b in blocks:  # one block's arrays at a time, kept compact (memory: the RAG's arrays once)
+        edges, links = (np.asarray(b[k], np.uint64).reshape(-1, 2) for k in ("edges", "links"))
+        for key, ids in (("u", edges[:, 0]), ("v", edges[:, 1]), ("lu", links[:, 0]), ("lv", links[:, 1])):
+            parts[key].append(compact_index(ids, starts, budget))
+        parts["sums"].append(np.asarray(b["sums"], np.float64).ravel())
+        parts["counts"].append(np.asarray(b["counts"], np.int64).ravel())
+    dtypes = {"u": np.int64, "v": np.int64, "lu": np.int64, "lv": np.int64, "sums": np.float64, "counts": np.int64}
+    u, v, sums, cnts, lu, lv = (
+        np.concatenate([np.zeros(0, dtypes[k]), *parts.pop(k)]) for k in ("u", "v", "sums", "counts", "lu", "lv")
+    )
     graph = sparse.coo_array((np.ones(len(lu), np.int8), (lu, lv)), shape=(n, n)).tocsr()
     m, comp = connected_components(graph, directed=False)  # linked pieces: one node
+    del graph, lu, lv
     cu, cv = comp[u], comp[v]
+    del u, v
     inner = cu != cv
     cu, cv = np.minimum(cu, cv)[inner], np.maximum(cu, cv)[inner]
     codes, inverse = np.unique(cu.astype(np.int64) * m + cv, return_inverse=True)
+    del cu, cv
     inverse = inverse.ravel()
-    pairs, levels = mean_agglomeration(
-        m,
-        codes // m,
-        codes % m,
-        np.bincount(inverse, weights=sums[inner], minlength=len(codes)),
-        np.bincount(inverse, weights=cnts[inner], minlength=len(codes)),
-        thresholds,
-    )
+    edge_sums = np.bincount(inverse, weights=sums[inner], minlength=len(codes))
+    edge_counts = np.bincount(inverse, weights=cnts[inner], minlength=len(codes))
+    del sums, cnts, inner, inverse  # the agglomeration's Python graph is the peak: free the arrays first
+    pairs, levels = mean_agglomeration(m, codes // m, codes % m, edge_sums, edge_counts, thresholds)
     luts = {}
     for i, t in enumerate(thresholds):
         keep = levels <= i
