@@ -13,7 +13,7 @@ Bounded memory: the stacks are read lazily (`stacks.open_stack`: a TIFF page by 
 folder/glob one file at a time, HDF5 and zarr / OME-Zarr by slices), validated in one
 streaming pass per stack (the same checks and errors as `stacks.check_image`, plus the max
 that detects the bit depth), then normalised and written section by section
-(`volumes.write_sections`: BigTIFF above 4 GB, the bytes `write_tiff` writes for the whole
+(`volumes.TiffSink`: BigTIFF above 4 GB, the bytes `write_tiff` writes for the whole
 array). Memory holds a few sections, whatever the LR overview's size.
 
 Bit depth: an integer stack is rescaled from its real bit depth onto its dtype's
@@ -55,7 +55,7 @@ from .stacks import (  # noqa: F401  (SUPPORTED_DTYPES, check_image, read_stack:
     open_stack,
     read_stack,
 )
-from .volumes import write_sections
+from .volumes import TiffSink
 
 
 def _voxel(name: str, which: str, from_config, from_meta, from_tiff, source: str) -> list[float]:
@@ -170,10 +170,18 @@ def run_ingest(
         if hr_chk.notes:
             meta["hr_notes"] = hr_chk.notes
         # the second pass: normalised sections streamed into lr.tif / hr.tif (the bytes write_tiff writes)
-        write_sections(out_lr, checked_sections(lr_src, lr_chk, lr_bits), lr_src.shape, lr_chk.dtype, lr_vox)
-        write_sections(out_hr, checked_sections(hr_src, hr_chk, hr_bits), hr_src.shape, hr_chk.dtype, hr_vox)
+        _write_tiff(out_lr, checked_sections(lr_src, lr_chk, lr_bits), lr_src.shape, lr_chk.dtype, lr_vox)
+        _write_tiff(out_hr, checked_sections(hr_src, hr_chk, hr_bits), hr_src.shape, hr_chk.dtype, hr_vox)
     write_json(out_meta, meta)  # last: its presence means the ingest completed
     return meta
+
+
+def _write_tiff(path, sections, shape, dtype, voxel_nm) -> None:
+    """Sections streamed into a TIFF (volumes.TiffSink: compressed beside the reading, atomic, BigTIFF above
+    4 GB, the bytes io.write_tiff writes for the whole array), whatever the path's folders are called."""
+    with TiffSink(path, shape, dtype, voxel_nm) as sink:
+        for k, plane in enumerate(sections):
+            sink.write_section(k, plane)
 
 
 def run_ingest_labels(
