@@ -161,3 +161,138 @@ def test_segmentation_runs_blockwise_under_a_memory_cap_smaller_than_its_affinit
         capped = v.read()
     split, merge = voi_from_table(contingency_table(capped, ref[0.5].astype(np.int64) + 1)[0])
     assert split + merge <= 0.01
+
+
+STAGES_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import numpy as np
+    from srseg.align import run_align
+    from srseg.ingest import run_ingest
+    from srseg.io import read_image
+    from srseg.pairs import run_pairs
+
+    d, headroom = sys.argv[1], int(sys.argv[2])
+    def vm():  # bytes of address space in use
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+    def run(name):  # ingest, align and pairs of the specimen in d/name, as the workflow runs them
+        s = f"{d}/{name}"
+        spec = json.load(open(f"{s}/spec.json"))
+        run_ingest(f"{s}/raw_lr.tif", f"{s}/raw_hr.tif", f"{s}/in/lr.tif", f"{s}/in/hr.tif", f"{s}/in/meta.json",
+                   specimen="s", spec=spec)
+        run_align(f"{s}/in/lr.tif", f"{s}/in/hr.tif", f"{s}/in/meta.json", f"{s}/al/transform.json",
+                  f"{s}/al/qc.png", f"{s}/al/qc.json", params={})
+        run_pairs(f"{s}/in/lr.tif", f"{s}/in/hr.tif", f"{s}/in/meta.json", f"{s}/al/transform.json",
+                  f"{s}/pa/lr.tif", f"{s}/pa/hr.tif", f"{s}/pa/pairs.json", {})
+    run("small")  # uncapped: the reference, and imports, thread pools, caches
+    cap = vm() + headroom
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    run("big")
+    try:  # the whole-volume read the stages did before, under the same cap: the LR overview as float32
+        read_image(f"{d}/big/in/lr.tif")
+        whole = "fits"
+    except (MemoryError, ValueError) as exc:  # read_tiff reports a failed read as an InputError (a ValueError)
+        whole = "MemoryError" if isinstance(exc, MemoryError) or "Unable to allocate" in str(exc) else repr(exc)
+    print(json.dumps({"cap": cap, "whole_read": whole}))
+    """
+)
+
+
+def _overview_specimen(d, lr_shape, field, at=(1, 300, 420)):
+    """A phantom specimen's LR field pasted into a larger LR overview (constant elsewhere), written section by
+    section as an uncompressed ImageJ TIFF (raw_lr.tif) beside its HR field (raw_hr.tif) and spec.json."""
+    from srseg.io import from_float, tiff_options
+
+    lr = from_float(field["lr"], "uint8")
+    (z0, y0, x0), (n, h, w) = at, lr.shape
+    background = np.uint8(np.rint(lr.mean()))
+
+    def sections():
+        for k in range(lr_shape[0]):
+            plane = np.full(lr_shape[1:], background, np.uint8)
+            if z0 <= k < z0 + n:
+                plane[y0 : y0 + h, x0 : x0 + w] = lr[k - z0]
+            yield plane
+
+    d.mkdir(parents=True)
+    opts = {k: v for k, v in tiff_options(np.uint8, field["lr_voxel_nm"]).items() if k != "compression"}
+    tifffile.imwrite(d / "raw_lr.tif", sections(), shape=tuple(lr_shape), dtype=np.uint8, **opts)
+    write_tiff(d / "raw_hr.tif", from_float(field["hr"], "uint8"), field["hr_voxel_nm"])
+    vox, off = field["lr_voxel_nm"], field["hr_offset_nm"]
+    write_json(d / "spec.json", {"hr_offset_nm": [float(off[i]) + at[i] * vox[i] for i in range(3)]})
+
+
+def test_ingest_align_pairs_stream_an_lr_overview_larger_than_their_memory_cap(tmp_path):
+    from helpers import demo_specimen
+
+    from srseg.io import read_json
+    from srseg.volumes import open_volume
+
+    field = demo_specimen("alpha")  # LR 3 x 160 x 160 px, HR 3 x 288 x 288 px
+    _overview_specimen(tmp_path / "small", (5, 1024, 1024), field)
+    _overview_specimen(tmp_path / "big", (320, 1024, 1024), field)  # 320 MB uint8, 1.3 GB as float32
+    headroom = 64 * 2**20  # a fifth of the LR overview's uint8 bytes
+    out = run_capped(STAGES_CHILD, tmp_path, headroom)
+    assert out["whole_read"] == "MemoryError"  # the cap is real: the old whole-volume reads do not fit under it
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    with open_volume(small / "in/lr.tif") as s, open_volume(big / "in/lr.tif") as b:
+        assert b.shape == (320, 1024, 1024) and b.voxel_nm == s.voxel_nm
+        np.testing.assert_array_equal(b[0:5], s.read())  # the sections both have, bytes as the small run's
+        np.testing.assert_array_equal(b[319], s[4])
+    meta_s, meta_b = read_json(small / "in/meta.json"), read_json(big / "in/meta.json")
+    assert meta_b["lr_shape"] == [320, 1024, 1024]
+    for m in (meta_s, meta_b):
+        del m["lr_shape"], m["sources"]
+    assert meta_b == meta_s
+    t_s, t_b = read_json(small / "al/transform.json"), read_json(big / "al/transform.json")
+    assert t_b.pop("lr_shape") == [320, 1024, 1024] and t_s.pop("lr_shape") == [5, 1024, 1024]
+    assert t_b == t_s  # the same placement, to the last bit
+    assert read_json(big / "al/qc.json") == read_json(small / "al/qc.json")
+    assert read_json(big / "al/qc.json")["n_sections_ecc_ok"] == 3
+    for name in ("in/hr.tif", "al/qc.png", "pa/lr.tif", "pa/hr.tif", "pa/pairs.json"):
+        assert (big / name).read_bytes() == (small / name).read_bytes(), name
+
+
+def test_every_ingest_source_is_read_lazily_and_ingests_to_the_same_bytes(tmp_path, monkeypatch):
+    import cv2
+
+    from srseg import stacks
+    from srseg.ingest import run_ingest
+    from srseg.io import to_full_range
+    from srseg.volumes import write_ome_zarr
+
+    rng = np.random.default_rng(3)
+    lr = rng.integers(0, 4096, (6, 40, 40)).astype(np.uint16)  # 12-bit data in uint16: rescaled on the way
+    hr = rng.integers(0, 256, (4, 64, 64)).astype(np.uint8)
+    lr_vox = [50.0, 33.0, 33.0]
+    write_tiff(tmp_path / "lr.tif", lr, lr_vox)
+    write_tiff(tmp_path / "hr.tif", hr, [50.0, 10.0, 10.0])
+    (tmp_path / "png").mkdir()
+    for z in range(lr.shape[0]):
+        cv2.imwrite(str(tmp_path / "png" / f"s{z + 1}.png"), lr[z])
+    write_ome_zarr(tmp_path / "lr.zarr", lr, lr_vox)
+
+    reads = []
+    png = stacks._read_png_file
+    monkeypatch.setattr(stacks, "_read_png_file", lambda f: reads.append(f) or png(f))
+    vol, _ = stacks.open_stack(str(tmp_path / "png"))
+    assert vol.shape == lr.shape and len(reads) == 1  # opening a folder reads its first file only
+    np.testing.assert_array_equal(vol[4], lr[4])
+    assert reads[-1].endswith("s5.png") and len(reads) == 2  # a section: its own file only
+
+    expected = tmp_path / "expected.tif"
+    write_tiff(expected, to_full_range(lr, 12), lr_vox)
+    for name in ("lr.tif", "png", "lr.zarr"):
+        out = tmp_path / "out" / name
+        meta = run_ingest(
+            str(tmp_path / name),
+            str(tmp_path / "hr.tif"),
+            out / "lr.tif",
+            out / "hr.tif",
+            out / "meta.json",
+            specimen="s",
+            spec={"lr_voxel_nm": lr_vox, "hr_offset_nm": [0, 300, 300]},
+        )
+        assert meta["lr_bit_depth"] == 12 and meta["lr_shape"] == [6, 40, 40]
+        assert (out / "lr.tif").read_bytes() == expected.read_bytes(), name  # write_tiff's bytes of the whole
