@@ -260,7 +260,7 @@ SPECIMENS_WITH_LABELS = [s for s in SPECIMENS if has_labels(s)]
 
 
 def source_files(source):
-    """Files behind a user path (file, folder, glob or file.h5:/dataset), so Snakemake tracks their mtimes."""
+    """Files behind a user path (file, folder, glob, file.h5:/dataset or .zarr), so Snakemake tracks their mtimes."""
     from srseg.io import H5_SOURCE, list_sections
     import glob as _glob
     import os as _os
@@ -268,6 +268,10 @@ def source_files(source):
     h5 = H5_SOURCE.match(source)
     if h5 and not _os.path.isfile(source):
         return [h5.group(1)]
+    parts = _os.path.normpath(source).split(_os.sep)
+    zarr_at = [i for i, p in enumerate(parts) if p.lower().endswith(".zarr")]
+    if zarr_at:  # an OME-Zarr / zarr array: the .zarr folder itself (Snakemake tracks its mtime)
+        return [_os.sep.join(parts[: zarr_at[-1] + 1])]
     if _os.path.isdir(source) or _glob.has_magic(source):
         return list_sections(source)
     return [source]

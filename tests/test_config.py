@@ -471,3 +471,17 @@ def test_blockwise_plan_check_refuses_what_blockwise_refuses(context, dim, long_
         refused = True
     assert (problem is not None) == refused, problem
     assert problem is None or problem[0] == "segmentation.blockwise.context"
+
+
+def test_an_ome_zarr_lr_overview_is_a_workflow_input(tmp_path):
+    """specimens.*.lr may be an OME-Zarr: the DAG tracks the .zarr folder and ingest writes the same lr.tif."""
+    from srseg.volumes import write_ome_zarr
+
+    specimens = {name: own_specimen(tmp_path, name) for name in ("own1", "own2")}
+    lr = tifffile.imread(tmp_path / "own1_lr.tif")
+    write_ome_zarr(tmp_path / "own1_lr.zarr", lr, [50.0, 33.0, 33.0])
+    specimens["own1"]["lr"] = "own1_lr.zarr"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"specimens": specimens}))
+    out = "results/ingest/own1/lr.tif"
+    run_snakemake(tmp_path, out, "--cores", "1", config=tmp_path / "c.yaml")
+    assert np.array_equal(tifffile.imread(tmp_path / out), lr)
