@@ -322,3 +322,26 @@ def test_run_train_affinity_writes_outputs(tmp_path):
             device="cpu",
         )
     assert not (tmp_path / "x" / "model.pt").exists()
+
+
+def test_training_pairs_stay_in_their_stored_dtype_and_give_the_same_patches(tmp_path):
+    """read_training_pairs keeps the HR field as stored (uint8: a quarter of float32); augmented patches, LSD
+    targets and the downsampled ruler's grid are those of the float32 volume."""
+    from srseg.data import StoredVolume
+    from srseg.io import read_image
+
+    img, lab = cells((4, 72, 72), 10, seed=3)
+    write_image(tmp_path / "s" / "hr.tif", img, [50, 10, 10])
+    write_labels(tmp_path / "s" / "labels.tif", lab, [50, 10, 10])
+    stored = affinity.read_training_pairs([str(tmp_path / "s" / "hr.tif")], [str(tmp_path / "s" / "labels.tif")])["s"]
+    assert isinstance(stored[0], StoredVolume) and stored[0].array.dtype == np.uint8 and stored[2] == [50, 10, 10]
+    whole = (read_image(tmp_path / "s" / "hr.tif")[0], stored[1], stored[2])
+    settings = section("affinity", {"long_range": [[0, -4, 0]]})
+    targets = affinity.Targets(settings)
+    for f in (1, 2):
+        a, b = (affinity.downsample_volume(v, f) for v in (stored, whole))
+        batches = [
+            affinity.sample_batch([v], np.random.default_rng(0), 3, 24, 2, aug=settings["augment"], targets=targets)
+            for v in (a, b)
+        ]
+        assert all(np.array_equal(x, y) for x, y in zip(*batches))

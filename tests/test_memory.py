@@ -296,3 +296,72 @@ def test_every_ingest_source_is_read_lazily_and_ingests_to_the_same_bytes(tmp_pa
         )
         assert meta["lr_bit_depth"] == 12 and meta["lr_shape"] == [6, 40, 40]
         assert (out / "lr.tif").read_bytes() == expected.read_bytes(), name  # write_tiff's bytes of the whole
+
+
+TRAIN_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from srseg.config import model_spec
+    from srseg.io import read_image
+    from srseg.training import run_train
+
+    d, headroom = sys.argv[1], int(sys.argv[2])
+    spec = model_spec(
+        {"arch": "srcnn", "loss": {"l1": 1}, "steps": 2, "batch": 2, "patch": 16, "val_patches": 2, "val_every": 2}
+    )
+    def train(name):
+        out = f"{d}/{name}"
+        return run_train(spec, [f"{d}/{name}_lr.tif"], [f"{d}/{name}_hr.tif"], f"{out}/model.pt",
+                         f"{out}/log.csv", f"{out}/train.json", device="cpu")
+    def vm():  # bytes of address space in use
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+    train("small")  # imports, thread pools, caches
+    cap = vm() + headroom
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    info = train("big")
+    try:  # what training read before: both volumes whole, as float32
+        volumes = [read_image(f"{d}/big_{w}.tif")[0] for w in ("lr", "hr")]
+        whole = "fits"
+    except MemoryError:
+        whole = "MemoryError"
+    print(json.dumps({"steps": info["steps"], "whole": whole}))
+    """
+)
+
+
+def test_sr_training_reads_patches_of_hr_fields_larger_than_its_memory_cap(tmp_path):
+    """SR training keeps its pairs in their stored dtype (data.StoredVolume) and converts only patches: a
+    105 MB uint8 HR field (420 MB as float32) trains under a cap the whole float32 volumes do not fit in."""
+    from srseg.io import write_tiff
+
+    rng = np.random.default_rng(0)
+    for name, (z, side) in {"small": (4, 24), "big": (100, 256)}.items():
+        lr = (rng.random((z, side, side)) * 255).astype(np.uint8)
+        write_tiff(tmp_path / f"{name}_lr.tif", lr, [50, 40, 40])
+        hr = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)  # 100 x 1024 x 1024 for big: 105 MB
+        write_tiff(tmp_path / f"{name}_hr.tif", hr, [50, 10, 10])
+    out = run_capped(TRAIN_CHILD, tmp_path, 200 * 2**20)  # > the uint8 volumes (112 MB), < their float32 (447 MB)
+    assert out == {"steps": 2, "whole": "MemoryError"}
+
+
+def test_stored_volume_patches_are_the_float32_volume_patches(tmp_path):
+    from srseg.data import PatchSampler, StoredVolume
+    from srseg.io import read_image, write_tiff
+
+    rng = np.random.default_rng(1)
+    for dtype, scale in ((np.uint8, 255), (np.uint16, 65535)):
+        vol = (rng.random((5, 40, 40)) * scale).astype(dtype)
+        write_tiff(tmp_path / "v.tif", vol, [50, 10, 10])  # zlib: read in the stored dtype
+        tifffile.imwrite(tmp_path / "raw.tif", vol)  # uncompressed: memory-mapped
+        assert isinstance(StoredVolume.open(tmp_path / "raw.tif").array, np.memmap)
+        assert np.array_equal(
+            StoredVolume.open(tmp_path / "raw.tif")[:, 3:9, 2:7], read_image(tmp_path / "raw.tif")[0][:, 3:9, 2:7]
+        )
+        stored, whole = StoredVolume.open(tmp_path / "v.tif"), read_image(tmp_path / "v.tif")[0]
+        assert stored.array.dtype == dtype and stored.shape == whole.shape
+        assert isinstance(stored[1:3], StoredVolume) and np.array_equal(stored[1:3][0], whole[1])
+        a = PatchSampler([(stored[:, ::4, ::4], stored)], 8, 4, np.random.default_rng(2), context=1).batch(6)
+        b = PatchSampler([(whole[:, ::4, ::4], whole)], 8, 4, np.random.default_rng(2), context=1).batch(6)
+        assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b))

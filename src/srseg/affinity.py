@@ -47,8 +47,8 @@ from tqdm import tqdm
 from . import augment, runtime
 from .augment import augment_intensity  # noqa: F401 - re-exported (the intensity part of the augmentation)
 from .config import section
-from .data import validation_sections
-from .io import InputError, read_image, read_labels
+from .data import StoredVolume, validation_sections
+from .io import InputError, read_labels
 from .lsd import local_shape_descriptors
 from .ruler_spec import NEAREST, lsd_channels, network_offsets, offsets, predicted_offsets
 from .tiling import tile_axis
@@ -315,8 +315,15 @@ def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
         )
     if not np.any(labels):
         raise InputError(f"{name}: labels are all background (0); give instance labels with at least one cell")
-    if not np.all(np.isfinite(image)):
+    finite = image.is_finite() if isinstance(image, StoredVolume) else np.all(np.isfinite(image))
+    if not finite:
         raise InputError(f"{name}: the image contains NaN or infinite values; fix or re-export the stack")
+
+
+def _float_pair(entry) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32, labels) of a (validation) pair whose image may be a StoredVolume: what prediction takes."""
+    image, labels = entry[0], entry[1]
+    return (image[...] if isinstance(image, StoredVolume) else image), labels
 
 
 def _volume(entry) -> tuple[np.ndarray, np.ndarray, list | None]:
@@ -437,7 +444,8 @@ def downsample_volume(entry, f: int) -> tuple:
     if f <= 1:
         return tuple(entry)
     ny, nx = (image.shape[1] // f) * f, (image.shape[2] // f) * f
-    img = downsample_image(image[:, :ny, :nx], f)
+    # section by section: a float32 copy of the whole full-resolution field never exists
+    img = np.concatenate([downsample_image(image[z : z + 1, :ny, :nx], f) for z in range(image.shape[0])])
     lab = np.ascontiguousarray(labels[:, f // 2 : ny : f, f // 2 : nx : f])
     vox = None if voxel is None else [voxel[0], voxel[1] * f, voxel[2] * f]
     return (img, lab, vox)
@@ -624,7 +632,8 @@ def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress, wi
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise InputError(f"image must be (z, y, x), got shape {image.shape}")
-    if not np.all(np.isfinite(image)):
+    finite = image.is_finite() if isinstance(image, StoredVolume) else np.all(np.isfinite(image))
+    if not finite:
         raise InputError("the image to segment contains NaN or infinite values; fix the upstream output")
     net = net.to(device).eval()
     f = int(getattr(net, "downsample", 1))
@@ -836,7 +845,7 @@ class AffinityTraining(Kind):
         self.targets = Targets(settings)
         f = int(settings.get("downsample", 1))
         self.volumes = [downsample_volume(train_pair, f) for train_pair, _, _ in splits.values()]
-        self.validation = {name: val_pair[:2] for name, (_, val_pair, _) in splits.items()}  # HR: thresholds
+        self.validation = {name: _float_pair(val_pair) for name, (_, val_pair, _) in splits.items()}  # HR: thresholds
         self.validation_volumes = [downsample_volume(val_pair, f) for _, val_pair, _ in splits.values()]
         self.specimens = {name: sections for name, (_, _, sections) in splits.items()}  # validation section ranges
         self.patch = training_patch(self.volumes, settings)
@@ -947,7 +956,8 @@ def read_training_pairs(hr: Sequence[str], labels: Sequence[str]) -> dict[str, t
         )
     pairs = {}
     for hp, lp in zip(hr, labels):
-        image, voxel, _ = read_image(hp)
+        image = StoredVolume.open(hp)  # patches become float32, the HR field stays in its stored dtype
+        voxel = image.voxel_nm
         lab, _ = read_labels(lp)
         check_pair(image, lab, f"{lp}")
         pairs[str(Path(hp).parent.name)] = (image, lab, list(voxel) if voxel else None)
@@ -1005,7 +1015,7 @@ class OwnRuler:
 
     def __init__(self, model: AffinityUNet, device: torch.device, splits: dict):
         self.model, self.device, self.dim = model, device, model.dim
-        self.validation = {name: val_pair[:2] for name, (_, val_pair, _) in splits.items()}
+        self.validation = {name: _float_pair(val_pair) for name, (_, val_pair, _) in splits.items()}
         self.specimens = {name: sections for name, (_, _, sections) in splits.items()}
 
 
