@@ -265,6 +265,16 @@ def test_zarr_driver_equals_in_memory(tmp_path, volume, results):
             assert np.array_equal(vol.read(), mem[t])
             assert vol.voxel_nm == [40.0, 8.0, 8.0]
     assert info["n_blocks"] == 2 * 2 * 3
+    # pass 2 reuses pass 1's window watershed (blocks/<i>.window.npz): without it, the same links and merges
+    blocks = tmp_path / "work" / "blocks"
+    settings = {"seed_min_distance": 3, "boundary_threshold": 0.5}
+    for i in range(info["n_blocks"]):
+        with np.load(blocks / f"{i}.merges.npz") as z:
+            kept = {k: z[k] for k in z.files}
+        (blocks / f"{i}.window.npz").unlink()
+        bw.zarr_merges_job(src, tmp_path / "work", i, CONTEXT, dim=3, fragment_settings=settings)
+        with np.load(blocks / f"{i}.merges.npz") as z:
+            assert kept.keys() == set(z.files) and all(np.array_equal(kept[k], z[k]) for k in z.files), i
 
 
 def test_size_filter_uses_global_sizes():
@@ -348,12 +358,10 @@ def render(labels, seed, noise=0.03):
 
 @pytest.mark.parametrize(
     "dim, long_range, flips, min_size, tolerance",
-    # 2D: z-block prediction is exact, so only the fragments cut by block faces differ (measured: 0.009 bits at
-    # t = 0.3, 0 at 0.5). 3D: GroupNorm statistics and z-tile
-    # blending of a z-block differ from the whole image's (mean |affinity change| ~0.004 here), and 3D waterz on
-    # this untrained net's affinities is unstable (whole-image vs z-block affinities alone: VOI 1.1 at t = 0.3,
-    # 0.14 at 0.5); only the mechanics and a loose bound at t = 0.5 are checked there
-    [(2, [[0, -6, 0], [0, 0, -6]], True, 20, {0.3: 0.02, 0.5: 0.02}), (3, [], False, 0, {0.5: 0.5})],
+    # z-block prediction is exact in 2D and 3D (affinity.predict_sections: the whole image's tiles and batches),
+    # so only the fragments cut by block faces differ. Measured: 2D 0.009 bits at t = 0.3, 0 at 0.5; 3D, on this
+    # untrained net's affinities, 0.037 at t = 0.3 and 0.069 at 0.5 (before exact z-blocks: 1.1 and 0.14)
+    [(2, [[0, -6, 0], [0, 0, -6]], True, 20, {0.3: 0.02, 0.5: 0.02}), (3, [], False, 0, {0.3: 0.05, 0.5: 0.1})],
     ids=["2d-long-range-flips-filter", "3d"],
 )
 def test_run_segment_blockwise_matches_in_memory(tmp_path, dim, long_range, flips, min_size, tolerance):

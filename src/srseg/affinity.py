@@ -632,8 +632,7 @@ def _predict_once(net, image, device, tile, overlap, batch, tile_z, progress, wi
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise InputError(f"image must be (z, y, x), got shape {image.shape}")
-    finite = image.is_finite() if isinstance(image, StoredVolume) else np.all(np.isfinite(image))
-    if not finite:
+    if not np.all(np.isfinite(image)):
         raise InputError("the image to segment contains NaN or infinite values; fix the upstream output")
     net = net.to(device).eval()
     f = int(getattr(net, "downsample", 1))

@@ -80,8 +80,8 @@ from skimage.measure import label as connected_label
 from skimage.segmentation import watershed
 
 from . import runtime
-from .affinity import load_affinity_model, predict
-from .io import InputError, label_dtype, to_float, write_json
+from .affinity import load_affinity_model, predict_sections
+from .io import InputError, label_dtype, write_json
 from .segment import (
     agglomerate,
     boundary_map,
@@ -1204,15 +1204,16 @@ def predict_to_zarr(
     on_block=None,
 ):
     """The affinities (C, z, y, x) of a lazy `volume` (srseg.volumes) in a new zarr array at `path`, chunked by
-    block, predicted z-block by z-block with `srseg.affinity.predict` (the model's tiles and test-time flips).
+    block, predicted z-block by z-block with `srseg.affinity.predict_sections` (the model's tiles and test-time
+    flips).
 
     resume: reuse the array an interrupted call left at `path` (same shape and chunks) and skip each z-block
     whose marker `<path>.done/<z0>` exists (written after the block's chunks). on_block("affinities", z0):
     called after each z-block predicted here.
 
-    Each z-block is read with `affinity_z_context(net)` sections of context on each side; whole
-    sections, so in 2D (sections independent) every block's affinities are those of the whole
-    image, exactly. Memory: one z-block (+ context) of whole sections and its affinities.
+    Each z-block is read with the sections of the whole-volume prediction's tiles and batches that reach
+    into it (`affinity.prediction_window`), so every block's affinities are byte for byte those of the
+    whole image, in 2D and 3D. Memory: one z-block (+ that window) of whole sections and its affinities.
     Returns (the zarr array, prediction seconds).
     """
     import zarr
@@ -1245,25 +1246,23 @@ def predict_to_zarr(
         )
     if resume:
         done.mkdir(parents=True, exist_ok=True)
-    ctx = affinity_z_context(net)
     seconds = 0.0
     starts = [z0 for z0 in range(0, nz, chunk[0]) if not (resume and (done / str(z0)).exists())]
     if progress and resume and len(starts) < -(-nz // chunk[0]):
         print(f"affinities: {-(-nz // chunk[0]) - len(starts)} z-blocks already done, resumed", file=sys.stderr)
     for z0 in starts:
         z1 = min(z0 + chunk[0], nz)
-        lo, hi = max(0, z0 - ctx), min(nz, z1 + ctx)
-        image = to_float(np.asarray(volume[lo:hi]))
-        if not np.all(np.isfinite(image)):
-            raise InputError(f"{volume.source}: the image contains NaN or infinite values; fix the upstream output")
         t0 = time.perf_counter()
-        affs = predict(net, image, device, settings, progress=progress)
+        try:  # the whole volume's own tiles and batches: the bytes of predicting it in one piece (also in 3D)
+            affs = predict_sections(net, volume, z0, z1, device, settings, progress=progress)
+        except InputError as exc:
+            raise InputError(f"{getattr(volume, 'source', 'the image')}: {exc}") from exc
         if getattr(device, "type", str(device)) == "cuda":
             import torch
 
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
-        arr[:, z0:z1] = affs[:, z0 - lo : z1 - lo]
+        arr[:, z0:z1] = affs
         if resume:
             (done / str(z0)).write_text("")
         if on_block is not None:
