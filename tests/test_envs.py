@@ -32,7 +32,8 @@ CORE = {
     "tqdm",
     "opencv-python-headless",
 }
-SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*$")
+# name[extras] >= version, optionally with an environment marker (`; python_version >= '3.11'`)
+SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*(?:;.*)?$")
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
