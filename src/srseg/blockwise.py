@@ -87,6 +87,7 @@ from .segment import (
     boundary_map,
     check_affinities,
     fold_long_range,
+    fragment_options,
     fragments_from_affinities,
     rule_settings,
     run_segment,
@@ -1346,14 +1347,11 @@ def run_segment_blockwise(
                 thresholds,
                 bw["block"],
                 context,
-                int(frag["seed_min_distance"]),
-                net.dim,
-                merge_function,
-                boundary_threshold=float(frag["boundary_threshold"]),
-                min_size=int(frag["min_size"]),
+                dim=net.dim,
+                merge_function=merge_function,
                 offsets=offsets,
-                long_range_weight=lrw,
                 agglomeration=agglomeration,
+                **fragment_options(frag),
             )
         arrays = timing.pop("arrays")
         step = min(int(bw["block"][0]), shape[0])

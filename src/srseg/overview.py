@@ -423,7 +423,7 @@ def run_overview_segment(
     (progress hooks; tests inject failures).
     """
     from .blockwise import affinity_z_context, export_ome_zarr, segment_blockwise_zarr
-    from .segment import waterz_cache
+    from .segment import fragment_options, waterz_cache
     from .volumes import open_volume
 
     t0 = time.perf_counter()
@@ -433,7 +433,7 @@ def run_overview_segment(
     )
     thr, frag, merge_function = settings["threshold"], settings["fragments"], settings["merge_function"]
     block, ctx = settings["block"], settings["context"]
-    offsets, lrw = getattr(net, "offsets", None), float(frag["long_range_weight"])
+    offsets = getattr(net, "offsets", None)
     computed = {"affinities": 0}
 
     def hook(name, index):
@@ -464,16 +464,13 @@ def run_overview_segment(
             [thr],
             block,
             ctx,
-            int(frag["seed_min_distance"]),
-            net.dim,
-            merge_function,
+            dim=net.dim,
+            merge_function=merge_function,
             progress=True,
-            boundary_threshold=float(frag["boundary_threshold"]),
-            min_size=int(frag["min_size"]),
             offsets=offsets,
-            long_range_weight=lrw,
             resume=True,
             on_block=hook,
+            **fragment_options(frag),
         )
     timing.pop("arrays")
     computed.update(timing.pop("computed"))

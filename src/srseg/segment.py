@@ -372,6 +372,17 @@ FRAGMENT_KEYS = ("seed_min_distance", "boundary_threshold", "long_range_weight")
 TUNED_KEYS = (*FRAGMENT_KEYS, "min_size")
 
 
+def fragment_options(fragments: Mapping) -> dict:
+    """The keyword arguments of `segment_affinities` / `blockwise.segment_blockwise_zarr` for one chosen
+    `fragments` entry (threshold.json's or `default_fragments`'), each tuned key with its type."""
+    return {
+        "seed_min_distance": int(fragments["seed_min_distance"]),
+        "boundary_threshold": float(fragments["boundary_threshold"]),
+        "min_size": int(fragments["min_size"]),
+        "long_range_weight": float(fragments["long_range_weight"]),
+    }
+
+
 def _candidates(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -584,14 +595,11 @@ def run_segment(
         segs, timing = segment_affinities(
             affs,
             thresholds,
-            int(frag["seed_min_distance"]),
-            net.dim,
-            merge_function,
+            dim=net.dim,
+            merge_function=merge_function,
             progress=True,
-            boundary_threshold=float(frag["boundary_threshold"]),
-            min_size=int(frag["min_size"]),
             offsets=getattr(net, "offsets", None),
-            long_range_weight=float(frag["long_range_weight"]),
+            **fragment_options(frag),
         )
     for path, t in zip(segmentations, thresholds):
         write_labels(path, segs[t], voxel)
