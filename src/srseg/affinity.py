@@ -321,9 +321,9 @@ def check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
 
 
 def _float_pair(entry) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32, labels) of a (validation) pair whose image may be a StoredVolume: what prediction takes."""
-    image, labels = entry[0], entry[1]
-    return (image[...] if isinstance(image, StoredVolume) else image), labels
+    """(image, labels) of a (validation) pair with the image as an array (`[...]`: a StoredVolume's float32
+    copy, an array's own view): what prediction takes."""
+    return entry[0][...], entry[1]
 
 
 def _volume(entry) -> tuple[np.ndarray, np.ndarray, list | None]:
