@@ -88,30 +88,31 @@ def local_shape_descriptors(
         for label, box in enumerate(ndimage.find_objects(compact), start=1)
         if box is not None and label in present
     ]
-    shapes = [tuple(s.stop - s.start for s in grown) for _, grown in labels_boxes]
+    shapes = [tuple(s.stop - s.start for s in box) for _, box in labels_boxes]
     for group_shape, members in _pack(shapes, radius[-1]):
+        # each member: its label, its box in `sub` and where it lies in the group
+        placed = [
+            (*labels_boxes[i], tuple(slice(0, n) for n in shapes[i][:-1]) + (slice(at, at + shapes[i][-1]),))
+            for i, at in members
+        ]
         mask = np.zeros(group_shape, np.float32)
         # coordinates in physical units relative to each box (translation cancels in every statistic)
         coords = np.zeros((dims,) + group_shape, np.float32)
-        for i, at in members:
-            label, grown = labels_boxes[i]
-            where = tuple(slice(0, n) for n in shapes[i][:-1]) + (slice(at, at + shapes[i][-1]),)
-            mask[where] = sub[grown] == label
+        for label, box, where in placed:
+            mask[where] = sub[box] == label
             for d in range(dims):
-                axis = np.arange(shapes[i][d], dtype=np.float32) * np.float32(sub_voxel[d])
+                axis = np.arange(box[d].stop - box[d].start, dtype=np.float32) * np.float32(sub_voxel[d])
                 coords[(d,) + where] = axis.reshape([-1 if k == d else 1 for k in range(dims)])
         descriptor = _descriptor(mask, coords, sigma, entries, aggregate)
-        for i, at in members:
-            label, grown = labels_boxes[i]
-            where = tuple(slice(0, n) for n in shapes[i][:-1]) + (slice(at, at + shapes[i][-1]),)
-            box = descriptor[(slice(None),) + where]
-            full = tuple(slice(g.start * int(f), min(n, g.stop * int(f))) for g, f, n in zip(grown, df, labels.shape))
+        for label, box, where in placed:
+            values = descriptor[(slice(None),) + where]
+            full = tuple(slice(g.start * int(f), min(n, g.stop * int(f))) for g, f, n in zip(box, df, labels.shape))
             for d, f in enumerate(df):
                 if f > 1:
-                    box = np.repeat(box, int(f), axis=d + 1)
-            box = box[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in full)]
+                    values = np.repeat(values, int(f), axis=d + 1)
+            values = values[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in full)]
             target = out[(slice(None),) + full]
-            target += box * (compact[full] == label)[None]
+            target += values * (compact[full] == label)[None]
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
