@@ -67,3 +67,17 @@ def test_intensity_augmentation_is_seeded_and_in_range():
     b = augment.augment_intensity(patch, np.random.default_rng(3), aug)
     assert np.array_equal(a, b) and not np.array_equal(a, patch)
     assert a.min() >= 0 and a.max() <= 1
+
+
+def test_elastic_field_is_the_cubic_spline_of_its_control_points():
+    """The separable W g W^T form gives what interpolating each pixel with map_coordinates(order=3) gives."""
+    from scipy import ndimage
+
+    for side in (17, 124):
+        field = augment._elastic_field(side, np.random.default_rng(5), 40.0, 2.0)
+        n = max(2, int(np.ceil(side / 40.0)) + 1)
+        grid = np.random.default_rng(5).normal(0.0, 2.0, (2, n, n))
+        t = np.linspace(0, n - 1, side)
+        yy, xx = np.meshgrid(t, t, indexing="ij")
+        expected = np.stack([ndimage.map_coordinates(g, [yy, xx], order=3, mode="nearest") for g in grid])
+        np.testing.assert_allclose(field, expected, atol=1e-12)
