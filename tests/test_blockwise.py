@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from srseg import blockwise as bw
@@ -159,6 +160,34 @@ def test_mean_agglomeration_merges_hierarchically_with_combined_statistics():
         [0.05, 0.6],
     )
     assert luts[0.05].tolist() == [1, 2, 2] and luts[0.6].tolist() == [1, 1, 1]  # linked 1-2 join at every level
+
+
+def test_agglomerating_group_by_group_gives_the_whole_graphs_merges():
+    """merge_groups_agglomeration (memory: the largest group) = mean_agglomeration of the whole RAG, batched or not."""
+    rng = np.random.default_rng(3)
+    n = 400
+    u, v = rng.integers(0, n, 1600), rng.integers(0, n, 1600)
+    keep = u != v
+    u, v = np.minimum(u, v)[keep], np.maximum(u, v)[keep]
+    codes = np.unique(u * n + v)
+    u, v = codes // n, codes % n
+    counts = rng.integers(1, 40, len(u)).astype(np.float64)
+    sums = counts * rng.beta(0.6, 0.9, len(u))  # scores all over [0, 1]: many groups and many merges
+    thresholds = [0.15, 0.3, 0.45]
+    whole, whole_levels = bw.mean_agglomeration(n, u, v, sums, counts, thresholds)
+    n_groups, _ = bw.merge_groups(n, u, v, sums, counts, thresholds[-1])
+    assert 10 < n_groups < n - 10 and len(whole) > 50  # a real split, and real merging
+
+    def partition(pairs, levels, i):  # regions are named by whichever node kept the name: compare partitions
+        keep = levels <= i
+        graph = sparse.coo_array((np.ones(int(keep.sum())), (pairs[keep, 0], pairs[keep, 1])), shape=(n, n))
+        return connected_components(graph, directed=False)[1]
+
+    for batch in (1, 7, 1 << 17):
+        pairs, levels = bw.merge_groups_agglomeration(n, u, v, sums, counts, thresholds, group_edges=batch)
+        assert len(pairs) == len(whole)
+        for i in range(len(thresholds)):
+            assert np.array_equal(partition(pairs, levels, i), partition(whole, whole_levels, i)), (batch, i)
 
 
 def test_other_merge_functions_fall_back_to_per_block_waterz(caplog):

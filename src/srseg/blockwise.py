@@ -32,7 +32,8 @@ over zarr arrays), so that every block can be one Snakemake job:
    cascade from that, which is why "rag" is the default;
 3. global segments: "rag" (`rag_luts`): the blocks' statistics summed per edge and the
    hierarchical mean agglomeration of waterz (`mean_agglomeration`) run on that graph to
-   every threshold at once; "blocks" (`segment_luts`): per threshold, connected components
+   every threshold at once, one group of fragments that can merge at a time
+   (`merge_groups`: exact, and memory bounded by the largest group, not the volume); "blocks" (`segment_luts`): per threshold, connected components
    of the fragment graph whose edges are the merges at or below it. Either gives a lookup table
    compact fragment index -> segment ID 1..n, deterministic; `relabel_block` applies it
    block by block (memory: one block and the table, which has one entry per fragment);
@@ -448,8 +449,9 @@ def mean_agglomeration(
     and no maintained PyPI package agglomerates a given RAG (nifty / affogato are conda-only). A
     heap of (score, a, b) with lazy invalidation (an entry is current while a and b are both
     regions and their edge still has that score), union by merging the smaller adjacency map into
-    the larger. Memory: O(fragments + RAG edges) Python objects (the one part of the blockwise
-    path that grows with the volume). Ties may be broken in another order than waterz's; scores
+    the larger. Memory: O(fragments + RAG edges) Python objects, about 0.16 kB an edge, which is
+    why `rag_luts` calls it one group of fragments that can merge at a time
+    (`merge_groups_agglomeration`). Ties may be broken in another order than waterz's; scores
     are float64 (waterz: float32 running means), which can only matter for scores within ~1e-7
     of a threshold or of each other.
     """
@@ -507,6 +509,78 @@ def mean_agglomeration(
     return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(levels, np.int64)
 
 
+def merge_groups(
+    n: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray, top: float
+) -> tuple[int, np.ndarray]:
+    """(number of groups, group of each node): the connected components of the RAG's edges whose score
+    1 - sum / count is below `top`, the highest threshold.
+
+    No merge ever leaves its group: two regions merge only over an edge scoring < top, and a
+    region pair's statistics are the sums of its fragment pairs', so their mean can be below
+    top only if one of those fragment pairs' is (a weighted mean is never below all its
+    terms). Hence every region lies inside one group, an edge between two groups is never
+    merged and its statistics never reach an edge that is, and agglomerating each group on its
+    own gives exactly the merges of the whole graph.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = (counts > 0) & (1.0 - sums / counts < top)
+    graph = sparse.coo_array((np.ones(int(low.sum()), np.int8), (u[low], v[low])), shape=(n, n)).tocsr()
+    return connected_components(graph, directed=False)
+
+
+def merge_groups_agglomeration(
+    n: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    sums: np.ndarray,
+    counts: np.ndarray,
+    thresholds: Sequence[float],
+    group_edges: int = 1 << 17,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`mean_agglomeration` of the RAG, run group by group (`merge_groups`): the same merges, with memory
+    bounded by the largest group, not by the whole graph.
+
+    Groups are taken in order and batched up to `group_edges` edges per call (a batch of groups that
+    cannot interact agglomerates as each would alone); nodes keep their order within a batch, so ties
+    are broken as on the whole graph. Edges between groups, which no threshold merges, are dropped
+    first. The largest group (edges) is logged: it, not the volume, sets the peak of this step. With a
+    2D ruler (sections independent) a group never leaves its section; in 3D a group is at most the
+    fragments of the objects a too-high top threshold would join.
+    """
+    thresholds = sorted(float(t) for t in thresholds)
+    empty = (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+    if not thresholds or len(u) == 0:
+        return empty
+    u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
+    _, group = merge_groups(n, u, v, np.asarray(sums, np.float64), np.asarray(counts, np.float64), thresholds[-1])
+    inside = np.flatnonzero(group[u] == group[v])
+    order = inside[np.argsort(group[u[inside]], kind="stable")]  # edges of a group together, in their order
+    g = group[u[order]]
+    if len(order) == 0:
+        return empty
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # each group's first edge in `order`
+    bounds = np.r_[starts, len(order)]
+    sizes = np.diff(bounds)
+    logging.getLogger("srseg.blockwise").info(
+        "agglomerating %d of %d RAG edges in %d groups that can merge (largest: %d edges)",
+        len(order), len(u), len(starts), int(sizes.max()),
+    )
+    pairs, levels = [], []
+    i = 0
+    while i < len(starts):
+        j = i + 1  # a batch: whole groups up to group_edges edges (a larger group alone)
+        while j < len(starts) and bounds[j + 1] - bounds[i] <= group_edges:
+            j += 1
+        e = order[bounds[i] : bounds[j]]
+        nodes, local = np.unique(np.concatenate([u[e], v[e]]), return_inverse=True)
+        local = local.ravel()
+        p, lv = mean_agglomeration(len(nodes), local[: len(e)], local[len(e) :], sums[e], counts[e], thresholds)
+        pairs.append(nodes[p])
+        levels.append(lv)
+        i = j
+    return np.concatenate(pairs).reshape(-1, 2), np.concatenate(levels)
+
+
 def rag_luts(
     counts: Sequence[int], budget: int, blocks: Iterable[Mapping[str, np.ndarray]], thresholds: Sequence[float]
 ) -> dict[float, np.ndarray]:
@@ -542,7 +616,7 @@ def rag_luts(
     edge_sums = np.bincount(inverse, weights=sums[inner], minlength=len(codes))
     edge_counts = np.bincount(inverse, weights=cnts[inner], minlength=len(codes))
     del sums, cnts, inner, inverse  # the agglomeration's Python graph is the peak: free the arrays first
-    pairs, levels = mean_agglomeration(m, codes // m, codes % m, edge_sums, edge_counts, thresholds)
+    pairs, levels = merge_groups_agglomeration(m, codes // m, codes % m, edge_sums, edge_counts, thresholds)
     luts = {}
     for i, t in enumerate(thresholds):
         keep = levels <= i
