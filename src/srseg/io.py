@@ -276,7 +276,7 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None]:
         with tifffile.TiffFile(path) as tif:
             vol = tif.asarray()
             voxel = _voxel_from_tiff(tif)
-    except InputError:
+    except (InputError, MemoryError):  # a file too large for memory is not a corrupt one
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(f"{path}: not a readable TIFF ({exc}); re-export the stack as TIFF") from exc

@@ -78,7 +78,7 @@ def _read_tiff_file(path: str) -> tuple[np.ndarray, list | None]:
             shape = _tiff_shape(path, tif)
             vol = tif.series[0].asarray().reshape(shape)
             voxel = _voxel_from_tiff(tif)
-    except InputError:
+    except (InputError, MemoryError):  # a file too large for memory is not a damaged one
         raise
     except Exception as exc:  # tifffile raises many exception types for damaged files
         raise _unreadable_tiff(path, exc) from exc
