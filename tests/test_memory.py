@@ -346,9 +346,68 @@ def test_sr_training_reads_patches_of_hr_fields_larger_than_its_memory_cap(tmp_p
     assert out == {"steps": 2, "whole": "MemoryError"}
 
 
+CHUNKED_TRAIN_CHILD = TRAIN_CHILD.replace(
+    "from srseg.training import run_train\n",
+    "from srseg.training import run_train\nimport srseg.data\nsrseg.data.WHOLE_READ_BYTES = 0  # every pair by chunks\n",
+).replace('read_image(f"{d}/big_{w}.tif")[0]', 'srseg.data.read_tiff(f"{d}/big_{w}.tif")[0]')
+
+
+def test_sr_training_reads_patches_from_chunks_of_a_field_larger_than_its_memory_cap(tmp_path):
+    """A compressed HR field above data.WHOLE_READ_BYTES is never read whole, not even in its stored dtype:
+    each patch decodes the TIFF strips it covers. The 105 MB uint8 field trains under 48 MB of headroom, in
+    which reading it whole (in uint8, as smaller fields are) fails."""
+    from srseg.io import write_tiff
+
+    rng = np.random.default_rng(0)
+    for name, (z, side) in {"small": (4, 24), "big": (100, 256)}.items():
+        lr = (rng.random((z, side, side)) * 255).astype(np.uint8)
+        write_tiff(tmp_path / f"{name}_lr.tif", lr, [50, 40, 40])
+        hr = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)
+        write_tiff(tmp_path / f"{name}_hr.tif", hr, [50, 10, 10])
+    assert run_capped(CHUNKED_TRAIN_CHILD, tmp_path, 48 * 2**20) == {"steps": 2, "whole": "MemoryError"}
+
+
+def test_a_jobs_volumes_are_read_whole_only_while_they_fit_the_budget_together(tmp_path):
+    from srseg.data import ChunkedSections, ReadBudget
+
+    for name in "abc":
+        write_tiff(tmp_path / f"{name}.tif", np.full((4, 50, 50), 7, np.uint8), [50, 10, 10])  # 10 kB each
+    budget = ReadBudget(25_000)
+    kinds = [type(budget.open(tmp_path / f"{name}.tif").array) for name in "abc"]
+    assert kinds == [np.ndarray, np.ndarray, ChunkedSections] and budget.left == 5_000
+
+
+def test_chunked_sections_index_as_numpy_does(tmp_path):
+    import zarr
+
+    from srseg.data import ChunkedSections
+
+    vol = np.arange(7 * 9 * 11, dtype=np.uint16).reshape(7, 9, 11)
+    arr = zarr.create_array(str(tmp_path / "v.zarr"), shape=vol.shape, chunks=(2, 4, 4), dtype=vol.dtype)
+    arr[...] = vol
+    whole = ChunkedSections(arr)
+    view, part = whole.sections(slice(2, 6)), vol[2:6]
+    keys = [
+        (1, slice(2, 7), slice(None)),
+        (slice(None, None, -1), slice(8, 1, -3), 4),
+        (np.array([0, 0, 3, 2, -1]), slice(1, 5), slice(3, 10)),
+        (Ellipsis, slice(2, 5)),
+        (2,),
+        (slice(3, 3),),
+        (np.array([[1, 2], [3, 0]]), 0, np.array([4, 5])),
+    ]
+    for key in keys:
+        assert np.array_equal(whole[key], vol[key]), key
+        assert np.array_equal(view[key], part[key]), key
+    assert view.shape == part.shape and view.sections(slice(1, None)).shape == (3, 9, 11)
+    with pytest.raises(IndexError):
+        view[4]
+
+
 def test_stored_volume_patches_are_the_float32_volume_patches(tmp_path):
-    from srseg.data import PatchSampler, StoredVolume
+    from srseg.data import ChunkedSections, PatchSampler, StoredVolume
     from srseg.io import read_image, write_tiff
+    from srseg.volumes import write_ome_zarr
 
     rng = np.random.default_rng(1)
     for dtype, scale in ((np.uint8, 255), (np.uint16, 65535)):
@@ -365,3 +424,11 @@ def test_stored_volume_patches_are_the_float32_volume_patches(tmp_path):
         a = PatchSampler([(stored[:, ::4, ::4], stored)], 8, 4, np.random.default_rng(2), context=1).batch(6)
         b = PatchSampler([(whole[:, ::4, ::4], whole)], 8, 4, np.random.default_rng(2), context=1).batch(6)
         assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b))
+        # above WHOLE_READ_BYTES, and any OME-Zarr: read by chunks, the same patches
+        write_ome_zarr(tmp_path / f"v{dtype.__name__}.zarr", vol, [50, 10, 10])
+        for chunked in (StoredVolume.open(tmp_path / "v.tif", 0), StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr")):
+            assert isinstance(chunked.array, ChunkedSections) and chunked.voxel_nm == [50, 10, 10]
+            lr, hr = StoredVolume.open(tmp_path / "v.tif")[:, ::4, ::4], chunked[1:]  # LR in memory, HR by chunks
+            a = PatchSampler([(lr[1:], hr)], 8, 4, np.random.default_rng(2), context=1).batch(6)
+            b = PatchSampler([(whole[1:, ::4, ::4], whole[1:])], 8, 4, np.random.default_rng(2), context=1).batch(6)
+            assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b))

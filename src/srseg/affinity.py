@@ -47,7 +47,7 @@ from tqdm import tqdm
 from . import augment, runtime
 from .augment import augment_intensity  # noqa: F401 - re-exported (the intensity part of the augmentation)
 from .config import section
-from .data import StoredVolume, validation_sections
+from .data import ReadBudget, StoredVolume, validation_sections
 from .io import InputError, read_labels
 from .lsd import local_shape_descriptors
 from .ruler_spec import NEAREST, lsd_channels, network_offsets, offsets, predicted_offsets
@@ -953,9 +953,9 @@ def read_training_pairs(hr: Sequence[str], labels: Sequence[str]) -> dict[str, t
             "rule train_affinity needs one labels file per HR file and at least one labelled "
             "training specimen; add labels to a training specimen"
         )
-    pairs = {}
+    pairs, budget = {}, ReadBudget()
     for hp, lp in zip(hr, labels):
-        image = StoredVolume.open(hp)  # patches become float32, the HR field stays in its stored dtype
+        image = budget.open(hp)  # patches become float32; the HR field stays in its stored dtype, or on disk
         voxel = image.voxel_nm
         lab, _ = read_labels(lp)
         check_pair(image, lab, f"{lp}")
