@@ -348,7 +348,7 @@ def test_sr_training_reads_patches_of_hr_fields_larger_than_its_memory_cap(tmp_p
 
 CHUNKED_TRAIN_CHILD = TRAIN_CHILD.replace(
     "from srseg.training import run_train\n",
-    "from srseg.training import run_train\nimport srseg.data\nsrseg.data.WHOLE_READ_BYTES = 0  # every pair by chunks\n",
+    "from srseg.training import run_train\nimport srseg.data\nsrseg.data.WHOLE_READ_BYTES = 0  # all by chunks\n",
 ).replace('read_image(f"{d}/big_{w}.tif")[0]', 'srseg.data.read_tiff(f"{d}/big_{w}.tif")[0]')
 
 
@@ -426,7 +426,10 @@ def test_stored_volume_patches_are_the_float32_volume_patches(tmp_path):
         assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b))
         # above WHOLE_READ_BYTES, and any OME-Zarr: read by chunks, the same patches
         write_ome_zarr(tmp_path / f"v{dtype.__name__}.zarr", vol, [50, 10, 10])
-        for chunked in (StoredVolume.open(tmp_path / "v.tif", 0), StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr")):
+        for chunked in (
+            StoredVolume.open(tmp_path / "v.tif", 0),
+            StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr"),
+        ):
             assert isinstance(chunked.array, ChunkedSections) and chunked.voxel_nm == [50, 10, 10]
             lr, hr = StoredVolume.open(tmp_path / "v.tif")[:, ::4, ::4], chunked[1:]  # LR in memory, HR by chunks
             a = PatchSampler([(lr[1:], hr)], 8, 4, np.random.default_rng(2), context=1).batch(6)

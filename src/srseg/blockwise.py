@@ -33,8 +33,9 @@ over zarr arrays), so that every block can be one Snakemake job:
 3. global segments: "rag" (`rag_luts`): the blocks' statistics summed per edge and the
    hierarchical mean agglomeration of waterz (`mean_agglomeration`) run on that graph to
    every threshold at once, one group of fragments that can merge at a time
-   (`merge_groups`: exact, and memory bounded by the largest group, not the volume); "blocks" (`segment_luts`): per threshold, connected components
-   of the fragment graph whose edges are the merges at or below it. Either gives a lookup table
+   (`merge_groups`: exact, and memory bounded by the largest group, not the volume);
+   "blocks" (`segment_luts`): per threshold, connected components of the fragment graph
+   whose edges are the merges at or below it. Either gives a lookup table
    compact fragment index -> segment ID 1..n, deterministic; `relabel_block` applies it
    block by block (memory: one block and the table, which has one entry per fragment);
 4. size filter (`filter_small_block`, only with min_size > 1): segment sizes are summed
@@ -563,7 +564,7 @@ def merge_groups_agglomeration(
     sizes = np.diff(bounds)
     logging.getLogger("srseg.blockwise").info(
         "agglomerating %d of %d RAG edges in %d groups that can merge (largest: %d edges)",
-        len(order), len(u), len(starts), int(sizes.max()),
+        *(len(order), len(u), len(starts), int(sizes.max())),
     )
     pairs, levels = [], []
     i = 0

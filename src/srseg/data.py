@@ -18,7 +18,6 @@ import tifffile
 
 from .io import InputError, _voxel_from_tiff, read_tiff, to_float
 
-
 #: a training job reads its compressed volumes whole (random patches from memory are the fastest:
 #: bench/patch_reads.py measured 16x faster batches) while together they stay under this many stored
 #: bytes; the rest are read chunk by chunk, so training memory does not grow with the fields
