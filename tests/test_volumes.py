@@ -114,6 +114,41 @@ def tmp_path_exists(path) -> bool:
     return tmp_path(path).exists()
 
 
+@pytest.mark.parametrize("kind", ["image", "labels"])
+def test_row_bands_write_the_bytes_of_whole_sections(tmp_path, kind):
+    """OmeZarrWriter.write_rows: bands of a multiple of 2**(levels - 1) rows (a shorter last one) give every
+    pyramid level of write_section; misplaced bands are refused; a TiffSink gathers bands into pages."""
+    vol = _vol((2, 70, 53), np.uint16 if kind == "image" else np.uint64, seed=3)
+    write_ome_zarr(tmp_path / "whole.zarr", vol, VOX, OFF, kind, chunk=16, levels=3)
+    with OmeZarrWriter(tmp_path / "bands.zarr", vol.shape, vol.dtype, VOX, OFF, kind, chunk=16, levels=3) as w:
+        assert w.band_rows == 16
+        for k in range(2):
+            for y0 in range(0, 70, 8):
+                w.write_rows(k, y0, vol[k, y0 : y0 + 8])
+        with pytest.raises(ValueError, match="multiple of 4"):
+            w.write_rows(0, 0, vol[0, :6])
+    import zarr
+
+    a, b = (
+        zarr.open_group(str(tmp_path / "whole.zarr"), mode="r"),
+        zarr.open_group(str(tmp_path / "bands.zarr"), mode="r"),
+    )
+    for lv in range(3):
+        assert np.array_equal(a[str(lv)][...], b[str(lv)][...]), lv
+    with pytest.raises(RuntimeError, match="never written"):
+        with OmeZarrWriter(tmp_path / "part.zarr", vol.shape, vol.dtype, VOX, OFF, kind, levels=3) as w:
+            w.write_rows(0, 0, vol[0, :8])
+            w.write_section(1, vol[1])
+    assert not (tmp_path / "part.zarr").exists()
+    if kind == "image":
+        with TiffSink(tmp_path / "bands.tif", vol.shape, vol.dtype, VOX) as sink:
+            for k in range(2):
+                for y0 in range(0, 70, 8):
+                    sink.write_rows(k, y0, vol[k, y0 : y0 + 8])
+        write_tiff(tmp_path / "whole.tif", vol, VOX)
+        assert (tmp_path / "bands.tif").read_bytes() == (tmp_path / "whole.tif").read_bytes()
+
+
 def test_pyramid_means_images_and_takes_the_mode_of_labels():
     img = np.array([[0, 2, 9], [4, 6, 9], [1, 1, 1]], np.uint8)
     np.testing.assert_array_equal(downsample2(img), [[3, 9], [1, 1]])

@@ -446,6 +446,7 @@ class OmeZarrWriter:
         if not 0 <= self.z_range[0] < self.z_range[1] <= self.shape[0]:
             raise ValueError(f"z_range {z_range} outside the volume's {self.shape[0]} sections")
         self.written = np.zeros(self.z_range[1] - self.z_range[0], bool)
+        self._next_row: dict[int, int] = {}  # sections begun by write_rows, not finished yet
         self.name = name or self.path.stem
         self.extra = dict(attrs or {})
         self.channels = None if channels is None else int(channels)
@@ -477,27 +478,60 @@ class OmeZarrWriter:
             dimension_names=["c"] * len(self.lead) + ["z", "y", "x"],
         )
 
+    @property
+    def band_rows(self) -> int:
+        """The row band `write_rows` takes best: whole level-0 chunks, a multiple of every level's halving."""
+        align = 2 ** (self.levels - 1)
+        return -(-min(self.chunk, self.shape[1]) // align) * align
+
     def write_section(self, k: int, plane: np.ndarray) -> None:
         """Section k (absolute index) at every pyramid level."""
+        self.write_rows(k, 0, plane)
+
+    def write_rows(self, k: int, y0: int, rows: np.ndarray) -> None:
+        """Rows y0.. of section k (absolute index) at every pyramid level, bands given in order.
+
+        A band starts where the previous one ended, and all but a section's last are a multiple of
+        2**(levels - 1) rows high, so each level's rows are those of the whole section's pyramid
+        (`downsample2` of a band is the band of the downsampled section). Memory: one band.
+        """
         z0, z1 = self.z_range
         if not z0 <= k < z1:
             raise IndexError(f"section {k} outside this writer's z range {self.z_range}")
-        plane = np.asarray(plane)
-        if plane.shape != self.lead + self.shape[1:]:
-            raise ValueError(f"section of shape {plane.shape}, expected {self.lead + self.shape[1:]}")
-        planes = (plane if self.lead else plane[None]).astype(self.dtype, copy=False)
+        rows = np.asarray(rows)
+        h, w = self.shape[1:]
+        if rows.shape[:-2] != self.lead or rows.shape[-1] != w or not 0 < rows.shape[-2] <= h - y0:
+            raise ValueError(f"rows of shape {rows.shape} at y {y0}, expected {self.lead} + (<= {h - y0}, {w})")
+        if y0 != self._next_row.get(k, 0):
+            raise ValueError(f"section {k}: rows from y {y0} given, {self._next_row.get(k, 0)} expected")
+        r, align = rows.shape[-2], 2 ** (self.levels - 1)
+        if y0 + r < h and r % align:
+            raise ValueError(f"a band of {r} rows: all but a section's last must be a multiple of {align}")
+        planes = (rows if self.lead else rows[None]).astype(self.dtype, copy=False)
         for lv, array in enumerate(self.arrays):
             if lv:
                 planes = np.stack([downsample2(p, self.kind) for p in planes])
+            at = slice(y0 >> lv, (y0 >> lv) + planes.shape[1])
             if self.lead:
-                array[:, k] = planes
+                array[:, k, at] = planes
             else:
-                array[k] = planes[0]
-        self.written[k - z0] = True
+                array[k, at] = planes[0]
+        self._next_row[k] = y0 + r
+        if y0 + r == h:
+            self.written[k - z0] = True
+            del self._next_row[k]
 
     def write(self, z0: int, block: np.ndarray) -> None:
         for i, plane in enumerate(block):
             self.write_section(z0 + i, plane)
+
+    def copy_from(self, source) -> None:
+        """Write this writer's sections from `source`, an array of its full shape (a zarr array: read a row band
+        at a time, so memory holds one band of `band_rows`, not a section)."""
+        band, lead = self.band_rows, (slice(None),) * len(self.lead)
+        for k in range(*self.z_range):
+            for y0 in range(0, self.shape[1], band):
+                self.write_rows(k, y0, np.asarray(source[(*lead, k, slice(y0, y0 + band))]))
 
     def metadata(self) -> dict:
         """The NGFF 0.5 `ome` attributes (multiscales, and image-label for labels)."""
@@ -709,12 +743,31 @@ class TiffSink:
         if self.error is not None:
             raise self.error
 
+    #: a TIFF page is written whole: bands are gathered into their section (`write_rows`)
+    band_rows = None
+
     def write_section(self, k: int, plane: np.ndarray) -> None:
         self._check()
         if k != self.next:
             raise IndexError(f"{self.path}: section {k} given, {self.next} expected (a TIFF is written in order)")
         self.queue.put(np.ascontiguousarray(plane, self.dtype))
         self.next += 1
+
+    def write_rows(self, k: int, y0: int, rows: np.ndarray) -> None:
+        """Rows y0.. of section k, in order; the section is queued when its last row arrives (memory: one section)."""
+        h = self.shape[1]
+        if y0 == 0 and rows.shape[0] == h:
+            return self.write_section(k, rows)
+        if y0 == 0:
+            self._rows = (k, np.empty(self.shape[1:], self.dtype), 0)
+        pending, plane, done = getattr(self, "_rows", (None, None, 0))
+        if pending != k or y0 != done:
+            raise ValueError(f"{self.path}: section {k} rows from y {y0} given out of order")
+        plane[y0 : y0 + rows.shape[0]] = rows
+        self._rows = (k, plane, y0 + rows.shape[0])
+        if y0 + rows.shape[0] == h:
+            del self._rows
+            self.write_section(k, plane)
 
     def close(self) -> Path:
         self.queue.put(None)
