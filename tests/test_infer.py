@@ -190,6 +190,38 @@ def test_device_blending_gives_the_bytes_of_the_former_host_blending(spec):
         assert new.dtype == old.dtype and np.array_equal(new, old), dtype
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"arch": "bicubic"},
+        {"arch": "srcnn", "net": {"features": [8, 4]}, "context": 1},
+        {"arch": "wgan", "net": {"n_feats": 8, "n_blocks": 1, "noise": True}},
+    ],
+    ids=lambda s: s["arch"],
+)
+def test_row_bands_join_to_the_whole_sections_bytes(spec):
+    """iter_super_resolve_bands holds a band plus a tile's height, not the section: its bands, of any height,
+    concatenate to super_resolve's sections exactly (the same additions in the same order per pixel)."""
+    from srseg.infer import TiledSR, iter_super_resolve_bands
+
+    torch.manual_seed(0)
+    model = build_model(spec, 3).eval()
+    vol = _vol((2, 41, 23), seed=5)
+    for dtype in ("float32", "uint8"):
+        whole = super_resolve(model, vol, 3, tile=10, overlap=3, batch=4, out_dtype=dtype, progress=False, noise_seed=1)
+        for rows in (1, 7, 30, 64, 123, 500):
+            got = {}
+            it = iter_super_resolve_bands(model, vol, 3, 10, 3, 4, "cpu", True, dtype, False, 1, band_rows=rows)
+            for k, y0, band in it:
+                assert band.shape[0] == min(rows, 123 - y0) and y0 == sum(len(b) for b in got.get(k, []))
+                got.setdefault(k, []).append(band)
+            joined = np.stack([np.concatenate(got[k]) for k in range(2)])
+            assert joined.dtype == whole.dtype and np.array_equal(joined, whole), (dtype, rows)
+    engine = TiledSR(model, (41, 23), 3, tile=10, overlap=3, batch=4)
+    stack = vol[np.clip(np.arange(-engine.context, engine.context + 1), 0, 1)].astype(np.float32)
+    assert max(len(b) for _, b in engine.bands(stack, 0, rows=16)) == 16
+
+
 def test_run_infer_streams_an_ome_zarr_with_the_tiff_pixels_from_tiff_or_zarr_input(tmp_path):
     zarr = pytest.importorskip("zarr")
     from srseg.volumes import open_volume, write_ome_zarr

@@ -1,22 +1,23 @@
-"""Tiled super-resolution of whole LR volumes in bounded memory, streamed section by section.
+"""Tiled super-resolution of whole LR volumes in bounded memory, streamed band by band.
 
 Each section is cut into LR tiles of `tile` px that overlap by `overlap` px (srseg.tiling,
 the tiler affinity prediction shares); batches of tiles go through the model on the
 device and the HR tiles are blended there, with a separable raised-cosine weight: on
 every side that has a neighbouring tile the weight is 0 for the outer quarter of the
 overlap (where the tile's own border effects live), rises smoothly over the middle half
-and is 1 inside. Weighted tiles are summed into one device buffer of the section (the
-weights and their sum are precomputed once per volume) and divided once, so there are
-no seams, and a model whose receptive field is within a quarter of the overlap gives the
-untiled result exactly. The float32 sums run in the same order as the former host-side
-blending, so CPU results are byte for byte what they were.
+and is 1 inside. Weighted tiles are summed into a device buffer and divided by the sum of
+the weights, so there are no seams, and a model whose receptive field is within a quarter
+of the overlap gives the untiled result exactly. The float32 sums run in the same order as
+the former host-side blending, so CPU results are byte for byte what they were.
 
-Memory is bounded whatever the number of sections: LR sections are read lazily (TIFF
-pages, zarr chunks; srseg.volumes), `iter_super_resolve` yields one finished HR section
-at a time (quantised on the device, copied back through pinned buffers while the next
-section computes) and run_infer streams them into the output (an OME-Zarr with its
-pyramid for *.zarr, else a TIFF). Device memory is bounded by `batch` tiles and one
-section buffer; host memory by a few sections.
+Memory is bounded whatever the number of sections, and whatever their height: LR sections
+are read lazily (TIFF pages, zarr chunks; srseg.volumes); the device buffer holds a band of
+HR rows plus one tile row, and each band is handed out as soon as no later tile reaches it
+(`TiledSR.bands`, `iter_super_resolve_bands`: quantised on the device, copied back through
+pinned buffers while the next band computes); run_infer streams the bands into an OME-Zarr
+(`OmeZarrWriter.write_rows`, a band of its chunk's height) or gathers them into TIFF pages.
+What still grows with the section is its LR stack (1/scale^2 of the HR pixels) and, for a
+TIFF output or `infer.samples` > 1, the whole HR section.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ _TORCH_DTYPES = {"uint8": (torch.uint8, 255.0), "uint16": (torch.uint16, 65535.0
 class TiledSR:
     """The tiled forward of one model over sections of one (h, w) size, blended on the device.
 
-    `section(stack, k, noise_seed)` super-resolves the (2c+1, h, w) float32 LR stack around
-    section k (c: the model's 2.5D context) and returns the HR section as a device tensor,
-    float32 or quantised to `out_dtype` exactly as `io.from_float` does.
+    `bands(stack, k, noise_seed, out_dtype, rows)` super-resolves the (2c+1, h, w) float32 LR
+    stack around section k (c: the model's 2.5D context) and yields the HR section as bands of
+    `rows` rows (device tensors, float32 or quantised to `out_dtype` exactly as `io.from_float`
+    does), each as soon as no later tile reaches it: memory holds one band plus a tile's height,
+    not the section. `section(...)` is the whole section (one band). Every pixel gets the same
+    additions in the same (tile) order either way, so bands join to the section's bytes.
     """
 
     def __init__(self, model, hw, scale, tile=64, overlap=8, batch=8, device="cpu", amp=True, compile=False):
@@ -60,20 +64,15 @@ class TiledSR:
             tile_axis(w, tile, overlap, scale),
         )
         self.tiles = [(i, j) for i in range(len(self.ys)) for j in range(len(self.xs))]
-        s = self.scale
-        norm = np.zeros((h * s, w * s), np.float32)
         # one weight plane per distinct (row weight, column weight): a few, whatever the field size
         ky, kx = _classes(wy), _classes(wx)
         planes: dict[tuple[int, int], np.ndarray] = {}
         for i, j in self.tiles:
             planes.setdefault((ky[i], kx[j]), np.outer(wy[i], wx[j]))
-            norm[self.ys[i] * s : (self.ys[i] + self.ty) * s, self.xs[j] * s : (self.xs[j] + self.tx) * s] += planes[
-                ky[i], kx[j]
-            ]
+        self.host_weights = {(i, j): planes[ky[i], kx[j]] for i, j in self.tiles}
         dev_planes = {key: torch.from_numpy(v).to(device) for key, v in planes.items()}
         self.weights = {(i, j): dev_planes[ky[i], kx[j]] for i, j in self.tiles}
-        self.norm = torch.from_numpy(norm).to(device)
-        self.acc = torch.zeros_like(self.norm)
+        self._norms: dict[tuple[int, int], torch.Tensor] = {}  # (first row, end row) -> the band's weight sum
         self.fast = device.type == "cuda"
         model = model.to(device).eval()
         if self.fast:  # NHWC kernels are faster for convolutions under mixed precision
@@ -85,16 +84,49 @@ class TiledSR:
         self.context = int(getattr(model, "context", 0))
 
     def section(self, stack: np.ndarray, k: int, noise_seed: int = 0, out_dtype: str = "float32") -> torch.Tensor:
+        """The whole HR section k (see `bands`)."""
+        ((_, whole),) = self.bands(stack, k, noise_seed, out_dtype)
+        return whole
+
+    def _norm(self, r0: int, r1: int) -> torch.Tensor:
+        """The summed tile weights of HR rows [r0, r1), added in tile order as the accumulator's products are."""
+        key = (r0, r1)
+        if key not in self._norms:
+            s, ty, tx = self.scale, self.ty, self.tx
+            norm = np.zeros((r1 - r0, self.hw[1] * s), np.float32)
+            for i, j in self.tiles:
+                a, b = max(self.ys[i] * s, r0), min((self.ys[i] + ty) * s, r1)
+                if a < b:
+                    plane = self.host_weights[i, j][a - self.ys[i] * s : b - self.ys[i] * s]
+                    norm[a - r0 : b - r0, self.xs[j] * s : (self.xs[j] + tx) * s] += plane
+            self._norms = {key: torch.from_numpy(norm).to(self.device)}  # one: the whole section's, kept
+        return self._norms[key]
+
+    def bands(self, stack: np.ndarray, k: int, noise_seed: int = 0, out_dtype: str = "float32", rows=None):
+        """Yield (first HR row, band) of section k, bands of `rows` HR rows (None: the whole section)."""
         model, device, s = self.model, self.device, self.scale
         ys, xs, ty, tx = self.ys, self.xs, self.ty, self.tx
         h, w = self.hw
+        if out_dtype != "float32" and out_dtype not in _TORCH_DTYPES:
+            raise ValueError(f"unknown image dtype {out_dtype!r}; use uint8, uint16 or float32")
+        height = h * s
+        band = height if rows is None else max(1, min(int(rows), height))
+        cap = min(height, band + ty * s)  # a band plus one tile row: all that is ever unfinished
         sec = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
         if self.fast:
             sec = sec.pin_memory()
         sec = sec.to(device, non_blocking=True)
         noise = section_noise(model, h, w, noise_seed, k, device)
-        acc = self.acc
-        acc.zero_()
+        acc = torch.zeros((cap, w * s), dtype=torch.float32, device=device)
+        lo = 0  # the HR row of acc's first row
+
+        def finish(r: int) -> torch.Tensor:
+            res = acc[:r] / self._norm(lo, lo + r)
+            if out_dtype == "float32":
+                return res
+            dtype, top = _TORCH_DTYPES[out_dtype]
+            return res.clamp_(0.0, 1.0).mul_(top).round_().to(dtype)  # = io.from_float: rint(clip(v) * top)
+
         with torch.inference_mode():
             for b in range(0, len(self.tiles), self.batch):
                 chunk = self.tiles[b : b + self.batch]
@@ -110,15 +142,19 @@ class TiledSR:
                     )
                 y = y[: len(chunk)].float().clamp_(0.0, 1.0)[:, 0]
                 for (i, j), t in zip(chunk, y):
+                    r0 = ys[i] * s
+                    while r0 + ty * s - lo > cap:  # then r0 > lo + band: no tile from here on reaches the band
+                        yield lo, finish(band)
+                        acc[: cap - band] = acc[band:].clone()
+                        acc[cap - band :] = 0.0
+                        lo += band
                     # t * weight, then add: two roundings, as numpy's acc += t * w did (no fused multiply-add)
-                    acc[ys[i] * s : (ys[i] + ty) * s, xs[j] * s : (xs[j] + tx) * s].add_(t * self.weights[i, j])
-            res = acc / self.norm
-            if out_dtype == "float32":
-                return res
-            if out_dtype not in _TORCH_DTYPES:
-                raise ValueError(f"unknown image dtype {out_dtype!r}; use uint8, uint16 or float32")
-            dtype, top = _TORCH_DTYPES[out_dtype]
-            return res.clamp_(0.0, 1.0).mul_(top).round_().to(dtype)  # = io.from_float: rint(clip(v) * top)
+                    acc[r0 - lo : r0 - lo + ty * s, xs[j] * s : (xs[j] + tx) * s].add_(t * self.weights[i, j])
+            while lo < height:
+                r = min(band, height - lo)
+                yield lo, finish(r)
+                acc[: cap - r] = acc[r:].clone()
+                lo += r
 
 
 def _classes(weights: list[np.ndarray]) -> list[int]:
@@ -180,24 +216,24 @@ def iter_super_resolve(
     per-pixel population std float32) of `samples` noise seeds noise_seed, noise_seed+1, ...
     On CUDA the section is copied back into pinned memory while the next one computes.
     check_finite: name the source in an InputError if a section holds NaN/Inf.
+    For sections too wide to hold whole, `iter_super_resolve_bands` yields them in row bands.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise InputError(f"config key infer.samples: must be an integer >= 1, got {samples!r}")
+    args = (model, vol, scale, tile, overlap, batch, device, amp)
+    if samples == 1:
+        kw = dict(progress=progress, noise_seed=noise_seed, sections=sections, compile=compile)
+        for _, _, section in iter_super_resolve_bands(*args, out_dtype, check_finite=check_finite, **kw):
+            yield section
+        return
     z, h, w = vol.shape
     engine = TiledSR(model, (h, w), scale, tile, overlap, batch, device, amp, compile)
     reader = _SectionReader(vol, engine.context, check_finite)
     z0, z1 = sections if sections is not None else (0, z)
     bar = tqdm(total=(z1 - z0) * len(engine.tiles) * samples, desc="infer tiles", mininterval=5, disable=not progress)
-    host = _HostCopies(engine.device)
     try:
         for k in range(z0, z1):
             stack = reader.stack(k)
-            if samples == 1:
-                ready = host.push(engine.section(stack, k, noise_seed, out_dtype))
-                bar.update(len(engine.tiles))
-                if ready is not None:
-                    yield ready
-                continue
             first, mean, m2 = None, None, None  # Welford running mean / M2 (float64), per section
             for i in range(samples):
                 sr = engine.section(stack, k, noise_seed + i, "float32").cpu().numpy()
@@ -210,44 +246,82 @@ def iter_super_resolve(
                 m2 += delta * (sr - mean)
             std = np.sqrt(m2 / samples).astype(np.float32)  # population std over the samples
             yield (first if out_dtype == "float32" else from_float(first, out_dtype)), std
+    finally:
+        bar.close()
+
+
+def iter_super_resolve_bands(
+    model: torch.nn.Module,
+    vol,
+    scale: int,
+    tile: int = 64,
+    overlap: int = 8,
+    batch: int = 8,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    out_dtype: str = "float32",
+    progress: bool = True,
+    noise_seed: int = 0,
+    sections: tuple[int, int] | None = None,
+    compile: bool = False,
+    check_finite: str | None = None,
+    band_rows: int | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (section, first HR row, rows) of the HR sections z0..z1-1, in bands of `band_rows` HR rows
+    (None: whole sections), as `iter_super_resolve` does for one sample: the same bytes, and memory that
+    holds one band plus a tile's height of the section (`TiledSR.bands`), not the whole HR section."""
+    z, h, w = vol.shape
+    engine = TiledSR(model, (h, w), scale, tile, overlap, batch, device, amp, compile)
+    reader = _SectionReader(vol, engine.context, check_finite)
+    z0, z1 = sections if sections is not None else (0, z)
+    bar = tqdm(total=(z1 - z0) * len(engine.tiles), desc="infer tiles", mininterval=5, disable=not progress)
+    host = _HostCopies(engine.device)
+    try:
+        for k in range(z0, z1):
+            for y0, band in engine.bands(reader.stack(k), k, noise_seed, out_dtype, band_rows):
+                ready = host.push(band, (k, y0))
+                if ready is not None:
+                    yield (*ready[0], ready[1])
+            bar.update(len(engine.tiles))
         last = host.flush()
         if last is not None:
-            yield last
+            yield (*last[0], last[1])
     finally:
         bar.close()
 
 
 class _HostCopies:
-    """Device sections back to the host. CUDA: a non-blocking copy into one of two pinned buffers,
-    handed out one section later (after its event), so the copy and the caller's writing overlap
-    the next section's compute. CPU: the tensor's own memory, at once."""
+    """Device bands back to the host. CUDA: a non-blocking copy into one of two pinned buffers,
+    handed out one push later (after its event), so the copy and the caller's writing overlap
+    the next band's compute. CPU: the tensor's own memory, at once. push(t, tag) returns the
+    previous (tag, array), or None."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.buffers: list[torch.Tensor] = []
+        self.buffers: list[torch.Tensor | None] = [None, None]
         self.pending = None
         self.turn = 0
 
-    def push(self, t: torch.Tensor) -> np.ndarray | None:
+    def push(self, t: torch.Tensor, tag=None):
         if not self.cuda:
-            return t.numpy()
-        if len(self.buffers) < 2:
-            self.buffers.append(torch.empty(t.shape, dtype=t.dtype, pin_memory=True))
+            return tag, t.numpy()
         buf = self.buffers[self.turn]
+        if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:  # a section's last band may be shorter
+            buf = self.buffers[self.turn] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
         self.turn ^= 1
         buf.copy_(t, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        ready, self.pending = self.flush(), (buf, event)
+        ready, self.pending = self.flush(), (tag, buf, event)
         return ready
 
-    def flush(self) -> np.ndarray | None:
+    def flush(self):
         if self.pending is None:
             return None
-        buf, event = self.pending
+        tag, buf, event = self.pending
         self.pending = None
         event.synchronize()
-        return buf.numpy().copy()  # the buffer is reused two sections later
+        return tag, buf.numpy().copy()  # the buffer is reused two pushes later
 
 
 def super_resolve(
@@ -480,29 +554,17 @@ def run_infer(
         t1 = time.perf_counter()
         std_sum = 0.0
         try:
-            it = iter_super_resolve(
-                model,
-                vol,
-                scale,
-                tile,
-                overlap,
-                batch,
-                dev,
-                amp,
-                dtype,
-                True,
-                seed,
-                sections,
-                compile,
-                samples=n_samples,
-                check_finite=str(lr_path),
-            )
-            for k, out in zip(range(z0, z1), it):
-                if n_samples > 1:
-                    out, std = out
+            args = (model, vol, scale, tile, overlap, batch, dev, amp, dtype, True, seed, sections, compile)
+            if n_samples == 1:  # row bands into an OME-Zarr (memory: one band), whole sections into a TIFF
+                bands = iter_super_resolve_bands(*args, check_finite=str(lr_path), band_rows=sinks[0].band_rows)
+                for k, y0, rows in bands:
+                    sinks[0].write_rows(k, y0, rows)
+            else:
+                it = iter_super_resolve(*args, samples=n_samples, check_finite=str(lr_path))
+                for k, (out, std) in zip(range(z0, z1), it):
                     sinks[1].write_section(k, std)
                     std_sum += float(std.mean(dtype=np.float64))
-                sinks[0].write_section(k, out)
+                    sinks[0].write_section(k, out)
             for sink in sinks:
                 sink.close()
         except BaseException:
