@@ -1113,15 +1113,14 @@ def zarr_filter_job(affs, work, index: int, context_zyx, min_size: int, dim=2, s
 
 
 def export_ome_zarr(work, threshold: float, path, voxel_nm, offset_nm=None, filtered: bool = False, **kw) -> Path:
-    """One threshold's segmentation as an OME-Zarr label volume (volumes.OmeZarrWriter, section by section)."""
+    """One threshold's segmentation as an OME-Zarr label volume (volumes.OmeZarrWriter, a row band at a time)."""
     from .segment import threshold_name
     from .volumes import OmeZarrWriter
 
     group, meta, _ = _work(work)
     arr = group[f"{'filtered' if filtered else 'seg'}/{threshold_name(threshold)}"]
     with OmeZarrWriter(path, arr.shape, np.uint64, voxel_nm, offset_nm, "labels", **kw) as w:
-        for k in range(arr.shape[0]):
-            w.write_section(k, np.asarray(arr[k]))
+        w.copy_from(arr)
     return Path(path)
 
 
