@@ -69,7 +69,6 @@ class TiledSR:
         planes: dict[tuple[int, int], np.ndarray] = {}
         for i, j in self.tiles:
             planes.setdefault((ky[i], kx[j]), np.outer(wy[i], wx[j]))
-        self.host_weights = {(i, j): planes[ky[i], kx[j]] for i, j in self.tiles}
         dev_planes = {key: torch.from_numpy(v).to(device) for key, v in planes.items()}
         self.weights = {(i, j): dev_planes[ky[i], kx[j]] for i, j in self.tiles}
         self._norms: dict[tuple[int, int], torch.Tensor] = {}  # (first row, end row) -> the band's weight sum
@@ -92,14 +91,15 @@ class TiledSR:
         """The summed tile weights of HR rows [r0, r1), added in tile order as the accumulator's products are."""
         key = (r0, r1)
         if key not in self._norms:
+            # on the device: float32 sums in the same order are the same bits anywhere (IEEE addition)
             s, ty, tx = self.scale, self.ty, self.tx
-            norm = np.zeros((r1 - r0, self.hw[1] * s), np.float32)
+            norm = torch.zeros((r1 - r0, self.hw[1] * s), dtype=torch.float32, device=self.device)
             for i, j in self.tiles:
                 a, b = max(self.ys[i] * s, r0), min((self.ys[i] + ty) * s, r1)
                 if a < b:
-                    plane = self.host_weights[i, j][a - self.ys[i] * s : b - self.ys[i] * s]
+                    plane = self.weights[i, j][a - self.ys[i] * s : b - self.ys[i] * s]
                     norm[a - r0 : b - r0, self.xs[j] * s : (self.xs[j] + tx) * s] += plane
-            self._norms = {key: torch.from_numpy(norm).to(self.device)}  # one: the whole section's, kept
+            self._norms = {key: norm}  # one: the whole section's, kept across sections
         return self._norms[key]
 
     def bands(self, stack: np.ndarray, k: int, noise_seed: int = 0, out_dtype: str = "float32", rows=None):
