@@ -424,11 +424,12 @@ def test_stored_volume_patches_are_the_float32_volume_patches(tmp_path):
         a = PatchSampler([(stored[:, ::4, ::4], stored)], 8, 4, np.random.default_rng(2), context=1).batch(6)
         b = PatchSampler([(whole[:, ::4, ::4], whole)], 8, 4, np.random.default_rng(2), context=1).batch(6)
         assert all(np.array_equal(x, y) and x.dtype == np.float32 for x, y in zip(a, b))
-        # above WHOLE_READ_BYTES, and any OME-Zarr: read by chunks, the same patches
+        # above the whole-read budget (here 0), a TIFF or an OME-Zarr is read by chunks: the same patches
         write_ome_zarr(tmp_path / f"v{dtype.__name__}.zarr", vol, [50, 10, 10])
+        assert isinstance(StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr").array, np.ndarray)  # small: whole
         for chunked in (
             StoredVolume.open(tmp_path / "v.tif", 0),
-            StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr"),
+            StoredVolume.open(tmp_path / f"v{dtype.__name__}.zarr", 0),
         ):
             assert isinstance(chunked.array, ChunkedSections) and chunked.voxel_nm == [50, 10, 10]
             lr, hr = StoredVolume.open(tmp_path / "v.tif")[:, ::4, ::4], chunked[1:]  # LR in memory, HR by chunks

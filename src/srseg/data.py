@@ -43,7 +43,7 @@ class ChunkedSections:
     tifffile's zarr store, whose chunks are the strips of its pages).
 
     Indexing follows numpy (ints, slices of any step, integer arrays, Ellipsis) and reads only the
-    bounding box of the selection; `sections(a, b)` is the lazy view of sections a..b-1. Written here
+    bounding box of the selection; `sections(slice(a, b))` is the lazy view of sections a..b-1. Written here
     because zarr 3 arrays have no lazy views and no negative steps.
     """
 
@@ -109,8 +109,9 @@ class StoredVolume:
     `open` reads a TIFF once in its stored dtype (rule pairs writes zlib-compressed uint8 or
     uint16), or memory-maps it where it is uncompressed, so the OS pages in only the
     sections patches are cut from; a float32 copy of the whole volume (4 bytes per voxel)
-    never exists. A compressed TIFF of more than `WHOLE_READ_BYTES`, and any OME-Zarr or zarr
-    array, is not read at all: each patch decodes only the chunks it covers (`ChunkedSections`).
+    never exists. A compressed TIFF or an OME-Zarr / zarr array of more than `whole_read_bytes`
+    (`WHOLE_READ_BYTES`; `ReadBudget` shares it among a job's volumes) is not read at all:
+    each patch decodes only the chunks it covers (`ChunkedSections`).
     Indexing with a section range (`vol[a:b]`) gives another StoredVolume; any other index
     gives the float32 array, as indexing the float32 volume would.
     """
@@ -133,8 +134,8 @@ class StoredVolume:
 
         if is_zarr(path):
             vol = open_volume(path)
-            if vol.array.ndim == 2:
-                return cls(np.asarray(vol.array[...])[None], vol.voxel_nm)
+            if vol.array.ndim == 2 or int(np.prod(vol.shape)) * vol.dtype.itemsize <= whole_read_bytes:
+                return cls(np.asarray(vol.array[...]).reshape(vol.shape), vol.voxel_nm)
             return cls(ChunkedSections(vol.array), vol.voxel_nm)
         if not Path(path).exists():
             raise InputError(f"{path}: file not found; check the path in config.yaml")
