@@ -714,6 +714,7 @@ class TiffSink:
         self.shape = (z1 - self.z0, int(shape[1]), int(shape[2]))
         self.dtype = np.dtype(dtype)
         self.next = self.z0
+        self._rows = (None, None, 0)  # (section, its plane, rows filled) of a section given in bands
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(voxel_nm,), daemon=True)
@@ -760,13 +761,13 @@ class TiffSink:
             return self.write_section(k, rows)
         if y0 == 0:
             self._rows = (k, np.empty(self.shape[1:], self.dtype), 0)
-        pending, plane, done = getattr(self, "_rows", (None, None, 0))
+        pending, plane, done = self._rows
         if pending != k or y0 != done:
             raise ValueError(f"{self.path}: section {k} rows from y {y0} given out of order")
         plane[y0 : y0 + rows.shape[0]] = rows
         self._rows = (k, plane, y0 + rows.shape[0])
         if y0 + rows.shape[0] == h:
-            del self._rows
+            self._rows = (None, None, 0)
             self.write_section(k, plane)
 
     def close(self) -> Path:
