@@ -127,8 +127,9 @@ class TiledSR:
             dtype, top = _TORCH_DTYPES[out_dtype]
             return res.clamp_(0.0, 1.0).mul_(top).round_().to(dtype)  # = io.from_float: rint(clip(v) * top)
 
-        with torch.inference_mode():
-            for b in range(0, len(self.tiles), self.batch):
+        for b in range(0, len(self.tiles), self.batch):
+            ready = []  # bands finished in this batch, handed out outside inference mode
+            with torch.inference_mode():
                 chunk = self.tiles[b : b + self.batch]
                 run = chunk + [chunk[-1]] * (self.batch - len(chunk)) if self.pad_batches else chunk
                 x = torch.stack([sec[:, ys[i] : ys[i] + ty, xs[j] : xs[j] + tx] for i, j in run])
@@ -144,17 +145,20 @@ class TiledSR:
                 for (i, j), t in zip(chunk, y):
                     r0 = ys[i] * s
                     while r0 + ty * s - lo > cap:  # then r0 > lo + band: no tile from here on reaches the band
-                        yield lo, finish(band)
+                        ready.append((lo, finish(band)))
                         acc[: cap - band] = acc[band:].clone()
                         acc[cap - band :] = 0.0
                         lo += band
                     # t * weight, then add: two roundings, as numpy's acc += t * w did (no fused multiply-add)
                     acc[r0 - lo : r0 - lo + ty * s, xs[j] * s : (xs[j] + tx) * s].add_(t * self.weights[i, j])
-            while lo < height:
-                r = min(band, height - lo)
-                yield lo, finish(r)
+            yield from ready
+        while lo < height:
+            r = min(band, height - lo)
+            with torch.inference_mode():
+                last = finish(r)
                 acc[: cap - r] = acc[r:].clone()
-                lo += r
+            yield lo, last
+            lo += r
 
 
 def _classes(weights: list[np.ndarray]) -> list[int]:
