@@ -345,3 +345,31 @@ def test_training_pairs_stay_in_their_stored_dtype_and_give_the_same_patches(tmp
             for v in (a, b)
         ]
         assert all(np.array_equal(x, y) for x, y in zip(*batches))
+
+
+def test_cpu_bf16_trains_the_ruler_in_bf16_and_records_it(tmp_path, monkeypatch):
+    image, labels = cells((4, 48, 48), 12, seed=0)
+    monkeypatch.setattr(affinity, "cpu_bf16_native", lambda: True)  # as on a CPU with AVX512-BF16 / AMX
+    seen = []
+    forward_all = AffinityUNet.forward_all
+
+    def spy(self, x):
+        out = forward_all(self, x)
+        seen.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(AffinityUNet, "forward_all", spy)
+    _, info = _train({"s": (image, labels)}, {**TINY, "steps": 40, "cpu_bf16": True}, tmp_path / "bf16")
+    assert set(seen) == {torch.bfloat16} and info["precision"] == "bfloat16"
+    rows = pd.read_csv(tmp_path / "bf16" / "log.csv")
+    assert rows["loss"].iloc[-1] < 0.85 * rows["loss"].iloc[0]  # it still learns
+    # the default stays float32, and so does amp: false
+    for extra in ({}, {"cpu_bf16": True, "amp": False}):
+        seen.clear()
+        _, info = _train({"s": (image, labels)}, {**TINY, "steps": 5, **extra}, tmp_path / f"fp32{len(extra)}")
+        assert set(seen) == {torch.float32} and info["precision"] == "float32"
+    # a CPU without bf16 instructions stays float32 (bf16 would be emulated there)
+    monkeypatch.setattr(affinity, "cpu_bf16_native", lambda: False)
+    seen.clear()
+    _, info = _train({"s": (image, labels)}, {**TINY, "steps": 5, "cpu_bf16": True}, tmp_path / "no_bf16")
+    assert set(seen) == {torch.float32} and info["precision"] == "float32"
