@@ -5,10 +5,11 @@
 
 Builds the affinity network of the config's `affinity:` slice (and of the same slice at depth 3
 and 4), draws one seeded batch of its patch size (`affinity.batch` x `affinity.patch`^2, x
-`patch_z` sections in 3D; the network's grid) and times forward + LSD head + backward + Adam step, in float32 and with
-`srseg.affinity.training_autocast` with `cpu_bf16` (what `affinity.cpu_bf16: true` trains
-in). Reports whether this CPU has bf16 instructions (`affinity.cpu_bf16_native`); without them the bf16 column is float32 again. Network cost only:
-the patch sampling (augmentation, targets) is the same in both and not timed here.
+`patch_z` sections in 3D; the network's grid) and times forward + LSD head + backward + Adam
+step, in float32 and under `srseg.affinity.training_autocast` with `cpu_bf16` (what
+`affinity.cpu_bf16: true` trains in). Reports whether this CPU has bf16 instructions
+(`affinity.cpu_bf16_native`); without them the bf16 column is float32 again. Network cost
+only: the patch sampling (augmentation, targets) is the same in both and not timed here.
 """
 
 from __future__ import annotations
