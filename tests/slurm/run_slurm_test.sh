@@ -49,8 +49,17 @@ PIDS=()
 cleanup() {
     rc=$?
     # stop exactly the daemons this script started, by the pids in their pidfiles
+    stopped=()
     for pidfile in "$STATE/run/slurmd.pid" "$STATE/run/slurmctld.pid" "$STATE/munge/munged.pid"; do
-        [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        [ -s "$pidfile" ] && pid="$(cat "$pidfile")" && kill "$pid" 2>/dev/null && stopped+=("$pid") || true
+    done
+    # slurmctld saves its state as it shuts down: wait for the daemons to exit before removing
+    # $STATE (removing it under a writing daemon fails with "Directory not empty")
+    for _ in $(seq 100); do
+        alive=0
+        for pid in "${stopped[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.2
     done
     if [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" = "$STATE/slurm.conf" ]; then rm -f /etc/slurm/slurm.conf; fi
     if [ "$rc" != 0 ]; then
