@@ -825,19 +825,24 @@ def cpu_bf16_native() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+def _cpu_bf16(device: torch.device, amp: bool, cpu_bf16: bool) -> bool:
+    """bf16 on this CPU: asked for (`amp` and `affinity.cpu_bf16`) and computed natively here."""
+    return amp and cpu_bf16 and device.type == "cpu" and cpu_bf16_native()
+
+
 def training_precision(device: torch.device, amp: bool, cpu_bf16: bool) -> str:
-    """What the ruler trains in: runtime.autocast's dtype on CUDA, bf16 on a native-bf16 CPU with `cpu_bf16`."""
-    if not amp:
-        return "float32"
-    if device.type == "cuda":
+    """What the ruler trains in (train.json's `precision`): `training_autocast`'s dtype, or float32."""
+    if _cpu_bf16(device, amp, cpu_bf16):
+        return "bfloat16"
+    if amp and device.type == "cuda":  # runtime.autocast's choice
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "bfloat16" if device.type == "cpu" and cpu_bf16 and cpu_bf16_native() else "float32"
+    return "float32"
 
 
 def training_autocast(device: torch.device, amp: bool, cpu_bf16: bool):
     """runtime.autocast, plus bf16 on a CPU (`affinity.cpu_bf16`). Here rather than in runtime: the SR
     models share runtime's code digest, and this switch must not rerun their training."""
-    if device.type == "cpu" and training_precision(device, amp, cpu_bf16) == "bfloat16":
+    if _cpu_bf16(device, amp, cpu_bf16):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return runtime.autocast(device, amp)
 

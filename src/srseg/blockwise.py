@@ -564,7 +564,10 @@ def merge_groups_agglomeration(
     sizes = np.diff(bounds)
     logging.getLogger("srseg.blockwise").info(
         "agglomerating %d of %d RAG edges in %d groups that can merge (largest: %d edges)",
-        *(len(order), len(u), len(starts), int(sizes.max())),
+        len(order),
+        len(u),
+        len(starts),
+        int(sizes.max()),
     )
     pairs, levels = [], []
     i = 0
