@@ -48,6 +48,7 @@ rule ingest_labels:
         # generated specimens write instance IDs; a user's labels may be a cell mask
         labels_kind=lambda w: "instances" if generated_dir(w.specimen) else specimen_entry(w.specimen)["labels_kind"],
         connectivity=lambda w: specimen_entry(w.specimen)["labels_connectivity"],
+        min_area_nm2=lambda w: specimen_entry(w.specimen)["labels_min_area_nm2"],
         code=code("srseg.ingest"),
     script:
         "../workflow/scripts/ingest_labels.py"

@@ -187,6 +187,27 @@ MISCONFIGURATIONS = [
         "specimens.sim.simulate.labels",
     ),
     ("affinity init missing", setter("affinity", "init", value="ruler.pt"), "affinity.init"),
+    (
+        "training key with a lab's own ruler",
+        setter("affinity", value={"model": "lab_ruler.pt", "steps": 50}),
+        "affinity.steps",
+    ),
+    (
+        "small-component cleaning of instance labels",
+        setter(
+            "specimens",
+            "sim",
+            value={
+                "simulate": {
+                    "source": "config.yaml",
+                    "labels": "config.yaml",
+                    "lr_voxel_nm": [50, 16, 16],
+                    "labels_min_area_nm2": 100,
+                }
+            },
+        ),
+        "specimens.sim.simulate.labels_min_area_nm2",
+    ),
     ("blocks vs sections", setter("infer", "blocks_z", value=20), "infer.blocks_z"),
     (
         "empty segmentation block",

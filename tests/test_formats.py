@@ -12,7 +12,7 @@ import tifffile
 
 from srseg.ingest import read_stack, run_ingest_labels
 from srseg.io import InputError, read_labels, write_json, write_tiff
-from srseg.simulate import cell_mask_to_instances
+from srseg.simulate import cell_mask_to_instances, load_source
 
 VOXEL = [50.0, 4.0, 4.0]
 
@@ -131,6 +131,50 @@ def test_cell_mask_3d_links_overlapping_cells_through_z():
     # the two cells of section 1 each overlap cells of section 0: everything connects into few objects
     assert len(np.unique(lab[lab > 0])) < 5 + 2
     assert len(set(np.unique(lab[0])) & set(np.unique(lab[1])) - {0}) >= 1
+
+
+def double_membrane_mask() -> np.ndarray:
+    """Two cells either side of a membrane drawn as two lines with a 1 px gap between them
+    (a 1 x 40 = 40 px sliver), and a 3 x 3 hole (9 px) left inside a thick-drawn membrane."""
+    m = np.full((1, 43, 40), 255, np.uint8)
+    m[0, 20, :] = 0  # upper line
+    m[0, 22, :] = 0  # lower line: row 21 is the gap between them
+    m[0, 0:5, 18] = m[0, 0:5, 22] = 0  # a thick-drawn junction of the upper cell's membrane ...
+    m[0, 0, 18:23] = m[0, 4, 18:23] = 0  # ... with a 3 x 3 hole left inside it
+    return m
+
+
+def test_small_components_of_a_cell_mask_become_membrane():
+    mask = double_membrane_mask()
+    kept = cell_mask_to_instances(mask, "2d")
+    assert len(np.unique(kept[kept > 0])) == 4  # the two cells, the sliver and the hole
+    clean = cell_mask_to_instances(mask, "2d", min_area_px=50)
+    sizes = np.unique(clean[clean > 0], return_counts=True)[1]
+    assert len(sizes) == 2 and sizes.min() > 50  # only the real cells are left
+    assert np.all(clean[0, 21] == 0) and np.all(clean[0, 1:4, 19:22] == 0)  # sliver and hole are membrane now
+    assert np.array_equal(clean > 0, (kept > 0) & (clean > 0)) and set(np.unique(clean)) <= set(np.unique(kept))
+    # 3d: a component is dropped only if its largest cross-section is small (a thin neurite is kept)
+    thin_then_wide = np.zeros((3, 12, 12), np.uint8)
+    thin_then_wide[0, 5:7, 5:7] = 255  # 4 px
+    thin_then_wide[1:, 2:10, 2:10] = 255  # 64 px: the same neurite, wider
+    thin_then_wide[2, 0, 0] = 0
+    speck = thin_then_wide.copy()
+    speck[0, 0:2, 0:2] = 255  # a 4 px speck on its own
+    lab3 = cell_mask_to_instances(speck, "3d", min_area_px=10)
+    assert lab3[0, 5, 5] > 0 and lab3[0, 5, 5] == lab3[2, 5, 5] and lab3[0, 0, 0] == 0
+
+
+def test_simulate_cleans_its_cell_mask_by_area_in_nm2(tmp_path):
+    mask = double_membrane_mask()
+    write_tiff(tmp_path / "src.tif", (mask // 2 + 64).astype(np.uint8), [50.0, 4.0, 4.0])
+    write_tiff(tmp_path / "cells.tif", mask, [50.0, 4.0, 4.0])
+    params = {"source": str(tmp_path / "src.tif"), "labels": str(tmp_path / "cells.tif"),
+              "labels_kind": "cell_mask", "lr_voxel_nm": [50, 16, 16]}  # fmt: skip
+    counts = {}
+    for area_nm2 in (0, 16 * 50, 400):  # 0 px, 50 px, 25 px at 4 nm
+        lab = load_source({**params, "labels_min_area_nm2": area_nm2})[2]
+        counts[area_nm2] = len(np.unique(lab[lab > 0]))
+    assert counts == {0: 4, 800: 2, 400: 3}  # 400 nm^2 (the default) drops the 9 px hole, keeps the 40 px sliver
 
 
 def test_ingest_labels_converts_a_cell_mask(tmp_path):

@@ -45,7 +45,7 @@ from .io import (
     write_json,
     write_labels,
 )
-from .labels import cell_mask_to_instances
+from .labels import area_px, cell_mask_to_instances
 from .stacks import (  # noqa: F401  (SUPPORTED_DTYPES, check_image, read_stack: re-exported, ingest's formats)
     SUPPORTED_DTYPES,
     StackCheck,
@@ -191,6 +191,7 @@ def run_ingest_labels(
     specimen: str,
     labels_kind: str = "instances",
     connectivity: str = "2d",
+    min_area_nm2: float = 0.0,
     log: str | None = None,
 ) -> np.ndarray:
     """Validate instance labels against the ingested HR (same shape) and write labels.tif.
@@ -198,7 +199,9 @@ def run_ingest_labels(
     labels: a TIFF, folder or glob (or file.h5:/dataset) of integer IDs (0 =
     background/membrane), or with labels_kind "cell_mask" a mask (nonzero = inside
     a cell) turned into instances: connected components per section ("2d") or
-    through z ("3d"); hr_meta: results/ingest/{specimen}/meta.json.  Voxel size is the HR's.
+    through z ("3d"), without components whose largest cross-section is under
+    `min_area_nm2` (gaps inside drawn membranes, not cells); hr_meta:
+    results/ingest/{specimen}/meta.json.  Voxel size is the HR's.
     """
     meta = read_json(hr_meta)
     vol, _ = read_stack(labels)
@@ -206,7 +209,7 @@ def run_ingest_labels(
     if labels_kind not in ("instances", "cell_mask"):
         raise InputError(f"config key specimens.{specimen}.labels_kind = {labels_kind!r}; use instances or cell_mask")
     if labels_kind == "cell_mask":
-        vol = cell_mask_to_instances(vol, connectivity)
+        vol = cell_mask_to_instances(vol, connectivity, area_px(min_area_nm2, meta["hr_voxel_nm"]))
     if np.issubdtype(vol.dtype, np.floating):
         if not np.all(np.isfinite(vol)) or not np.all(np.mod(vol, 1) == 0):
             raise InputError(

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .config import section
 from .io import InputError, resolve_bit_depth, to_float, to_full_range
-from .labels import cell_mask_to_instances
+from .labels import area_px, cell_mask_to_instances
 from .phantom import write_generated  # noqa: F401  (re-exported)
 from .stacks import check_image, read_stack
 from .streams import named_streams, signed_draw
@@ -341,7 +341,7 @@ def load_source(
         lab = lraw[cut]
         # instances from a cell mask after cutting, so a cell split by the cut gets two IDs
         lab = (
-            cell_mask_to_instances(lab, p["labels_connectivity"])
+            cell_mask_to_instances(lab, p["labels_connectivity"], area_px(p["labels_min_area_nm2"], src_vox))
             if p["labels_kind"] == "cell_mask"
             else lab.astype(np.uint32)
         )

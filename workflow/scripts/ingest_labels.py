@@ -11,5 +11,6 @@ with rule_log(snakemake) as log:
         specimen=snakemake.wildcards.specimen,
         labels_kind=snakemake.params.labels_kind,
         connectivity=snakemake.params.connectivity,
+        min_area_nm2=snakemake.params.min_area_nm2,
         log=log,
     )

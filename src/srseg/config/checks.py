@@ -16,13 +16,18 @@ from .. import geometry, ruler_spec
 from ..io import InputError, peek_checkpoint, source_exists, stack_info
 from ..waterz_scoring import MERGE_FUNCTIONS, check_merge_function
 from . import catalog
-from .schema import subschema, suggest
+from .schema import defaults, subschema, suggest
 
 #: keys of a model entry that only GAN archs take
 GAN_KEYS = ("n_critic", "d_lr", "betas", "schedule", "gan_start", "critic")
 #: keys a model entry may set whatever its arch (besides the training keys)
 ENTRY_KEYS = ("arch", "net", "loss", "init", "context", "freeze", "seed")
 RESERVED_DATA = ("real", "denoised")
+#: `affinity:` keys only training reads: a lab's own ruler (affinity.model) is used as is
+RULER_TRAINING_KEYS = (
+    "steps", "lr", "batch", "patch", "patch_z", "val_every", "log_every", "checkpoint_every",
+    "balance", "amp", "cpu_bf16", "freeze", "augment", "lsd",
+)  # fmt: skip
 
 
 def training_keys() -> tuple[str, ...]:
@@ -87,6 +92,9 @@ def check_specimens(config: dict, workdir: Path) -> None:
                     f"{key}.{k}: {entry[k]!r} does not exist; give a TIFF file, a folder of 2D images, "
                     f"a glob or file.h5:/dataset"
                 )
+        for where, labels_of in ((key, entry), (f"{key}.simulate", entry.get("simulate"))):
+            if labels_of is not None:
+                check_min_area(where, labels_of)
         sim = entry.get("simulate")
         if sim is not None:
             if not sim["labels"]:
@@ -112,6 +120,18 @@ def check_specimens(config: dict, workdir: Path) -> None:
     geometry_of = config["phantom"]
     if geometry_of["hr_voxel_nm"][0] != geometry_of["lr_voxel_nm"][0]:
         raise InputError("phantom.lr_voxel_nm: its z must equal phantom.hr_voxel_nm's (one section thickness)")
+
+
+def check_min_area(where: str, labels_of: dict) -> None:
+    """labels_min_area_nm2 only cleans a cell mask: refuse a value set for instance labels."""
+    if labels_of.get("labels_kind", "instances") == "cell_mask":
+        return
+    default = subschema("specimens", "*")["properties"]["labels_min_area_nm2"]["default"]
+    if labels_of.get("labels_min_area_nm2", default) != default:
+        raise InputError(
+            f"{where}.labels_min_area_nm2: only a cell mask (labels_kind: cell_mask) is cleaned of small "
+            f"components, instance labels are used as given; remove it or set {where}.labels_kind: cell_mask"
+        )
 
 
 def check_section_blocks(specimens: dict, workdir: Path = Path(".")) -> None:
@@ -459,6 +479,14 @@ def check_stages(config: dict, fold_map: dict, workdir: Path) -> None:
             "(or affinity.model to fine-tune from init)"
         )
     check_init("affinity", aff["init"], "affinity", workdir)
+    if aff["model"]:
+        ruler_defaults = defaults("affinity")
+        given = [k for k in RULER_TRAINING_KEYS if aff[k] != ruler_defaults[k]]
+        if given:
+            raise InputError(
+                f"affinity.{given[0]}: a lab's own ruler (affinity.model) is used as is, not trained, so this "
+                f"training setting would be ignored; remove affinity.{given[0]} (or affinity.model to train one)"
+            )
     ruler_spec.check_ruler_model(aff, workdir)
     example = config["report"]["example_specimen"]
     tests = [s for f in fold_map.values() for s in f["test"]]
