@@ -53,8 +53,9 @@ def drop_small_components(labels: np.ndarray, min_area_px: float) -> np.ndarray:
     if min_area_px <= 0 or labels.max() == 0:
         return labels
     largest = np.zeros(int(labels.max()) + 1, np.int64)
-    for section in labels:
-        np.maximum(largest, np.bincount(section.ravel(), minlength=largest.size), out=largest)
+    for section in labels:  # only the IDs present: per-section IDs of a 2d mask grow with z
+        ids, counts = np.unique(section, return_counts=True)
+        np.maximum.at(largest, ids, counts)
     small = largest < min_area_px
     small[0] = False
     return np.where(small[labels], 0, labels).astype(labels.dtype)

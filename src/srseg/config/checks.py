@@ -92,9 +92,12 @@ def check_specimens(config: dict, workdir: Path) -> None:
                     f"{key}.{k}: {entry[k]!r} does not exist; give a TIFF file, a folder of 2D images, "
                     f"a glob or file.h5:/dataset"
                 )
-        for where, labels_of in ((key, entry), (f"{key}.simulate", entry.get("simulate"))):
+        for where, labels_of, schema_path in (
+            (key, entry, ("specimens", "*")),
+            (f"{key}.simulate", entry.get("simulate"), ("specimens", "*", "simulate")),
+        ):
             if labels_of is not None:
-                check_min_area(where, labels_of)
+                check_min_area(where, labels_of, schema_path)
         sim = entry.get("simulate")
         if sim is not None:
             if not sim["labels"]:
@@ -122,11 +125,11 @@ def check_specimens(config: dict, workdir: Path) -> None:
         raise InputError("phantom.lr_voxel_nm: its z must equal phantom.hr_voxel_nm's (one section thickness)")
 
 
-def check_min_area(where: str, labels_of: dict) -> None:
+def check_min_area(where: str, labels_of: dict, schema_path: tuple[str, ...]) -> None:
     """labels_min_area_nm2 only cleans a cell mask: refuse a value set for instance labels."""
     if labels_of.get("labels_kind", "instances") == "cell_mask":
         return
-    default = subschema("specimens", "*")["properties"]["labels_min_area_nm2"]["default"]
+    default = subschema(*schema_path)["properties"]["labels_min_area_nm2"]["default"]
     if labels_of.get("labels_min_area_nm2", default) != default:
         raise InputError(
             f"{where}.labels_min_area_nm2: only a cell mask (labels_kind: cell_mask) is cleaned of small "
