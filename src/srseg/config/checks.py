@@ -127,10 +127,10 @@ def check_specimens(config: dict, workdir: Path) -> None:
 
 def check_min_area(where: str, labels_of: dict, schema_path: tuple[str, ...]) -> None:
     """labels_min_area_nm2 only cleans a cell mask: refuse a value set for instance labels."""
-    if labels_of.get("labels_kind", "instances") == "cell_mask":
+    default = defaults(*schema_path)
+    if labels_of.get("labels_kind", default["labels_kind"]) == "cell_mask":
         return
-    default = subschema(*schema_path)["properties"]["labels_min_area_nm2"]["default"]
-    if labels_of.get("labels_min_area_nm2", default) != default:
+    if labels_of.get("labels_min_area_nm2", default["labels_min_area_nm2"]) != default["labels_min_area_nm2"]:
         raise InputError(
             f"{where}.labels_min_area_nm2: only a cell mask (labels_kind: cell_mask) is cleaned of small "
             f"components, instance labels are used as given; remove it or set {where}.labels_kind: cell_mask"
