@@ -317,6 +317,29 @@ def test_size_filter_floods_small_segments():
     assert np.array_equal(segment.filter_small(tiny, boundary, 0), tiny)
 
 
+def test_oracle_agglomeration_bounds_what_merging_the_fragments_can_reach():
+    truth = np.zeros((1, 20, 20), np.uint32)
+    truth[0, :, :9], truth[0, :, 11:] = 1, 2  # two cells, a 2 px membrane between them
+    fragments = np.zeros((1, 20, 20), np.uint64)
+    fragments[0, :10, :] = 1  # oversegmented: top and bottom halves...
+    fragments[0, 10:, :] = 2
+    fragments[0, :, 12:] = 3  # ...and a fragment inside cell 2
+    fragments[0, 10:, 10:12] = 4  # a fragment on the membrane and a column of cell 2
+    fragments[0, :10, 9:11] = 5  # a fragment on membrane only
+    oracle = segment.oracle_agglomeration(fragments, truth)
+    # fragment 1 (cell 1 and the top of cell 2's first column) and 2 join cell 1; 3 and 4 (mostly cell 2) cell 2
+    assert set(np.unique(oracle[fragments == 1])) == {1} and set(np.unique(oracle[fragments == 2])) == {1}
+    assert set(np.unique(oracle[fragments == 3])) == {2} and set(np.unique(oracle[fragments == 4])) == {2}
+    # no foreground under fragment 5: an ID of its own, above the truth IDs
+    assert len(np.unique(oracle[fragments == 5])) == 1 and oracle[fragments == 5][0] > 2
+    # every pixel of cell 1 right; cell 2 loses only the 10 px fragment 1 took
+    assert np.all(oracle[truth == 1] == 1) and np.count_nonzero(oracle[truth == 2] != 2) == 10
+    # already the truth: unchanged partition
+    assert np.array_equal(segment.oracle_agglomeration(truth.astype(np.uint64), truth)[truth > 0], truth[truth > 0])
+    with pytest.raises(ValueError, match="differ in shape"):
+        segment.oracle_agglomeration(fragments[:, :10], truth)
+
+
 def test_fragment_settings_are_chosen_on_validation_and_used_by_segment(tmp_path):
     image, fine, _, oracle = _two_level_scenario(seed=10)
     seg_cfg = {"thresholds": [0.3, 0.5], "seed_min_distance": [2, 5], "min_size": [0, 30], "long_range_weight": 0.5}
