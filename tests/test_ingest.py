@@ -253,6 +253,22 @@ def test_labels_round_trip_with_hr_voxel_size(tmp_path):
     assert np.array_equal(back, labels) and vox == pytest.approx(HR_VOX)
 
 
+def test_cell_mask_called_from_the_library_is_cleaned_as_the_workflow_cleans_it(tmp_path):
+    # 10 nm pixels: the schema's 400 nm^2 is 4 px; a 1-px gap left inside a membrane is no cell
+    meta = _ingested(tmp_path)
+    mask = np.zeros((4, 64, 64), np.uint8)
+    mask[:, 5:30, 5:30] = 255
+    mask[:, 35:60, 35:60] = 255
+    mask[:, 32, 32] = 255
+    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
+    out = tmp_path / "out" / "labels.tif"
+    run_ingest_labels(str(tmp_path / "mask.tif"), str(meta), str(out), specimen="s1", labels_kind="cell_mask")
+    back, _ = read_labels(out)
+    assert back[0, 32, 32] == 0 and len(np.unique(back[0])) == 3  # two cells + membrane
+    run_ingest_labels(str(tmp_path / "mask.tif"), str(meta), str(out), "s1", labels_kind="cell_mask", min_area_nm2=0)
+    assert read_labels(out)[0][0, 32, 32] != 0
+
+
 def test_labels_whose_shape_differs_from_hr_are_refused(tmp_path):
     meta = _ingested(tmp_path)
     tifffile.imwrite(tmp_path / "labels.tif", np.ones((4, 64, 63), np.uint16), photometric="minisblack")

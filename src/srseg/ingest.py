@@ -37,6 +37,7 @@ import contextlib
 import numpy as np
 
 from . import geometry
+from .config.schema import defaults
 from .io import (
     InputError,
     full_range_scale,
@@ -189,9 +190,9 @@ def run_ingest_labels(
     hr_meta: str,
     out_labels: str,
     specimen: str,
-    labels_kind: str = "instances",
-    connectivity: str = "2d",
-    min_area_nm2: float = 0.0,
+    labels_kind: str | None = None,
+    connectivity: str | None = None,
+    min_area_nm2: float | None = None,
     log: str | None = None,
 ) -> np.ndarray:
     """Validate instance labels against the ingested HR (same shape) and write labels.tif.
@@ -201,8 +202,14 @@ def run_ingest_labels(
     a cell) turned into instances: connected components per section ("2d") or
     through z ("3d"), without components whose largest cross-section is under
     `min_area_nm2` (gaps inside drawn membranes, not cells); hr_meta:
-    results/ingest/{specimen}/meta.json.  Voxel size is the HR's.
+    results/ingest/{specimen}/meta.json.  Voxel size is the HR's. labels_kind,
+    connectivity and min_area_nm2 left None take the schema's defaults of a specimen entry
+    (specimens.*.labels_kind, .labels_connectivity, .labels_min_area_nm2), as the workflow does.
     """
+    default = defaults("specimens", "*")
+    labels_kind = default["labels_kind"] if labels_kind is None else labels_kind
+    connectivity = default["labels_connectivity"] if connectivity is None else connectivity
+    min_area_nm2 = default["labels_min_area_nm2"] if min_area_nm2 is None else min_area_nm2
     meta = read_json(hr_meta)
     vol, _ = read_stack(labels)
     src = f"labels {labels}"
