@@ -471,7 +471,10 @@ def choose_threshold(
     reported best threshold is not tuned on the data it is reported for. Each specimen is
     scored in the unit the tables report (`scores_in_3d(dim, labels)`): the whole validation
     volume when the segmentation or the labels are 3D, else the mean over its sections;
-    `in_3d` records which. Ties go to the lowest threshold, then to the earlier candidate.
+    `in_3d` records which. The validation sections are scored whole: `metrics.border_crop`,
+    which the tables apply, is not cut from them (the ruler predicts the whole field, edges
+    included, and a choice made without its edge pixels did no better on ISBI). Ties go to
+    the lowest threshold, then to the earlier candidate.
     """
     if segmentation is None:
         segmentation = {"seed_min_distance": seed_min_distance, "min_size": 0, "merge_function": merge_function}
