@@ -336,6 +336,8 @@ def test_oracle_agglomeration_bounds_what_merging_the_fragments_can_reach():
     assert np.all(oracle[truth == 1] == 1) and np.count_nonzero(oracle[truth == 2] != 2) == 10
     # already the truth: unchanged partition
     assert np.array_equal(segment.oracle_agglomeration(truth.astype(np.uint64), truth)[truth > 0], truth[truth > 0])
+    # no cell at all: every fragment stays itself
+    assert len(np.unique(segment.oracle_agglomeration(fragments, np.zeros_like(truth)))) == 5
     with pytest.raises(ValueError, match="differ in shape"):
         segment.oracle_agglomeration(fragments[:, :10], truth)
 

@@ -311,8 +311,8 @@ def oracle_agglomeration(fragments: np.ndarray, truth: np.ndarray) -> np.ndarray
     """The best merge of `fragments` that knows the truth: each fragment joins the truth cell it overlaps most.
 
     An upper bound for any agglomeration of these fragments, to tell a ruler's errors apart:
-    what it scores below the agglomeration's result was lost by merging in the wrong order,
-    what it scores below perfect was already in the fragments (a fragment across two cells).
+    what an agglomeration scores below it was lost by merging in the wrong order, what it
+    scores below perfect was already in the fragments (a fragment across two cells).
     Overlap counts truth foreground only (label 0, membrane, is no cell to join); a fragment
     with no foreground keeps an ID of its own above every truth ID. Same shape as the inputs;
     per section or whole volume alike (the fragments' IDs decide what is one fragment).
@@ -324,11 +324,13 @@ def oracle_agglomeration(fragments: np.ndarray, truth: np.ndarray) -> np.ndarray
     ids, inverse = np.unique(fragments.ravel(), return_inverse=True)
     labels = truth.ravel().astype(np.int64)
     fg = labels > 0
+    owner = np.arange(len(ids), dtype=np.int64) + int(labels.max()) + 1
+    if not fg.any():
+        return owner[inverse].reshape(fragments.shape).astype(np.uint64)
     # (fragment, truth label) overlap counts, then the largest per fragment
     pairs, counts = np.unique(np.stack([inverse[fg], labels[fg]]), axis=1, return_counts=True)
     order = np.lexsort((counts, pairs[0]))
     last = np.r_[pairs[0][order][1:] != pairs[0][order][:-1], True]
-    owner = np.arange(len(ids), dtype=np.int64) + int(labels.max()) + 1
     owner[pairs[0][order][last]] = pairs[1][order][last]
     return owner[inverse].reshape(fragments.shape).astype(np.uint64)
 
