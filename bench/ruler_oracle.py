@@ -39,11 +39,8 @@ from srseg.affinity import load_affinity_model, predict  # noqa: E402
 from srseg.config import section  # noqa: E402
 from srseg.io import read_json, read_labels, write_csv  # noqa: E402
 from srseg.metrics import scores_in_3d, unit_scores  # noqa: E402
+from srseg.metrics.segmentation import _crop_yx as crop  # noqa: E402  (seg_metrics' own border crop)
 from srseg.volumes import read_image  # noqa: E402
-
-
-def crop(vol, border: int):
-    return vol[..., border : vol.shape[-2] - border, border : vol.shape[-1] - border] if border else vol
 
 
 def fold_rows(results: Path, fold: str, segmentation: dict, border: int) -> list[dict]:
@@ -58,12 +55,15 @@ def fold_rows(results: Path, fold: str, segmentation: dict, border: int) -> list
         image, _, _ = read_image(results / "pairs" / specimen / "hr.tif")
         truth, _ = read_labels(ref)
         affs = predict(net, image, torch.device("cpu"), net.params)
-        nn = segment.fold_long_range(affs, getattr(net, "offsets", None), frag["long_range_weight"])
-        fragments = segment.fragments_from_affinities(nn, frag["seed_min_distance"], frag["boundary_threshold"])
+        offsets = getattr(net, "offsets", None)
+        # the segmentations through rule segment's own call, so the bench cannot drift from it
         with segment.waterz_cache(results / ".." / ".waterz_cache" / "ruler_oracle"):
-            segs = segment.agglomerate(nn, fragments, thresholds, net.dim, segmentation["merge_function"])
-        boundary = segment.boundary_map(nn, net.dim)
-        segs = {t: segment.filter_small(s, boundary, frag["min_size"], net.dim) for t, s in segs.items()}
+            segs, _ = segment.segment_affinities(
+                affs, thresholds, dim=net.dim, merge_function=segmentation["merge_function"], offsets=offsets, **frag
+            )
+        # and its fragments once more for the oracle (segment_affinities keeps them to itself)
+        nn = segment.fold_long_range(segment.check_affinities(affs), offsets, frag["long_range_weight"])
+        fragments = segment.fragments_from_affinities(nn, frag["seed_min_distance"], frag["boundary_threshold"])
         in_3d = scores_in_3d(net.dim, truth)
         t_crop = crop(truth, border)
 
