@@ -45,7 +45,9 @@ rule reference:
     resources:
         **job_resources(4, 10),
     params:
-        thresholds=THRESHOLDS,
-        code=code("srseg.segment"),
+        # a specimen with labels only copies and checks them: the thresholds and the segmentation
+        # code (rule segment's digest) then leave its reference, and every row's score, alone
+        thresholds=lambda w: None if has_labels(w.specimen) else THRESHOLDS,
+        code=code("srseg.reference"),
     script:
         "../workflow/scripts/reference.py"

@@ -426,6 +426,18 @@ def test_model_slice_holds_only_the_keys_its_kind_uses():
 # ------------------------------------------------------------------- code digests
 
 
+def test_a_reference_made_from_labels_does_not_follow_the_segmentation_code():
+    """Rule reference carries srseg.reference's digest: editing srseg/segment.py re-segments every row
+    but leaves the references of labelled specimens, and so every row's scores against them, alone."""
+    from srseg.config import digest
+
+    closure = digest.closure("srseg.reference")
+    assert "srseg.segment" not in closure and "srseg.affinity" not in closure
+    assert "srseg.io" in closure and "srseg.metrics" in closure
+    rule = (ROOT / "rules" / "segment.smk").read_text().split("rule reference:")[1].split("\nrule ")[0]
+    assert 'code("srseg.reference")' in rule and "srseg.segment" not in rule
+
+
 def test_code_digest_follows_the_code_a_rule_runs(tmp_path, monkeypatch):
     from srseg.config import digest
 

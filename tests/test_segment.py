@@ -7,7 +7,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.metrics import adapted_rand_error
 
-from srseg import affinity, ruler, segment
+from srseg import affinity, reference, ruler, segment
 from srseg.affinity import AffinityUNet, affinity_targets
 from srseg.config import section
 from srseg.io import InputError, read_json, read_labels, write_image, write_json, write_labels
@@ -249,7 +249,7 @@ def test_threshold_name():
 def test_reference_from_labels_or_hr_segmentation(tmp_path):
     labels = voronoi((2, 32, 32), 6, seed=8)
     write_labels(tmp_path / "labels.tif", labels, [50, 10, 10])
-    segment.run_reference(str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"), labels=str(tmp_path / "labels.tif"))
+    reference.run_reference(str(tmp_path / "ref.tif"), str(tmp_path / "ref.json"), labels=str(tmp_path / "labels.tif"))
     assert read_json(tmp_path / "ref.json")["source"] == "labels"
     assert read_json(tmp_path / "ref.json")["labels_3d"] is True  # the cells run through both sections
     assert np.array_equal(read_labels(tmp_path / "ref.tif")[0], labels)
@@ -259,7 +259,7 @@ def test_reference_from_labels_or_hr_segmentation(tmp_path):
         segs.append(str(tmp_path / f"t{t}.tif"))
         write_labels(segs[-1], labels + i, [50, 10, 10])
     write_json(tmp_path / "threshold.json", {"best_threshold": 0.7})
-    segment.run_reference(
+    reference.run_reference(
         str(tmp_path / "ref2.tif"),
         str(tmp_path / "ref2.json"),
         threshold_json=str(tmp_path / "threshold.json"),
@@ -269,13 +269,13 @@ def test_reference_from_labels_or_hr_segmentation(tmp_path):
     meta = read_json(tmp_path / "ref2.json")
     assert meta["source"] == "hr_segmentation" and meta["threshold"] == 0.7
     write_labels(tmp_path / "flat.tif", segment.per_section_labels(labels), [50, 10, 10])  # a 2D segmentation
-    segment.run_reference(str(tmp_path / "r4.tif"), str(tmp_path / "r4.json"), labels=str(tmp_path / "flat.tif"))
+    reference.run_reference(str(tmp_path / "r4.tif"), str(tmp_path / "r4.json"), labels=str(tmp_path / "flat.tif"))
     assert read_json(tmp_path / "r4.json")["labels_3d"] is False
     assert np.array_equal(read_labels(tmp_path / "ref2.tif")[0], labels + 3)
 
     write_labels(tmp_path / "empty.tif", np.zeros((2, 8, 8), np.uint16), [50, 10, 10])
     with pytest.raises(InputError, match="all background"):
-        segment.run_reference(str(tmp_path / "r3.tif"), str(tmp_path / "r3.json"), labels=str(tmp_path / "empty.tif"))
+        reference.run_reference(str(tmp_path / "r3.tif"), str(tmp_path / "r3.json"), labels=str(tmp_path / "empty.tif"))
     assert not (tmp_path / "r3.tif").exists()
 
 

@@ -1,7 +1,7 @@
-"""Snakemake rule `reference`: the labels a test specimen is scored against (srseg.segment.run_reference)."""
+"""Snakemake rule `reference`: the labels a test specimen is scored against (srseg.reference.run_reference)."""
 
 from srseg.entry import rule_log
-from srseg.segment import run_reference
+from srseg.reference import run_reference
 
 with rule_log(snakemake) as log:
     run_reference(
@@ -10,6 +10,6 @@ with rule_log(snakemake) as log:
         labels=snakemake.input.get("labels"),
         threshold_json=snakemake.input.get("threshold"),
         segmentations=list(snakemake.input.get("segs", [])),
-        thresholds=list(snakemake.params.thresholds),
+        thresholds=list(snakemake.params.thresholds or []),
         log=log,
     )
