@@ -168,3 +168,22 @@ def test_a_wrong_own_ruler_fails_before_any_job_naming_affinity_model(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_augmentation_lengths_are_hr_pixels_whatever_the_ruler_downsampling():
+    """A 2x-downsampled ruler deforms, blurs and shifts the tissue by the same nm as a full-resolution one."""
+    aug = section("affinity")["augment"] | {"blur_sigma": 1.5, "elastic_sigma": 2.0, "elastic_spacing": 40.0}
+    aug |= {"shift_px": 4, "shifted_section": 0.1}
+    full = {"dim": 3, "downsample": 1, "augment": aug}
+    half = ruler_spec.network_augment(full | {"downsample": 2})
+    assert ruler_spec.network_augment(full) == aug
+    lengths = ("blur_sigma", "elastic_sigma", "elastic_spacing", "shift_px")
+    assert [half[k] for k in lengths] == [0.75, 1.0, 20.0, 2]
+    # angles, probabilities and intensities are not lengths
+    others = ("rotate_deg", "prob", "noise", "gamma")
+    assert [half[k] for k in others] == [aug[k] for k in others]
+    # the misalignment a 3D patch can get is context its targets need, on the network's grid
+    settings = section("affinity") | {"dim": 3, "long_range": [], "lsd": {"enabled": False}}
+    assert affinity.Targets(settings | {"augment": aug, "downsample": 2}).required == 2
+    assert affinity.Targets(settings | {"augment": aug, "downsample": 1}).required == 4
+    assert ruler_spec.network_augment({"augment": None, "downsample": 2}) is None

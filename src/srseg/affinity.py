@@ -52,7 +52,7 @@ from .config import section
 from .data import ReadBudget, StoredVolume, validation_sections
 from .io import InputError, read_labels
 from .lsd import local_shape_descriptors
-from .ruler_spec import NEAREST, lsd_channels, network_offsets, offsets, predicted_offsets
+from .ruler_spec import NEAREST, lsd_channels, network_augment, network_offsets, offsets, predicted_offsets
 from .tiling import tile_axis
 from .training.engine import KINDS, Kind, train
 from .training.weights import trainable
@@ -118,7 +118,7 @@ class Targets:
         self.lsd = bool(lsd.get("enabled")) and lsd_channels(settings) > 0
         self.lsd_sigma_nm = float(lsd.get("sigma_nm", 0.0)) if self.lsd else 0.0
         reach = max([max(abs(o[1]), abs(o[2])) for o in self.offsets] + [1])
-        aug = settings.get("augment") or {}
+        aug = network_augment(settings) or {}
         if self.dim == 3:
             reach = max(reach, int(aug.get("shift_px", 0)) if aug.get("shifted_section", 0) else 0)
         self.required = reach
@@ -876,6 +876,7 @@ class AffinityTraining(Kind):
         super().__init__(settings, inputs, "affinity")
         self.dim = int(settings["dim"])
         self.targets = Targets(settings)
+        self.augment = network_augment(settings)  # HR-pixel lengths on the network's grid
         f = int(settings.get("downsample", 1))
         self.volumes = [downsample_volume(train_pair, f) for train_pair, _, _ in splits.values()]
         self.validation = {name: _float_pair(val_pair) for name, (_, val_pair, _) in splits.items()}  # HR: thresholds
@@ -918,7 +919,7 @@ class AffinityTraining(Kind):
     def step(self, step: int) -> dict[str, float]:
         s = self.settings
         batch = sample_batch(
-            self.volumes, self.rng, int(s["batch"]), self.patch, self.dim, int(s["patch_z"]), s["augment"], self.targets
+            self.volumes, self.rng, int(s["batch"]), self.patch, self.dim, int(s["patch_z"]), self.augment, self.targets
         )
         terms = self.losses(*(runtime.to_device(b, self.device) for b in batch))
         runtime.require_finite(terms["loss"], step, s["lr"])

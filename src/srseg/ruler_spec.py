@@ -11,7 +11,8 @@ and by srseg.affinity. One place defines:
 - the local-shape-descriptor head (`affinity.lsd`): 6 channels in 2D, 10 in 3D;
 - the input normalisation (`affinity.normalize`): the network sees (image - mean) / std
   with the image in [0, 1], averaged over `downsample` x `downsample` HR pixels (a CPU-size
-  ruler for finely sampled HR; offsets stay in HR voxels, long-range ones multiples of it);
+  ruler for finely sampled HR; offsets stay in HR voxels, long-range ones multiples of it, and
+  so do the augmentation's lengths, `network_augment`);
 - a lab's own network (`affinity.model: path`): an srseg affinity checkpoint (a model.pt of
   rule train_affinity, e.g. trained with the MALA preset on a GPU cluster), or a bare
   AffinityUNet state_dict whose architecture the `affinity:` keys give. `check_ruler_model`
@@ -55,6 +56,28 @@ def network_offsets(affinity: dict) -> list[list[int]]:
         else:
             out.append([o[0], o[1] // f, o[2] // f])
     return out
+
+
+#: `affinity.augment` keys that are lengths in HR pixels (the rotation is an angle, the rest are
+#: probabilities and intensities)
+AUGMENT_LENGTHS = ("elastic_sigma", "elastic_spacing", "blur_sigma", "shift_px")
+
+
+def network_augment(affinity: dict) -> dict | None:
+    """`affinity.augment` on the network's own grid: its lengths divided by `downsample`.
+
+    The lengths are in HR pixels, like the long-range offsets, so that `downsample` changes
+    what the network sees, not how far the training deforms, blurs or shifts the tissue
+    (a 1.5 px blur at 4 nm is 6 nm wide, whether the ruler then sees 4 or 8 nm pixels).
+    """
+    if affinity.get("augment") is None:
+        return None
+    aug = dict(affinity["augment"])
+    f = int(affinity.get("downsample", 1))
+    for key in AUGMENT_LENGTHS:
+        if key in aug and f > 1:
+            aug[key] = int(aug[key]) // f if key == "shift_px" else float(aug[key]) / f
+    return aug
 
 
 def lsd_channels(affinity: dict) -> int:
