@@ -9,6 +9,7 @@ weights of an uninterrupted one (CPU); a checkpoint of other settings or inputs 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,10 @@ from srseg import affinity
 from srseg.config import section
 from srseg.io import InputError, read_image, read_json, write_image, write_labels
 from srseg.models import ARCHS, build_model, load_trained, save_trained
+from srseg.ruler_spec import network_augment
 from srseg.runtime import load_checkpoint, save_checkpoint
 from srseg.training import KINDS
+from srseg.training.engine import fingerprint
 
 NAME = "tiny"
 TRAINING = {"steps": 4, "batch": 2, "patch": 8, "checkpoint_every": 2, "val_every": 2, "val_patches": 2, "seed": 3}
@@ -257,3 +260,23 @@ def test_validation_does_not_change_the_trajectory(tmp_path):
         case.run(tmp_path / arch / "rarely", val_every=4)
         a, b = case.weights(tmp_path / arch / "often"), case.weights(tmp_path / arch / "rarely")
         assert all(torch.equal(a[k], b[k]) for k in a), arch
+
+
+def test_a_downsampled_rulers_checkpoint_is_not_resumed_across_a_change_of_its_augmentation_grid():
+    """Checkpoints of 2x-downsampled rulers from before the augmentation lengths became HR pixels (same
+    settings, twice the nm) are fingerprinted apart; full-resolution rulers keep their fingerprint."""
+
+    def kind(**over):
+        settings = section("affinity", {**AFFINITY, **over})
+        k = SimpleNamespace(settings=settings, augment=network_augment(settings), name="affinity", inputs={})
+        k.untracked_settings = lambda: affinity.AffinityTraining.untracked
+        k.derived_settings = lambda: affinity.AffinityTraining.derived_settings(k)
+        return k
+
+    half, full = kind(downsample=2), kind(downsample=1)
+    assert half.derived_settings()["network_augment"]["blur_sigma"] == half.settings["augment"]["blur_sigma"] / 2
+    assert full.derived_settings() == {}
+    as_before = SimpleNamespace(**{**vars(half), "derived_settings": lambda: {}})  # the fingerprint of then
+    assert fingerprint(half.settings, half) != fingerprint(half.settings, as_before)
+    full_before = SimpleNamespace(**{**vars(full), "derived_settings": lambda: {}})
+    assert fingerprint(full.settings, full) == fingerprint(full.settings, full_before)

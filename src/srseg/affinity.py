@@ -889,6 +889,11 @@ class AffinityTraining(Kind):
     def log_every(self) -> int:
         return int(self.settings["log_every"])
 
+    def derived_settings(self) -> dict:
+        # a downsampled ruler's augmentation on its own grid: the same `augment:` numbers meant twice the nm
+        # before they became HR pixels, and a finished checkpoint of then must not be resumed as a ruler of now
+        return {"network_augment": self.augment} if self.augment != self.settings.get("augment") else {}
+
     def build(self, rng, device) -> None:
         self.rng, self.device = rng, device
         self.model = build_network(self.settings)

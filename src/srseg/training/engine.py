@@ -81,6 +81,11 @@ class Kind:
     def untracked_settings(self) -> frozenset[str]:
         return self.untracked
 
+    def derived_settings(self) -> dict:
+        """What the trajectory sees that the settings do not spell out (fingerprinted where non-empty):
+        a checkpoint made when the same settings meant something else is then not resumed."""
+        return {}
+
     def log_every(self) -> int:
         return 1
 
@@ -121,9 +126,12 @@ class Kind:
 
 
 def fingerprint(settings: dict, kind: Kind) -> str:
-    """Hash of everything that shapes the training trajectory: settings, input bytes, init weights."""
+    """Hash of all that shapes the training trajectory: settings (and derived ones), input bytes, init weights."""
     keyed = {k: v for k, v in settings.items() if k not in kind.untracked_settings()}
     keyed["kind"] = kind.name
+    derived = kind.derived_settings()
+    if derived:  # only where non-empty, so that every other kind's fingerprint stays what it was
+        keyed["derived"] = derived
     keyed["inputs"] = {name: [file_digest(p) for p in files] for name, files in kind.inputs.items()}
     if settings.get("init"):
         keyed["init_digest"] = file_digest(settings["init"])
