@@ -373,3 +373,30 @@ def test_cpu_bf16_trains_the_ruler_in_bf16_and_records_it(tmp_path, monkeypatch)
     seen.clear()
     _, info = _train({"s": (image, labels)}, {**TINY, "steps": 5, "cpu_bf16": True}, tmp_path / "no_bf16")
     assert set(seen) == {torch.float32} and info["precision"] == "float32"
+
+
+@pytest.mark.parametrize("f", [2, 3])
+def test_a_downsampled_rulers_image_pixels_sit_on_its_label_samples_and_go_back_there(f):
+    """On a ramp (value = HR x), the network's pixel j reads the ramp at the HR pixel its label is sampled
+    at, and its affinities return to the HR pixels (and edges) they were learnt for: no half-pixel shift of
+    the targets for even downsampling, where block means sit between two HR pixels."""
+    ny, nx = 4 * f, 8 * f
+    ramp = np.broadcast_to(np.arange(nx, dtype=np.float32), (2, ny, nx))
+    labels = np.broadcast_to(np.arange(nx, dtype=np.uint64) + 1, (2, ny, nx))  # one label per HR column
+    image, lab, _ = affinity.downsample_volume((ramp, labels), f)
+    sampled_at = lab[0, 0].astype(np.float64) - 1  # the HR x of each label sample
+    inner = slice(0, nx // f - 1)  # the last box reaches past the field (edge-padded)
+    np.testing.assert_allclose(image[0, 0, inner], sampled_at[inner], atol=1e-5)
+
+    # coarse channels holding the HR x of the place they describe: pixel j at f*j + f//2, the nearest-neighbour
+    # x edge j halfway between pixels j - 1 and j
+    coarse_x = f * np.arange(nx // f) + f // 2
+    chans = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, 0, -2 * f]]
+    affs = np.zeros((4, 1, ny // f, nx // f), np.float32)
+    affs[2] = coarse_x - f / 2  # x edges
+    affs[3] = coarse_x  # a long-range channel: at the pixel centres
+    up = affinity.upsample_affinities(affs, chans, f, (ny, nx))
+    hr_x = np.arange(nx, dtype=np.float64)
+    inner = slice(f, nx - f)  # clamped at both ends
+    np.testing.assert_allclose(up[3, 0, 0, inner], hr_x[inner], atol=1e-4)
+    np.testing.assert_allclose(up[2, 0, 0, inner], hr_x[inner] - 0.5, atol=1e-4)  # HR edge p: between p-1 and p

@@ -187,3 +187,30 @@ def test_augmentation_lengths_are_hr_pixels_whatever_the_ruler_downsampling():
     assert affinity.Targets(settings | {"augment": aug, "downsample": 2}).required == 2
     assert affinity.Targets(settings | {"augment": aug, "downsample": 1}).required == 4
     assert ruler_spec.network_augment({"augment": None, "downsample": 2}) is None
+
+
+def test_a_downsampled_ruler_of_the_block_mean_grid_is_refused_naming_the_file(tmp_path):
+    """A 2x-downsampled srseg ruler trained before its image pixels were centred on the label samples (its
+    targets half an HR pixel off) is refused at plan time and at load time, with the fix; odd downsampling,
+    whose blocks were always centred, and a checkpoint of now pass."""
+    from srseg.runtime import load_checkpoint
+
+    for f, marked, refused in [(2, True, False), (2, False, True), (3, False, False)]:
+        settings = section("affinity", {**OWN, "long_range": [[0, -6, 0]], "downsample": f})
+        path = tmp_path / f"ruler_{f}_{marked}.pt"
+        affinity.save_ruler(str(path), affinity.build_network(settings), settings, seed=0)
+        if not marked:  # a model.pt of before: no image_grid entry
+            state = load_checkpoint(path)
+            del state["image_grid"]
+            save_checkpoint(path, state)
+        own = {**settings, "model": str(path)}
+        checks = [(ruler_spec.check_ruler_model, own), (affinity.load_ruler, own), (affinity.load_affinity_model, path)]
+        for check, arg in checks:
+            if refused:
+                with pytest.raises(InputError, match=r"block means half an HR pixel off .*retrain it") as err:
+                    check(arg)
+                assert str(path) in str(err.value)
+            else:
+                check(arg)
+    with pytest.raises(InputError, match=r"^affinity\.model: "):
+        ruler_spec.check_ruler_model({**settings, "downsample": 2, "model": str(tmp_path / "ruler_2_False.pt")})

@@ -262,9 +262,10 @@ def test_validation_does_not_change_the_trajectory(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), arch
 
 
-def test_a_downsampled_rulers_checkpoint_is_not_resumed_across_a_change_of_its_augmentation_grid():
+def test_a_downsampled_rulers_checkpoint_is_not_resumed_across_a_change_of_its_grid():
     """Checkpoints of 2x-downsampled rulers from before the augmentation lengths became HR pixels (same
-    settings, twice the nm) are fingerprinted apart; full-resolution rulers keep their fingerprint."""
+    settings, twice the nm) or before the image pixels were centred on the label samples are fingerprinted
+    apart; full-resolution and odd-downsampled rulers keep their fingerprint."""
 
     def kind(**over):
         settings = section("affinity", {**AFFINITY, **over})
@@ -275,7 +276,11 @@ def test_a_downsampled_rulers_checkpoint_is_not_resumed_across_a_change_of_its_a
 
     half, full = kind(downsample=2), kind(downsample=1)
     assert half.derived_settings()["network_augment"]["blur_sigma"] == half.settings["augment"]["blur_sigma"] / 2
+    assert half.derived_settings()["image_grid"] == "label_samples"
     assert full.derived_settings() == {}
+    assert "image_grid" not in kind(downsample=3).derived_settings()  # odd: centred blocks all along
+    grid_before = SimpleNamespace(**{**vars(half), "derived_settings": lambda: {"network_augment": half.augment}})
+    assert fingerprint(half.settings, half) != fingerprint(half.settings, grid_before)
     as_before = SimpleNamespace(**{**vars(half), "derived_settings": lambda: {}})  # the fingerprint of then
     assert fingerprint(half.settings, half) != fingerprint(half.settings, as_before)
     full_before = SimpleNamespace(**{**vars(full), "derived_settings": lambda: {}})

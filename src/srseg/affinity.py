@@ -52,7 +52,17 @@ from .config import section
 from .data import ReadBudget, StoredVolume, validation_sections
 from .io import InputError, read_labels
 from .lsd import local_shape_descriptors
-from .ruler_spec import NEAREST, lsd_channels, network_augment, network_offsets, offsets, predicted_offsets
+from .ruler_spec import (
+    IMAGE_GRID,
+    NEAREST,
+    check_image_grid,
+    image_grid_matters,
+    lsd_channels,
+    network_augment,
+    network_offsets,
+    offsets,
+    predicted_offsets,
+)
 from .tiling import tile_axis
 from .training.engine import KINDS, Kind, train
 from .training.weights import trainable
@@ -430,24 +440,51 @@ def lsd_loss(logits: torch.Tensor, target: torch.Tensor, foreground: torch.Tenso
 # --------------------------------------------------------------------------- downsampled rulers
 
 
+def _centred_box(a: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """Means over boxes of f pixels along `axis`, box j centred on pixel f*j + f//2 (edge-padded).
+
+    Odd f: the block [f*j, f*j + f). Even f: f + 1 taps with half weight at both ends (the mean
+    of the blocks starting at f*j and f*j + 1), so that the box is centred on a pixel, as the
+    label samples are. Hand-written: skimage's downscale_local_mean / block_reduce only know
+    blocks, whose centres lie half a pixel off every pixel for even f.
+    """
+    n = a.shape[axis]
+    n_out = -(-n // f)
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, n_out * f - n + (1 if f % 2 == 0 else 0))
+    a = np.pad(a, pad, mode="edge")
+
+    def blocks(start: int) -> np.ndarray:
+        part = np.take(a, np.arange(start, start + n_out * f), axis=axis)
+        shape = part.shape[:axis] + (n_out, f) + part.shape[axis + 1 :]
+        return part.reshape(shape).mean(axis=axis + 1)
+
+    return blocks(0) if f % 2 else 0.5 * (blocks(0) + blocks(1))
+
+
 def downsample_image(image: np.ndarray, f: int) -> np.ndarray:
-    """Mean over f x f pixel blocks in y/x (edge-padded up to a multiple of f)."""
+    """The image on the f-times coarser grid in y/x: pixel j is the mean of an f-pixel box around HR pixel f*j + f//2.
+
+    That is where the training labels are sampled (`downsample_volume`) and where the
+    affinities go back to on the HR grid (`upsample_affinities`); blocks would sit half an HR
+    pixel off the labels for even f, to either side as the flip augmentation falls.
+    """
     if f <= 1:
         return np.asarray(image, np.float32)
-    nz, ny, nx = image.shape
-    pad = ((0, 0), (0, (-ny) % f), (0, (-nx) % f))
-    img = np.pad(np.asarray(image, np.float32), pad, mode="edge")
-    return img.reshape(nz, img.shape[1] // f, f, img.shape[2] // f, f).mean(axis=(2, 4)).astype(np.float32)
+    img = np.asarray(image, np.float32)
+    return _centred_box(_centred_box(img, f, 1), f, 2).astype(np.float32)
 
 
 def downsample_volume(entry, f: int) -> tuple:
-    """A training (image, labels, voxel) triple on the network's grid: block-mean image, block-centre labels."""
+    """A training (image, labels, voxel) triple on the network's grid: box-mean image, labels at the box centres."""
     image, labels, voxel = _volume(entry)
     if f <= 1:
         return tuple(entry)
     ny, nx = (image.shape[1] // f) * f, (image.shape[2] // f) * f
-    # section by section: a float32 copy of the whole full-resolution field never exists
-    img = np.concatenate([downsample_image(image[z : z + 1, :ny, :nx], f) for z in range(image.shape[0])])
+    # section by section: a float32 copy of the whole full-resolution field never exists; the whole section
+    # is reduced, so that the last box of an even f reads its real neighbour, not an edge copy
+    sections = (downsample_image(image[z : z + 1, :, :], f)[:, : ny // f, : nx // f] for z in range(image.shape[0]))
+    img = np.concatenate(list(sections))
     lab = np.ascontiguousarray(labels[:, f // 2 : ny : f, f // 2 : nx : f])
     vox = None if voxel is None else [voxel[0], voxel[1] * f, voxel[2] * f]
     return (img, lab, vox)
@@ -456,11 +493,13 @@ def downsample_volume(entry, f: int) -> tuple:
 def _linear_weights(n_full: int, n_low: int, f: int, edge: bool) -> np.ndarray:
     """(n_full, n_low) linear interpolation from the f-times coarser grid.
 
-    Pixel p of the HR grid lies at (p + 0.5) / f - 0.5 on the coarse one; a nearest-neighbour
-    edge (edge=True: between p - 1 and p, at p - 0.5) at p / f, the coarse edge j's place.
+    Coarse pixel j sits on HR pixel f*j + f//2 (`downsample_image`), so HR pixel p lies at
+    (p - f//2) / f on the coarse grid; a nearest-neighbour edge (edge=True: HR edge between
+    p - 1 and p, at p - 0.5; coarse edge j halfway between coarse pixels j - 1 and j) at
+    (p - 0.5 - f//2) / f + 0.5.
     """
     p = np.arange(n_full, dtype=np.float64)
-    u = p / f if edge else (p + 0.5) / f - 0.5
+    u = (p - 0.5 - f // 2) / f + 0.5 if edge else (p - f // 2) / f
     u = np.clip(u, 0, n_low - 1)
     lo = np.floor(u).astype(int)
     hi = np.minimum(lo + 1, n_low - 1)
@@ -710,6 +749,7 @@ def load_affinity_model(path, device: torch.device | str = "cpu") -> AffinityUNe
     state = runtime.load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or "net" not in state or "state_dict" not in state:
         raise InputError(f"{path}: not an affinity model written by srseg; retrain it with the train_affinity rule")
+    check_image_grid(state, str(path))
     net = _from_state(state, path)
     net.params = state.get("params")
     net.offsets = state.get("offsets") or [list(o) for o in NEAREST]
@@ -729,6 +769,7 @@ def load_ruler(settings: dict, device: torch.device | str = "cpu") -> AffinityUN
     state = runtime.load_checkpoint(path, map_location="cpu")
     norm = settings.get("normalize") or {"mean": 0.0, "std": 1.0}
     if isinstance(state, dict) and "net" in state and "state_dict" in state:
+        check_image_grid(state, f"affinity.model: {path}")
         cfg = {**state["net"], "mean": float(norm["mean"]), "std": float(norm["std"])}
         net = _from_state({"net": cfg, "state_dict": state["state_dict"]}, f"affinity.model: {path}")
     else:
@@ -892,7 +933,12 @@ class AffinityTraining(Kind):
     def derived_settings(self) -> dict:
         # a downsampled ruler's augmentation on its own grid: the same `augment:` numbers meant twice the nm
         # before they became HR pixels, and a finished checkpoint of then must not be resumed as a ruler of now
-        return {"network_augment": self.augment} if self.augment != self.settings.get("augment") else {}
+        derived = {"network_augment": self.augment} if self.augment != self.settings.get("augment") else {}
+        # and its image pixels moved onto the label samples (even downsample): a checkpoint of the block grid
+        # learnt targets half an HR pixel off and is retrained, not resumed
+        if image_grid_matters(self.settings):
+            derived["image_grid"] = IMAGE_GRID
+        return derived
 
     def build(self, rng, device) -> None:
         self.rng, self.device = rng, device
@@ -980,6 +1026,7 @@ def save_ruler(path: str, net: AffinityUNet, settings: dict, seed=None, source: 
             "offsets": offsets(settings),
             "normalize": {"mean": net.mean, "std": net.std},
             "lsd": dict(settings.get("lsd") or {}),
+            "image_grid": IMAGE_GRID,
             "params": params,
             "seed": seed,
             "source": source,

@@ -80,6 +80,27 @@ def network_augment(affinity: dict) -> dict | None:
     return aug
 
 
+#: where a downsampled ruler's image pixels sit, recorded in its model.pt: on the HR pixels its labels are
+#: sampled at (f*j + f//2). Checkpoints of before (block means, half an HR pixel off for even f) lack it.
+IMAGE_GRID = "label_samples"
+
+
+def image_grid_matters(affinity: dict) -> bool:
+    """Whether `downsample` is even and > 1: only then did the image grid move off the old block means."""
+    f = int(affinity.get("downsample", 1))
+    return f > 1 and f % 2 == 0
+
+
+def check_image_grid(state: dict, where: str) -> None:
+    """An srseg ruler checkpoint with an even `downsample` must have been trained on the centred image grid."""
+    net = state.get("net") if isinstance(state.get("net"), dict) else {}
+    if image_grid_matters(net) and state.get("image_grid") != IMAGE_GRID:
+        raise InputError(
+            f"{where} was trained on block means half an HR pixel off its labels (downsample {net['downsample']}, "
+            "before srseg centred the image pixels on the label samples); retrain it (rule train_affinity)"
+        )
+
+
 def lsd_channels(affinity: dict) -> int:
     """Channels of the LSD head (0 without it)."""
     lsd = affinity.get("lsd") or {}
@@ -175,6 +196,7 @@ def check_ruler_model(affinity: dict, workdir: str | os.PathLike = ".") -> None:
         )
     net = meta.get("net") if isinstance(meta.get("net"), dict) else None
     if net is not None:
+        check_image_grid(meta, f"affinity.model: {path}")
         if int(net.get("dim", dim)) != dim:
             raise InputError(
                 f"affinity.model: {path} is a {net['dim']}D network, but affinity.dim is {dim}; "
